@@ -1,0 +1,126 @@
+/**
+ * Typed configuration. Every setting is an environment variable (the names
+ * below are the contract documented in docs/deploy.md); an optional JSON file
+ * (PGPT_CONFIG_FILE) may set the same names, and the environment wins.
+ * A bad value is a startup error that names the variable and the rule.
+ *
+ * This module is runtime-neutral (it runs on Workers too): it parses a plain
+ * record. `config-node.ts` reads process.env and the file.
+ */
+import { z } from 'zod'
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes')
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max)
+const providers = z
+  .string()
+  .transform((s) => s.split(',').map((p) => p.trim().toLowerCase()).filter(Boolean))
+  .pipe(z.array(z.enum(['tensorrt', 'cuda', 'cpu'])).min(1))
+
+export const configSchema = z.object({
+  /** Which set of adapters to wire: the embedded default or a cloud one. */
+  PGPT_PROFILE: z.enum(['local', 'cloudflare', 'aws', 'onprem']).default('local'),
+  PORT: int(1, 65535).default(8787),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  /** Local profile: where the queue, store, job records and keys live. */
+  PGPT_DATA_DIR: z.string().min(1).default('./.pgpt'),
+  /** When set, registered at boot as an admin key of tenant `default`. */
+  PGPT_API_KEY: z
+    .string()
+    .regex(/^pgpt_[A-Za-z0-9_-]{16,}$/, 'must look like pgpt_ followed by at least 16 letters, digits, _ or -')
+    .optional(),
+  PGPT_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+
+  PGPT_QUEUE: z.enum(['local', 'sqs']).default('local'),
+  PGPT_SQS_QUEUE_URL: z.url().optional(),
+  PGPT_SQS_DLQ_URL: z.url().optional(),
+  /** Custom SQS endpoint (ElasticMQ, local-aws-sqs). */
+  PGPT_SQS_ENDPOINT: z.url().optional(),
+  AWS_REGION: z.string().min(1).default('us-east-1'),
+
+  PGPT_STORE: z.enum(['fs', 's3']).default('fs'),
+  PGPT_S3_BUCKET: z.string().min(3).optional(),
+  /** Custom S3 endpoint (MinIO, R2, s3rver). */
+  PGPT_S3_ENDPOINT: z.url().optional(),
+  PGPT_S3_FORCE_PATH_STYLE: bool.default(false),
+
+  /** Worker processes that `npm start` runs beside the edge (0: edge only). */
+  PGPT_WORKERS: int(0, 64).default(1),
+  /** Jobs one worker runs at once. */
+  PGPT_WORKER_CONCURRENCY: int(1, 256).default(4),
+  /** Seconds a received job stays invisible before another worker may take it. */
+  PGPT_VISIBILITY_TIMEOUT_S: int(5, 43200).default(60),
+  /** Deliveries before a message is dead-lettered. */
+  PGPT_MAX_RECEIVE_COUNT: int(1, 1000).default(5),
+  /** Seconds a worker waits for in-flight jobs on SIGTERM before releasing them. */
+  PGPT_SHUTDOWN_GRACE_S: int(0, 3600).default(25),
+  /** onnxruntime execution providers in order of preference. */
+  PGPT_EXECUTION_PROVIDERS: providers.default(['cpu']),
+  PGPT_MODEL_CACHE_DIR: z.string().min(1).optional(),
+  /** Memory budget for loaded models, in MiB. */
+  PGPT_MODEL_CACHE_MB: int(16).default(4096),
+  PGPT_DEFAULT_MODEL: z.string().min(1).default('prometheus-mini'),
+
+  /** Edge URL that workers push events to (separate-process workers). */
+  PGPT_EDGE_URL: z.url().optional(),
+  /** Shared secret of the worker→edge channel. */
+  PGPT_INTERNAL_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+
+  /** Allow webhooks to loopback/private addresses (refused unless profile is local). */
+  PGPT_WEBHOOK_ALLOW_PRIVATE: bool.default(false),
+  PGPT_WEBHOOK_TIMEOUT_MS: int(100, 120000).default(10000),
+
+  /** Bearer token for /metrics; when unset /metrics is open. */
+  PGPT_METRICS_TOKEN: z.string().min(8).optional(),
+
+  PGPT_RATE_LIMIT_RPM: int(1).default(600),
+  PGPT_RATE_LIMIT_TPM: int(1).default(1_000_000),
+  PGPT_CACHE_TTL_S: int(0).default(3600),
+  PGPT_MAX_BODY_BYTES: int(1024).default(1_048_576),
+})
+
+export type Config = z.infer<typeof configSchema>
+export type ConfigSource = Record<string, string | undefined>
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError'
+  constructor(readonly issues: Array<{ variable: string; message: string }>) {
+    super(`Invalid configuration:\n${issues.map((i) => `  ${i.variable}: ${i.message}`).join('\n')}`)
+  }
+}
+
+/** Parse settings from a plain record (env wins over file). Unknown names are ignored. */
+export function parseConfig(env: ConfigSource, file: ConfigSource = {}): Config {
+  const merged: ConfigSource = {}
+  for (const key of Object.keys(configSchema.shape)) {
+    const value = env[key] ?? file[key]
+    // An empty variable counts as unset, as shells make unsetting awkward.
+    if (value !== undefined && value !== '') merged[key] = String(value)
+  }
+  const result = configSchema.safeParse(merged)
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((issue) => {
+        const variable = String(issue.path[0] ?? '(config)')
+        const got = merged[variable]
+        return { variable, message: got === undefined ? issue.message : `${issue.message} (got '${got}')` }
+      }),
+    )
+  }
+  const config = result.data
+  crossCheck(config)
+  return config
+}
+
+/** Rules that span several variables. */
+function crossCheck(c: Config): void {
+  const issues: Array<{ variable: string; message: string }> = []
+  if (c.PGPT_QUEUE === 'sqs' && !c.PGPT_SQS_QUEUE_URL)
+    issues.push({ variable: 'PGPT_SQS_QUEUE_URL', message: 'required when PGPT_QUEUE=sqs' })
+  if (c.PGPT_STORE === 's3' && !c.PGPT_S3_BUCKET)
+    issues.push({ variable: 'PGPT_S3_BUCKET', message: 'required when PGPT_STORE=s3' })
+  if (c.PGPT_WEBHOOK_ALLOW_PRIVATE && c.PGPT_PROFILE !== 'local')
+    issues.push({ variable: 'PGPT_WEBHOOK_ALLOW_PRIVATE', message: 'may only be true in the local profile' })
+  if (issues.length) throw new ConfigError(issues)
+}

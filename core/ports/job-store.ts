@@ -1,0 +1,110 @@
+/**
+ * Job records: the durable state machine behind every queued piece of work.
+ *
+ *   queued ──► running ──► succeeded | failed | canceled
+ *     │           │
+ *     │           └─► queued   (released or redelivered after a crash: attempts grows)
+ *     └─► canceled | failed
+ *
+ * Records are tenant-scoped: reads through the public API always name the
+ * tenant, and another tenant's id reads as missing.
+ */
+
+export const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const
+export type JobState = (typeof JOB_STATES)[number]
+export const TERMINAL_STATES: readonly JobState[] = ['succeeded', 'failed', 'canceled']
+
+/** Which transitions the state machine allows. */
+export const JOB_TRANSITIONS: Record<JobState, readonly JobState[]> = {
+  queued: ['running', 'canceled', 'failed'],
+  running: ['succeeded', 'failed', 'canceled', 'queued'],
+  succeeded: [],
+  failed: [],
+  canceled: [],
+}
+
+export const isTerminal = (s: JobState) => TERMINAL_STATES.includes(s)
+
+export interface JobError {
+  message: string
+  code: string
+}
+
+export interface WebhookTarget {
+  url: string
+  /** Which events are delivered: start, output, completed. Empty means all. */
+  eventsFilter: Array<'start' | 'output' | 'completed'>
+}
+
+export interface JobRecord {
+  id: string
+  tenant: string
+  /** What the worker does: 'generation', 'batch', 'fine_tune', ... */
+  kind: string
+  state: JobState
+  model?: string
+  input: unknown
+  output?: unknown
+  error?: JobError
+  /** How many times a worker has started this job. */
+  attempts: number
+  cancelRequested: boolean
+  requestId?: string
+  apiKeyId?: string
+  webhook?: WebhookTarget
+  metadata?: Record<string, string>
+  createdAt: number
+  updatedAt: number
+  startedAt?: number
+  finishedAt?: number
+}
+
+export type NewJob = Pick<JobRecord, 'tenant' | 'kind' | 'input'> &
+  Partial<Pick<JobRecord, 'id' | 'model' | 'requestId' | 'apiKeyId' | 'webhook' | 'metadata'>>
+
+export interface TransitionPatch {
+  output?: unknown
+  error?: JobError
+}
+
+export interface JobListOptions {
+  /** Cursor: list jobs created before this id (newest first). */
+  after?: string
+  limit?: number
+  kind?: string
+}
+
+export interface JobPage {
+  data: JobRecord[]
+  hasMore: boolean
+}
+
+export interface JobStore {
+  create(job: NewJob): Promise<JobRecord>
+  /** Tenant-scoped read: another tenant's job is null. */
+  get(tenant: string, id: string): Promise<JobRecord | null>
+  /** Internal read by id alone, for workers. */
+  getById(id: string): Promise<JobRecord | null>
+  /**
+   * Move a job to `to`. Throws IllegalTransitionError when the state machine
+   * forbids it (so two workers racing on one job cannot both finish it).
+   * Entering `running` increments attempts and sets startedAt; entering a
+   * terminal state sets finishedAt.
+   */
+  transition(id: string, to: JobState, patch?: TransitionPatch): Promise<JobRecord>
+  /** Mark cancel requested; a queued job is canceled at once. Returns the record. */
+  requestCancel(tenant: string, id: string): Promise<JobRecord | null>
+  list(tenant: string, options?: JobListOptions): Promise<JobPage>
+  close?(): Promise<void>
+}
+
+export class IllegalTransitionError extends Error {
+  override readonly name = 'IllegalTransitionError'
+  constructor(
+    readonly jobId: string,
+    readonly from: JobState,
+    readonly to: JobState,
+  ) {
+    super(`Job ${jobId}: illegal transition ${from} -> ${to}`)
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * UsageStore port: metered usage, one record per completed generation, batch
+ * line or fine-tuning job. Totals are summed from records, never kept as
+ * counters, so they can be audited.
+ */
+
+export interface UsageRecord {
+  id: string
+  tenant: string
+  apiKeyId: string
+  model: string
+  /** 'completion' | 'chat.completion' | 'batch' | 'fine_tune' | ... */
+  kind: string
+  promptTokens: number
+  completionTokens: number
+  trainedTokens: number
+  requestId?: string
+  cached: boolean
+  /** Epoch ms. */
+  at: number
+}
+
+export interface UsageQuery {
+  /** Omit for all tenants (admin). */
+  tenant?: string
+  from: number
+  to: number
+  bucketSeconds: number
+  groupBy?: 'api_key' | 'model'
+}
+
+export interface UsageBucket {
+  start: number
+  end: number
+  group?: string
+  requests: number
+  promptTokens: number
+  completionTokens: number
+  trainedTokens: number
+}
+
+export interface UsageStore {
+  readonly name: string
+  record(rec: UsageRecord): Promise<void>
+  query(q: UsageQuery): Promise<UsageBucket[]>
+  close?(): Promise<void>
+}
