@@ -1,0 +1,16 @@
+/**
+ * `pgpt`: the command line of PrometheusGPT. Each group lives in its own
+ * module and is loaded only when used, so `pgpt keys` does not load onnxruntime.
+ */
+import { defineCommand, runMain } from 'citty'
+
+const main = defineCommand({
+  meta: { name: 'pgpt', description: 'PrometheusGPT: models, tokenizers, training, keys and the local stack' },
+  subCommands: {
+    model: () => import('./model.js').then((m) => m.default),
+    tokenizer: () => import('./tokenizer.js').then((m) => m.default),
+    keys: () => import('./keys.js').then((m) => m.default),
+  },
+})
+
+runMain(main)
