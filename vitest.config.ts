@@ -10,5 +10,6 @@ export default defineConfig({
     hookTimeout: 60_000,
     // 2 cores on CI: more parallel files only thrash.
     maxWorkers: 2,
+    reporters: ['default', './test/reporters/summary.ts'],
   },
 })
