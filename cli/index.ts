@@ -5,7 +5,10 @@
 import { defineCommand, runMain } from 'citty'
 
 const main = defineCommand({
-  meta: { name: 'pgpt', description: 'PrometheusGPT: models, tokenizers, training, keys and the local stack' },
+  meta: {
+    name: 'pgpt',
+    description: 'PrometheusGPT: models, tokenizers, training, keys and the local stack',
+  },
   subCommands: {
     model: () => import('./model.js').then((m) => m.default),
     tokenizer: () => import('./tokenizer.js').then((m) => m.default),

@@ -10,15 +10,21 @@ export function loadConfig(env: ConfigSource = process.env): Config {
     try {
       text = readFileSync(path, 'utf8')
     } catch (err) {
-      throw new ConfigError([{ variable: 'PGPT_CONFIG_FILE', message: `cannot read '${path}': ${(err as Error).message}` }])
+      throw new ConfigError([
+        { variable: 'PGPT_CONFIG_FILE', message: `cannot read '${path}': ${(err as Error).message}` },
+      ])
     }
     try {
       const parsed = JSON.parse(text) as unknown
       if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not a JSON object')
-      file = Object.fromEntries(Object.entries(parsed).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]))
+      file = Object.fromEntries(
+        Object.entries(parsed).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]),
+      )
       for (const [k, v] of Object.entries(parsed)) if (Array.isArray(v)) file[k] = v.join(',')
     } catch (err) {
-      throw new ConfigError([{ variable: 'PGPT_CONFIG_FILE', message: `'${path}' is not valid JSON: ${(err as Error).message}` }])
+      throw new ConfigError([
+        { variable: 'PGPT_CONFIG_FILE', message: `'${path}' is not valid JSON: ${(err as Error).message}` },
+      ])
     }
   }
   return parseConfig(env, file)

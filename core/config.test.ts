@@ -47,7 +47,9 @@ describe('configuration', () => {
   })
 
   it('checks rules that span variables', () => {
-    expect(() => parseConfig({ PGPT_QUEUE: 'sqs' })).toThrow(/PGPT_SQS_QUEUE_URL: required when PGPT_QUEUE=sqs/)
+    expect(() => parseConfig({ PGPT_QUEUE: 'sqs' })).toThrow(
+      /PGPT_SQS_QUEUE_URL: required when PGPT_QUEUE=sqs/,
+    )
     expect(() => parseConfig({ PGPT_STORE: 's3' })).toThrow(/PGPT_S3_BUCKET/)
     expect(() => parseConfig({ PGPT_PROFILE: 'aws', PGPT_WEBHOOK_ALLOW_PRIVATE: '1' })).toThrow(
       /PGPT_WEBHOOK_ALLOW_PRIVATE: may only be true in the local profile/,
@@ -57,7 +59,10 @@ describe('configuration', () => {
   it('reads an optional JSON file, and the environment wins over it', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgpt-config-'))
     const file = join(dir, 'pgpt.json')
-    writeFileSync(file, JSON.stringify({ PORT: 9100, PGPT_WORKERS: 3, PGPT_EXECUTION_PROVIDERS: ['cuda', 'cpu'] }))
+    writeFileSync(
+      file,
+      JSON.stringify({ PORT: 9100, PGPT_WORKERS: 3, PGPT_EXECUTION_PROVIDERS: ['cuda', 'cpu'] }),
+    )
     const c = loadConfig({ PGPT_CONFIG_FILE: file, PGPT_WORKERS: '2' })
     expect(c.PORT).toBe(9100)
     expect(c.PGPT_WORKERS).toBe(2)
@@ -66,7 +71,9 @@ describe('configuration', () => {
 
   it('names the file when it is missing or not JSON', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgpt-config-'))
-    expect(() => loadConfig({ PGPT_CONFIG_FILE: join(dir, 'nope.json') })).toThrow(/PGPT_CONFIG_FILE: cannot read/)
+    expect(() => loadConfig({ PGPT_CONFIG_FILE: join(dir, 'nope.json') })).toThrow(
+      /PGPT_CONFIG_FILE: cannot read/,
+    )
     const bad = join(dir, 'bad.json')
     writeFileSync(bad, '{ port: 1')
     expect(() => loadConfig({ PGPT_CONFIG_FILE: bad })).toThrow(/PGPT_CONFIG_FILE: .* is not valid JSON/)

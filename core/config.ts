@@ -15,7 +15,12 @@ const bool = z
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max)
 const providers = z
   .string()
-  .transform((s) => s.split(',').map((p) => p.trim().toLowerCase()).filter(Boolean))
+  .transform((s) =>
+    s
+      .split(',')
+      .map((p) => p.trim().toLowerCase())
+      .filter(Boolean),
+  )
   .pipe(z.array(z.enum(['tensorrt', 'cuda', 'cpu'])).min(1))
 
 export const configSchema = z.object({
@@ -28,7 +33,10 @@ export const configSchema = z.object({
   /** When set, registered at boot as an admin key of tenant `default`. */
   PGPT_API_KEY: z
     .string()
-    .regex(/^pgpt_[A-Za-z0-9_-]{16,}$/, 'must look like pgpt_ followed by at least 16 letters, digits, _ or -')
+    .regex(
+      /^pgpt_[A-Za-z0-9_-]{16,}$/,
+      'must look like pgpt_ followed by at least 16 letters, digits, _ or -',
+    )
     .optional(),
   PGPT_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 

@@ -36,7 +36,10 @@ describe('ApiError', () => {
   })
 
   it('names the missing resource', () => {
-    expect(notFound('job', 'job_1').toJSON().error).toMatchObject({ code: 'job_not_found', type: 'not_found_error' })
+    expect(notFound('job', 'job_1').toJSON().error).toMatchObject({
+      code: 'job_not_found',
+      type: 'not_found_error',
+    })
   })
 
   it('hides internals of unknown errors behind a 500', () => {

@@ -66,12 +66,18 @@ export const unauthorized = (message = 'Missing or invalid API key.', code = 'in
 export const forbidden = (message: string, code: string | null = 'insufficient_scope') =>
   new ApiError(403, message, { code })
 export const notFound = (what: string, id: string, param: string | null = null) =>
-  new ApiError(404, `No ${what} found with id '${id}'.`, { param, code: `${what.replace(/\s+/g, '_')}_not_found` })
+  new ApiError(404, `No ${what} found with id '${id}'.`, {
+    param,
+    code: `${what.replace(/\s+/g, '_')}_not_found`,
+  })
 export const tooLarge = (message: string) => new ApiError(413, message, { code: 'payload_too_large' })
 export const unprocessable = (message: string, param: string | null = null, code: string | null = null) =>
   new ApiError(422, message, { param, code })
 export const rateLimited = (message: string, retryAfterSeconds: number, code = 'rate_limit_exceeded') =>
-  new ApiError(429, message, { code, headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) } })
+  new ApiError(429, message, {
+    code,
+    headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) },
+  })
 
 /** Wraps anything thrown into an ApiError; unknown errors become a 500 without leaking internals. */
 export function toApiError(err: unknown): ApiError {

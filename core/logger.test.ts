@@ -16,7 +16,11 @@ describe('logger', () => {
 
   it('honours the level', () => {
     const lines: string[] = []
-    const log = createLogger({ service: 'w', level: 'warn', destination: { write: (l: string) => lines.push(l) } })
+    const log = createLogger({
+      service: 'w',
+      level: 'warn',
+      destination: { write: (l: string) => lines.push(l) },
+    })
     log.info('dropped')
     log.warn('kept')
     expect(lines.map((l) => JSON.parse(l).msg)).toEqual(['kept'])

@@ -19,7 +19,14 @@ export function createLogger(options: LoggerOptions): Logger {
     level: options.level ?? 'info',
     base: { service: options.service },
     redact: {
-      paths: ['apiKey', 'secret', 'authorization', 'headers.authorization', 'req.headers.authorization', '*.secret'],
+      paths: [
+        'apiKey',
+        'secret',
+        'authorization',
+        'headers.authorization',
+        'req.headers.authorization',
+        '*.secret',
+      ],
       censor: '[redacted]',
     },
     timestamp: pino.stdTimeFunctions.isoTime,

@@ -18,7 +18,9 @@ export const chatMessageSchema = z.object({
   role: z.enum(['system', 'user', 'assistant', 'tool', 'developer']),
   content: z.union([
     z.string(),
-    z.array(z.object({ type: z.literal('text'), text: z.string() })).transform((parts) => parts.map((p) => p.text).join('')),
+    z
+      .array(z.object({ type: z.literal('text'), text: z.string() }))
+      .transform((parts) => parts.map((p) => p.text).join('')),
   ]),
   name: z.string().optional(),
 })

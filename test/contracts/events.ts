@@ -10,7 +10,12 @@ export interface EventsContractOptions {
   make: () => Promise<{ events: Events; cleanup?: () => Promise<void> }>
 }
 
-const ev = (jobId: string, seq: number, type: JobEvent['type'] = 'token', data: unknown = { seq }): JobEvent => ({
+const ev = (
+  jobId: string,
+  seq: number,
+  type: JobEvent['type'] = 'token',
+  data: unknown = { seq },
+): JobEvent => ({
   jobId,
   seq,
   type,

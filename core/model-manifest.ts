@@ -1,0 +1,55 @@
+/**
+ * How a model lives in the ObjectStore: its folder's files under
+ * `models/<id>/<path>` and, written last, `models/<id>/manifest.json`. A model
+ * exists once its manifest exists, so a half-uploaded folder is never served.
+ * The manifest lists every file with its size and SHA-256 so workers verify
+ * what they download.
+ */
+import { z } from 'zod'
+import type { ObjectStore } from './ports/object-store.js'
+
+export const MODEL_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/
+
+export const modelManifestSchema = z.object({
+  id: z.string().regex(MODEL_ID_PATTERN),
+  /** Tenant that may use the model; null: every tenant. */
+  owner: z.string().nullable(),
+  /** Epoch seconds. */
+  created: z.number().int(),
+  context_length: z.number().int().positive(),
+  files: z.array(
+    z.object({ path: z.string().min(1), size: z.number().int().min(0), sha256: z.string().length(64) }),
+  ),
+  /** Where the model came from: bundled with the product, published by a user, or a fine-tune. */
+  source: z.enum(['bundled', 'published', 'fine-tune']).default('published'),
+  /** For fine-tunes: the base model id. */
+  base_model: z.string().optional(),
+})
+export type ModelManifest = z.infer<typeof modelManifestSchema>
+
+export const modelPrefix = (id: string) => `models/${id}/`
+export const manifestKey = (id: string) => `models/${id}/manifest.json`
+
+export async function readManifest(store: ObjectStore, id: string): Promise<ModelManifest | null> {
+  if (!MODEL_ID_PATTERN.test(id)) return null
+  const bytes = await store.get(manifestKey(id))
+  if (!bytes) return null
+  return modelManifestSchema.parse(JSON.parse(new TextDecoder().decode(bytes)))
+}
+
+export async function listManifests(store: ObjectStore): Promise<ModelManifest[]> {
+  const out: ModelManifest[] = []
+  let cursor: string | undefined
+  do {
+    const page = await store.list('models/', { cursor })
+    for (const o of page.objects) {
+      if (!o.key.endsWith('/manifest.json')) continue
+      const bytes = await store.get(o.key)
+      if (!bytes) continue
+      const parsed = modelManifestSchema.safeParse(JSON.parse(new TextDecoder().decode(bytes)))
+      if (parsed.success && o.key === manifestKey(parsed.data.id)) out.push(parsed.data)
+    }
+    cursor = page.cursor
+  } while (cursor)
+  return out
+}
