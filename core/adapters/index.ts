@@ -1,0 +1,3 @@
+export * from './adapter-error.js'
+export * from './local-queue.js'
+export * from './memory-events.js'
