@@ -1,0 +1,86 @@
+/**
+ * Serializes a `Graph` to an ONNX ModelProto (bytes) with the protobufjs
+ * schema from `onnx-proto`. Initializers go in `raw_data` (little-endian).
+ */
+
+import type { onnx as OnnxTypes } from 'onnx-proto'
+import onnxProto from 'onnx-proto'
+import { type Attr, type Dim, type Graph, OPSET, onnxType, type TensorData, type Value } from './ir.js'
+
+const { onnx } = onnxProto
+
+export interface SerializeOptions {
+  /** Key/value pairs stored in the model's metadata_props. */
+  metadata?: Record<string, string>
+  docString?: string
+}
+
+/** ONNX IR version 8 goes with opset 17 (onnx/onnx docs/Versioning.md). */
+const IR_VERSION = 8
+
+export function toOnnxModel(g: Graph, options: SerializeOptions = {}): OnnxTypes.ModelProto {
+  const graph = onnx.GraphProto.create({
+    name: g.name,
+    input: g.inputs.map(valueInfo),
+    output: g.outputs.map(valueInfo),
+    initializer: [...g.initializers.values()].map((init) =>
+      onnx.TensorProto.create({
+        name: init.value.name,
+        dims: [...init.dims],
+        dataType: onnxType(init.value.dtype),
+        rawData: rawBytes(init.data),
+      }),
+    ),
+    node: g.nodes.map((n) =>
+      onnx.NodeProto.create({
+        name: n.name,
+        opType: n.op,
+        domain: '',
+        input: n.inputs.map((v) => v?.name ?? ''),
+        output: n.outputs.map((v) => v.name),
+        attribute: Object.entries(n.attrs).map(([name, a]) => attribute(name, a)),
+      }),
+    ),
+  })
+  return onnx.ModelProto.create({
+    irVersion: IR_VERSION,
+    producerName: 'prometheus-gpt',
+    producerVersion: '0.1.0',
+    docString: options.docString ?? '',
+    opsetImport: [{ domain: '', version: OPSET }],
+    metadataProps: Object.entries(options.metadata ?? {}).map(([key, value]) => ({ key, value })),
+    graph,
+  })
+}
+
+export function serializeGraph(g: Graph, options: SerializeOptions = {}): Uint8Array {
+  return onnx.ModelProto.encode(toOnnxModel(g, options)).finish()
+}
+
+function valueInfo(v: Value): OnnxTypes.IValueInfoProto {
+  return {
+    name: v.name,
+    type: {
+      tensorType: {
+        elemType: onnxType(v.dtype),
+        shape: v.shape ? { dim: v.shape.map(dim) } : undefined,
+      },
+    },
+  }
+}
+
+const dim = (d: Dim): OnnxTypes.TensorShapeProto.IDimension =>
+  typeof d === 'number' ? { dimValue: d } : { dimParam: d }
+
+function rawBytes(data: TensorData): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+}
+
+function attribute(name: string, a: Attr): OnnxTypes.IAttributeProto {
+  const T = onnx.AttributeProto.AttributeType
+  if ('int' in a) return { name, type: T.INT, i: a.int }
+  if ('float' in a) return { name, type: T.FLOAT, f: a.float }
+  if ('ints' in a) return { name, type: T.INTS, ints: a.ints }
+  if ('floats' in a) return { name, type: T.FLOATS, floats: a.floats }
+  return { name, type: T.STRING, s: new TextEncoder().encode(a.string) }
+}
