@@ -1,0 +1,61 @@
+/**
+ * Typed errors a job handler throws to tell the worker loop what to do next
+ * (sqs-consumer `src/errors.ts` in spirit):
+ *
+ * - `TransientError`: worth another try (a dependency is down, a model is still
+ *   loading). The job goes back to `queued` and its message comes back after an
+ *   exponential backoff with jitter; on the last allowed delivery the job fails
+ *   with this error's message kept.
+ * - `PermanentError`: retrying cannot help (bad input, unknown model). The job
+ *   fails at once with the reason and the message is acknowledged.
+ *
+ * A zod validation error counts as permanent; any other error as transient.
+ */
+import { ZodError } from 'zod'
+
+export class WorkerError extends Error {
+  /** Machine-readable reason, stored in the job record's `error.code`. */
+  readonly code: string
+  constructor(message: string, code: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+  }
+}
+
+export class TransientError extends WorkerError {
+  override readonly name = 'TransientError'
+  /** Wait at least this long before the next try (overrides the computed backoff when longer). */
+  readonly retryAfterSeconds?: number
+  constructor(message: string, options: { code?: string; retryAfterSeconds?: number; cause?: unknown } = {}) {
+    super(message, options.code ?? 'transient_error', { cause: options.cause })
+    this.retryAfterSeconds = options.retryAfterSeconds
+  }
+}
+
+export class PermanentError extends WorkerError {
+  override readonly name = 'PermanentError'
+  constructor(message: string, options: { code?: string; cause?: unknown } = {}) {
+    super(message, options.code ?? 'job_failed', { cause: options.cause })
+  }
+}
+
+export type ErrorClass = 'transient' | 'permanent'
+
+/** How the loop treats an error thrown by a handler. */
+export function classify(err: unknown): ErrorClass {
+  if (err instanceof PermanentError) return 'permanent'
+  if (err instanceof ZodError) return 'permanent'
+  return 'transient'
+}
+
+/** The `{message, code}` stored on a failed job. */
+export function toJobError(err: unknown): { message: string; code: string } {
+  if (err instanceof WorkerError) return { message: err.message, code: err.code }
+  if (err instanceof ZodError) {
+    const first = err.issues[0]
+    const where = first?.path.length ? ` at ${first.path.join('.')}` : ''
+    return { message: `invalid job input${where}: ${first?.message ?? err.message}`, code: 'invalid_input' }
+  }
+  if (err instanceof Error) return { message: err.message || err.name, code: 'internal_error' }
+  return { message: String(err), code: 'internal_error' }
+}

@@ -1,0 +1,360 @@
+import { describe, expect, it } from 'vitest'
+import { MemoryEvents } from '../core/adapters/memory-events.js'
+import { createLogger } from '../core/logger.js'
+import { createMetrics } from '../core/metrics.js'
+import type { JobEvent } from '../core/ports/events.js'
+import type { JobRecord } from '../core/ports/job-store.js'
+import { drainDeadLetter } from './dead-letter.js'
+import { PermanentError } from './errors.js'
+import { testHandlers } from './testing/handlers.js'
+import { MemoryJobStore } from './testing/memory-job-store.js'
+import { type MemoryQueue, memoryQueueWithDeadLetter } from './testing/memory-queue.js'
+import { type JobHandler, type RunWorkerOptions, runWorker } from './worker-loop.js'
+
+async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5000): Promise<NonNullable<T>> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    const v = await fn()
+    if (v) return v as NonNullable<T>
+    if (Date.now() > end) throw new Error('waitFor: timed out')
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+function setup(over: Partial<RunWorkerOptions> = {}, maxReceiveCount = 3) {
+  const { queue, deadLetter } = memoryQueueWithDeadLetter(2, maxReceiveCount)
+  const jobs = new MemoryJobStore()
+  const events = new MemoryEvents()
+  const seen: Array<{ job: JobRecord; event: JobEvent }> = []
+  const lines: Array<Record<string, unknown>> = []
+  const logger = createLogger({
+    service: 'worker',
+    level: 'debug',
+    destination: { write: (l: string) => void lines.push(JSON.parse(l)) },
+  })
+  const metrics = createMetrics()
+  const ctrl = new AbortController()
+  const opts: RunWorkerOptions = {
+    queue,
+    jobs,
+    events,
+    handlers: testHandlers,
+    signal: ctrl.signal,
+    visibilityTimeoutSeconds: 2,
+    maxReceiveCount,
+    waitTimeSeconds: 1,
+    heartbeatIntervalMs: 300,
+    cancelPollMs: 50,
+    retryBackoff: { base: 0, max: 0 },
+    receiveBackoff: { base: 10, max: 50 },
+    unhandledDelaySeconds: 0,
+    shutdownGraceMs: 2000,
+    abortWaitMs: 300,
+    statsIntervalMs: 50,
+    deadLetter,
+    logger,
+    metrics,
+    onJobEvent: (job, event) => void seen.push({ job, event }),
+    ...over,
+  }
+  let done: Promise<void> | undefined
+  const start = () => {
+    done = runWorker(opts)
+    return done
+  }
+  const stop = async () => {
+    ctrl.abort()
+    await done
+  }
+  const enqueue = async (kind: string, input: unknown, extra: Partial<JobRecord> = {}) => {
+    const job = await jobs.create({ tenant: 't1', kind, input, requestId: `req_${kind}`, ...extra })
+    await queue.send(JSON.stringify({ jobId: job.id, kind, requestId: job.requestId }))
+    return job
+  }
+  const settled = (id: string) =>
+    waitFor(async () => {
+      const j = await jobs.getById(id)
+      return j && ['succeeded', 'failed', 'canceled'].includes(j.state) ? j : null
+    })
+  return {
+    queue: queue as MemoryQueue,
+    deadLetter: deadLetter as MemoryQueue,
+    jobs,
+    events,
+    seen,
+    lines,
+    metrics,
+    opts,
+    start,
+    stop,
+    enqueue,
+    settled,
+  }
+}
+
+describe('runWorker', () => {
+  it('rejects bad options naming the rule', async () => {
+    const s = setup({ concurrency: 0 })
+    await expect(runWorker(s.opts)).rejects.toThrow(/concurrency must be an integer >= 1/)
+    const t = setup({ heartbeatIntervalMs: 5000 })
+    await expect(runWorker(t.opts)).rejects.toThrow(/heartbeatIntervalMs/)
+  })
+
+  it('runs a job to succeeded, publishes ordered events, acks, and logs with requestId and jobId', async () => {
+    const s = setup()
+    s.start()
+    const job = await s.enqueue('test.sleep', { ms: 30, steps: 2, output: { text: 'hi' } })
+    const done = await s.settled(job.id)
+    expect(done.state).toBe('succeeded')
+    expect(done.output).toEqual({ text: 'hi' })
+    expect(done.attempts).toBe(1)
+    await waitFor(() => s.queue.messages.size === 0)
+    const evs = s.seen.filter((x) => x.event.jobId === job.id).map((x) => [x.event.seq, x.event.type])
+    expect(evs).toEqual([
+      [1, 'start'],
+      [2, 'progress'],
+      [3, 'progress'],
+      [4, 'output'],
+      [5, 'completed'],
+    ])
+    expect(s.seen.at(-1)?.job.state).toBe('succeeded')
+    await s.stop()
+    const jobLines = s.lines.filter((l) => l.jobId === job.id)
+    expect(jobLines.length).toBeGreaterThan(1)
+    for (const l of jobLines) expect(l.requestId).toBe('req_test.sleep')
+    const metrics = await s.metrics.registry.getMetricsAsJSON()
+    const jobsMetric = metrics.find((m) => m.name === 'pgpt:jobs_total')
+    expect(jobsMetric?.values).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ labels: { kind: 'test.sleep', state: 'succeeded' }, value: 1 }),
+      ]),
+    )
+    const depth = metrics.find((m) => m.name === 'pgpt:queue_depth')
+    expect(depth?.values.some((v) => v.labels.queue === 'jobs')).toBe(true)
+  })
+
+  it('acks a message whose job is already terminal without running it', async () => {
+    let ran = false
+    const s = setup({ handlers: { x: async () => (ran = true) } })
+    const job = await s.enqueue('x', {})
+    await s.jobs.transition(job.id, 'canceled')
+    s.start()
+    await waitFor(() => s.queue.messages.size === 0)
+    await s.stop()
+    expect(ran).toBe(false)
+    expect((await s.jobs.getById(job.id))?.state).toBe('canceled')
+  })
+
+  it('fails a job at once on a permanent error, keeping the reason', async () => {
+    const s = setup()
+    s.start()
+    const job = await s.enqueue('test.fail', { permanent: true, message: 'bad model' })
+    const done = await s.settled(job.id)
+    await s.stop()
+    expect(done.state).toBe('failed')
+    expect(done.error).toEqual({ message: 'bad model', code: 'test_permanent' })
+    expect(done.attempts).toBe(1)
+    expect(s.queue.messages.size).toBe(0)
+    expect(s.seen.find((x) => x.event.type === 'failed')?.event.data).toEqual(done.error)
+  })
+
+  it('treats input validation errors as permanent', async () => {
+    const s = setup()
+    s.start()
+    const job = await s.enqueue('test.sleep', { ms: 'soon' })
+    const done = await s.settled(job.id)
+    await s.stop()
+    expect(done.state).toBe('failed')
+    expect(done.error?.code).toBe('invalid_input')
+    expect(done.error?.message).toMatch(/ms/)
+  })
+
+  it('retries transient errors with backoff through the queue, then succeeds', async () => {
+    const s = setup({ retryBackoff: { base: 1, max: 1 } }, 5)
+    s.start()
+    const t0 = Date.now()
+    const job = await s.enqueue('test.fail', { times: 2 })
+    const done = await s.settled(job.id)
+    await s.stop()
+    expect(done.state).toBe('succeeded')
+    expect(done.attempts).toBe(3)
+    // Two backoffs of ceil(0.5..1 s) = 1 s each, applied as visibility extensions.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1900)
+    expect(s.queue.calls.extend.filter(([, sec]) => sec === 1).length).toBeGreaterThanOrEqual(2)
+  })
+
+  it('on the last delivery fails a transiently failing job with its reason kept', async () => {
+    const s = setup({}, 3)
+    s.start()
+    const job = await s.enqueue('test.fail', { message: 'GPU out of memory' })
+    const done = await s.settled(job.id)
+    await s.stop()
+    expect(done.state).toBe('failed')
+    expect(done.attempts).toBe(3)
+    expect(done.error).toEqual({
+      code: 'test_transient',
+      message: 'GPU out of memory (gave up after 3 deliveries)',
+    })
+    expect(s.queue.messages.size).toBe(0)
+  })
+
+  it('cancels a running job when cancel is requested', async () => {
+    const s = setup()
+    s.start()
+    const job = await s.enqueue('test.sleep', { ms: 5000, steps: 50 })
+    await waitFor(async () => (await s.jobs.getById(job.id))?.state === 'running')
+    const t0 = Date.now()
+    await s.jobs.requestCancel('t1', job.id)
+    const done = await s.settled(job.id)
+    expect(Date.now() - t0).toBeLessThan(1000)
+    await s.stop()
+    expect(done.state).toBe('canceled')
+    expect(s.queue.messages.size).toBe(0)
+    expect(s.seen.at(-1)?.event.type).toBe('canceled')
+  })
+
+  it('keeps a long job invisible with heartbeats (no duplicate run)', async () => {
+    let runs = 0
+    const s = setup({ visibilityTimeoutSeconds: 1, heartbeatIntervalMs: 200, concurrency: 2 })
+    s.opts.handlers = {
+      slow: async (ctx) => {
+        runs++
+        return testHandlers['test.sleep']({ ...ctx, job: { ...ctx.job, input: { ms: 2500 } } })
+      },
+    }
+    s.start()
+    const job = await s.enqueue('slow', {})
+    const done = await waitFor(
+      async () => ((await s.jobs.getById(job.id))?.state === 'succeeded' ? true : null),
+      8000,
+    )
+    await s.stop()
+    expect(done).toBe(true)
+    expect(runs).toBe(1)
+    expect(s.queue.calls.extend.length).toBeGreaterThanOrEqual(8)
+  })
+
+  it('never runs more than `concurrency` jobs at once', async () => {
+    let now = 0
+    let peak = 0
+    const handler: JobHandler = async () => {
+      now++
+      peak = Math.max(peak, now)
+      await new Promise((r) => setTimeout(r, 80))
+      now--
+    }
+    const s = setup({ concurrency: 3, handlers: { c: handler } })
+    s.start()
+    const ids = await Promise.all(Array.from({ length: 10 }, () => s.enqueue('c', {})))
+    for (const j of ids) await s.settled(j.id)
+    await s.stop()
+    expect(peak).toBe(3)
+  })
+
+  it('backs off and keeps going when receive fails', async () => {
+    const s = setup()
+    s.queue.failReceives = 3
+    s.start()
+    const job = await s.enqueue('test.sleep', { ms: 1 })
+    expect((await s.settled(job.id)).state).toBe('succeeded')
+    await s.stop()
+    expect(s.lines.filter((l) => l.msg === 'receive failed; backing off').length).toBe(3)
+  })
+
+  it('on shutdown lets a short job finish within the grace period', async () => {
+    const s = setup({ shutdownGraceMs: 2000 })
+    s.start()
+    const job = await s.enqueue('test.sleep', { ms: 400 })
+    await waitFor(async () => (await s.jobs.getById(job.id))?.state === 'running')
+    await s.stop()
+    expect((await s.jobs.getById(job.id))?.state).toBe('succeeded')
+    expect(s.queue.messages.size).toBe(0)
+  })
+
+  it('on shutdown past the grace period aborts, requeues the job and releases its message', async () => {
+    const s = setup({ shutdownGraceMs: 200 })
+    s.start()
+    const job = await s.enqueue('test.sleep', { ms: 10_000, steps: 100 })
+    await waitFor(async () => (await s.jobs.getById(job.id))?.state === 'running')
+    const t0 = Date.now()
+    await s.stop()
+    expect(Date.now() - t0).toBeLessThan(1500)
+    const rec = await s.jobs.getById(job.id)
+    expect(rec?.state).toBe('queued')
+    expect(s.queue.calls.release.length).toBe(1)
+    expect((await s.queue.stats()).visible).toBe(1)
+  })
+
+  it('releases even when the handler ignores its abort signal (after abortWaitMs)', async () => {
+    const s = setup({ shutdownGraceMs: 100, abortWaitMs: 200 })
+    s.start()
+    const job = await s.enqueue('test.sleep', { ms: 5000, ignoreAbort: true })
+    await waitFor(async () => (await s.jobs.getById(job.id))?.state === 'running')
+    const t0 = Date.now()
+    await s.stop()
+    expect(Date.now() - t0).toBeLessThan(1000)
+    expect((await s.jobs.getById(job.id))?.state).toBe('queued')
+    expect((await s.queue.stats()).visible).toBe(1)
+  })
+
+  it('takes over a job left running by a crashed worker', async () => {
+    const s = setup()
+    const job = await s.enqueue('test.sleep', { ms: 1 })
+    await s.jobs.transition(job.id, 'running') // the "crashed" worker's claim
+    s.start()
+    const done = await s.settled(job.id)
+    await s.stop()
+    expect(done.state).toBe('succeeded')
+    expect(done.attempts).toBe(2)
+  })
+
+  it('returns messages it cannot handle; they dead-letter and the drain marks the job failed', async () => {
+    const s = setup({}, 2)
+    s.start()
+    const job = await s.enqueue('no.such.kind', {})
+    await s.queue.send('{not json')
+    await waitFor(async () => (await s.deadLetter.stats()).visible === 2)
+    await s.stop()
+    expect((await s.jobs.getById(job.id))?.state).toBe('queued')
+    const result = await drainDeadLetter({
+      deadLetter: s.deadLetter,
+      jobs: s.jobs,
+      events: s.events,
+      maxReceiveCount: 2,
+      logger: createLogger({ service: 't', level: 'silent' }),
+    })
+    expect(result).toEqual({ failed: [job.id], alreadyFinished: 0, dropped: 1 })
+    const failed = await s.jobs.getById(job.id)
+    expect(failed?.state).toBe('failed')
+    expect(failed?.error).toEqual({ code: 'dead_lettered', message: 'dead-lettered after 2 deliveries' })
+    expect((await s.deadLetter.stats()).visible).toBe(0)
+  })
+
+  it('a handler error that is not typed is retried (transient) and PermanentError is not', async () => {
+    let plain = 0
+    let perm = 0
+    const s = setup(
+      {
+        handlers: {
+          plain: async () => {
+            plain++
+            throw new Error('boom')
+          },
+          perm: async () => {
+            perm++
+            throw new PermanentError('nope')
+          },
+        },
+      },
+      2,
+    )
+    s.start()
+    const a = await s.enqueue('plain', {})
+    const b = await s.enqueue('perm', {})
+    const [da, db] = [await s.settled(a.id), await s.settled(b.id)]
+    await s.stop()
+    expect([plain, perm]).toEqual([2, 1])
+    expect(da.error).toEqual({ code: 'internal_error', message: 'boom (gave up after 2 deliveries)' })
+    expect(db.error).toEqual({ code: 'job_failed', message: 'nope' })
+  })
+})
