@@ -1,0 +1,301 @@
+/**
+ * Contract suite for the JobStore port (core/ports/job-store.ts). Every
+ * adapter's test file calls `testJobStore({ name, make })` and nothing else;
+ * the suite never skips.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import {
+  IllegalTransitionError,
+  JOB_STATES,
+  JOB_TRANSITIONS,
+  type JobState,
+  type JobStore,
+  type NewJob,
+} from '../../core/ports/job-store.js'
+
+export interface MadeJobStore {
+  /** A fresh, empty store. */
+  store: JobStore
+  /** A second client of the same records (another process, as far as the adapter can tell). */
+  connect: () => Promise<JobStore>
+  cleanup?: () => Promise<void>
+}
+
+export interface JobStoreContractOptions {
+  name: string
+  make: () => Promise<MadeJobStore>
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+const job = (over: Partial<NewJob> = {}): NewJob => ({
+  tenant: 'tenant_a',
+  kind: 'generation',
+  input: { prompt: 'Once upon a time', max_tokens: 16 },
+  ...over,
+})
+
+/** A path of allowed transitions from queued to `state`. */
+const PATH_TO: Record<JobState, JobState[]> = {
+  queued: [],
+  running: ['running'],
+  succeeded: ['running', 'succeeded'],
+  failed: ['failed'],
+  canceled: ['canceled'],
+}
+
+export function testJobStore({ name, make }: JobStoreContractOptions) {
+  describe(`JobStore contract: ${name}`, () => {
+    const cleanups: Array<() => Promise<void>> = []
+    afterEach(async () => {
+      for (const c of cleanups.splice(0).reverse()) await c()
+    })
+    const setup = async () => {
+      const made = await make()
+      if (made.cleanup) cleanups.push(made.cleanup)
+      cleanups.push(async () => made.store.close?.())
+      return made
+    }
+    const connect = async (made: MadeJobStore) => {
+      const other = await made.connect()
+      cleanups.push(async () => other.close?.())
+      return other
+    }
+
+    it('creates a queued job with a job_ id and every field it was given', async () => {
+      const { store } = await setup()
+      const before = Date.now()
+      const rec = await store.create(
+        job({
+          model: 'prometheus-mini',
+          requestId: 'req_1',
+          apiKeyId: 'key_1',
+          webhook: { url: 'https://example.com/hook', eventsFilter: ['completed'] },
+          metadata: { user: 'u1' },
+        }),
+      )
+      expect(rec.id).toMatch(/^job_/)
+      expect(rec).toMatchObject({
+        tenant: 'tenant_a',
+        kind: 'generation',
+        state: 'queued',
+        model: 'prometheus-mini',
+        input: { prompt: 'Once upon a time', max_tokens: 16 },
+        attempts: 0,
+        cancelRequested: false,
+        requestId: 'req_1',
+        apiKeyId: 'key_1',
+        webhook: { url: 'https://example.com/hook', eventsFilter: ['completed'] },
+        metadata: { user: 'u1' },
+      })
+      expect(rec.createdAt).toBeGreaterThanOrEqual(before)
+      expect(rec.updatedAt).toBe(rec.createdAt)
+      expect(rec.startedAt).toBeUndefined()
+      expect(rec.finishedAt).toBeUndefined()
+      expect(rec.output).toBeUndefined()
+      expect(await store.getById(rec.id)).toEqual(rec)
+      expect(await store.get('tenant_a', rec.id)).toEqual(rec)
+    })
+
+    it('keeps a given id and refuses a duplicate', async () => {
+      const { store } = await setup()
+      const rec = await store.create(job({ id: 'job_custom1' }))
+      expect(rec.id).toBe('job_custom1')
+      await expect(store.create(job({ id: 'job_custom1', tenant: 'tenant_b' }))).rejects.toThrow()
+      expect((await store.getById('job_custom1'))?.tenant).toBe('tenant_a')
+    })
+
+    it('reads another tenant’s job as missing', async () => {
+      const { store } = await setup()
+      const rec = await store.create(job())
+      expect(await store.get('tenant_b', rec.id)).toBeNull()
+      expect(await store.get('tenant_a', 'job_missing')).toBeNull()
+      expect(await store.getById('job_missing')).toBeNull()
+      expect(await store.requestCancel('tenant_b', rec.id)).toBeNull()
+      expect((await store.getById(rec.id))?.cancelRequested).toBe(false)
+    })
+
+    it('runs a job: attempts, startedAt, output and finishedAt', async () => {
+      const { store } = await setup()
+      const rec = await store.create(job())
+      await sleep(2)
+      const running = await store.transition(rec.id, 'running')
+      expect(running).toMatchObject({ state: 'running', attempts: 1 })
+      expect(running.startedAt).toBeGreaterThan(rec.createdAt)
+      expect(running.updatedAt).toBeGreaterThan(rec.updatedAt)
+      expect(running.finishedAt).toBeUndefined()
+      const done = await store.transition(rec.id, 'succeeded', {
+        output: { text: 'the end', tokens: [1, 2] },
+      })
+      expect(done).toMatchObject({
+        state: 'succeeded',
+        attempts: 1,
+        output: { text: 'the end', tokens: [1, 2] },
+      })
+      expect(done.finishedAt).toBeGreaterThanOrEqual(running.startedAt!)
+      expect(await store.get('tenant_a', rec.id)).toEqual(done)
+    })
+
+    it('counts attempts across redeliveries and records errors', async () => {
+      const { store } = await setup()
+      const rec = await store.create(job())
+      await store.transition(rec.id, 'running')
+      const requeued = await store.transition(rec.id, 'queued')
+      expect(requeued).toMatchObject({ state: 'queued', attempts: 1 })
+      expect(requeued.finishedAt).toBeUndefined()
+      expect((await store.transition(rec.id, 'running')).attempts).toBe(2)
+      const failed = await store.transition(rec.id, 'failed', {
+        error: { message: 'out of memory', code: 'oom' },
+      })
+      expect(failed).toMatchObject({
+        state: 'failed',
+        attempts: 2,
+        error: { message: 'out of memory', code: 'oom' },
+      })
+      expect(failed.finishedAt).toBeDefined()
+    })
+
+    // Every (from, to) pair: allowed ones succeed, the others throw and change nothing.
+    const pairs = JOB_STATES.flatMap((from) => JOB_STATES.map((to) => [from, to] as const))
+    it.each(pairs)('enforces the state machine: %s -> %s', async (from, to) => {
+      const { store } = await setup()
+      const rec = await store.create(job())
+      for (const step of PATH_TO[from]) await store.transition(rec.id, step)
+      const before = await store.getById(rec.id)
+      expect(before?.state).toBe(from)
+      if (JOB_TRANSITIONS[from].includes(to)) {
+        expect((await store.transition(rec.id, to)).state).toBe(to)
+      } else {
+        const err = await store.transition(rec.id, to).catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(IllegalTransitionError)
+        expect(err).toMatchObject({ jobId: rec.id, from, to })
+        expect(await store.getById(rec.id)).toEqual(before)
+      }
+    })
+
+    it('throws when transitioning a missing job', async () => {
+      const { store } = await setup()
+      await expect(store.transition('job_nope', 'running')).rejects.toThrow()
+    })
+
+    it('lets exactly one of many racing clients finish a job', async () => {
+      const made = await setup()
+      const other = await connect(made)
+      const rec = await made.store.create(job())
+      await made.store.transition(rec.id, 'running')
+      const clients = [made.store, other, made.store, other, made.store, other]
+      const results = await Promise.allSettled(
+        clients.map((s, i) =>
+          s.transition(
+            rec.id,
+            i % 2 ? 'failed' : 'succeeded',
+            i % 2 ? { error: { message: `w${i}`, code: 'x' } } : { output: `w${i}` },
+          ),
+        ),
+      )
+      const won = results.filter((r) => r.status === 'fulfilled')
+      expect(won).toHaveLength(1)
+      for (const r of results)
+        if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(IllegalTransitionError)
+      const final = await other.getById(rec.id)
+      expect(final).toEqual((won[0] as PromiseFulfilledResult<unknown>).value)
+    })
+
+    it('lets exactly one of two racing clients start a queued job', async () => {
+      const made = await setup()
+      const other = await connect(made)
+      const rec = await made.store.create(job())
+      const results = await Promise.allSettled([
+        made.store.transition(rec.id, 'running'),
+        other.transition(rec.id, 'running'),
+      ])
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1)
+      expect((await made.store.getById(rec.id))?.attempts).toBe(1)
+    })
+
+    it('requestCancel cancels a queued job at once', async () => {
+      const { store } = await setup()
+      const rec = await store.create(job())
+      const canceled = await store.requestCancel('tenant_a', rec.id)
+      expect(canceled).toMatchObject({ id: rec.id, state: 'canceled', cancelRequested: true })
+      expect(canceled?.finishedAt).toBeDefined()
+      await expect(store.transition(rec.id, 'running')).rejects.toBeInstanceOf(IllegalTransitionError)
+    })
+
+    it('requestCancel flags a running job for its worker', async () => {
+      const { store } = await setup()
+      const rec = await store.create(job())
+      await store.transition(rec.id, 'running')
+      const flagged = await store.requestCancel('tenant_a', rec.id)
+      expect(flagged).toMatchObject({ state: 'running', cancelRequested: true })
+      expect((await store.getById(rec.id))?.cancelRequested).toBe(true)
+      expect((await store.transition(rec.id, 'canceled')).state).toBe('canceled')
+    })
+
+    it('requestCancel leaves a finished job as it is', async () => {
+      const { store } = await setup()
+      const rec = await store.create(job())
+      await store.transition(rec.id, 'running')
+      const done = await store.transition(rec.id, 'succeeded', { output: 'ok' })
+      const after = await store.requestCancel('tenant_a', rec.id)
+      expect(after?.state).toBe('succeeded')
+      expect(after?.output).toBe('ok')
+      expect(after?.finishedAt).toBe(done.finishedAt)
+    })
+
+    it('lists a tenant’s jobs newest first, page by page', async () => {
+      const { store } = await setup()
+      const ids: string[] = []
+      for (let i = 0; i < 7; i++) {
+        ids.push((await store.create(job({ input: { i } }))).id)
+        await store.create(job({ tenant: 'tenant_b' }))
+        await sleep(2)
+      }
+      const newestFirst = [...ids].reverse()
+      const all = await store.list('tenant_a')
+      expect(all.data.map((j) => j.id)).toEqual(newestFirst)
+      expect(all.hasMore).toBe(false)
+
+      const seen: string[] = []
+      let after: string | undefined
+      const pages: boolean[] = []
+      for (;;) {
+        const page = await store.list('tenant_a', { limit: 3, after })
+        seen.push(...page.data.map((j) => j.id))
+        pages.push(page.hasMore)
+        if (!page.hasMore) break
+        after = page.data.at(-1)?.id
+      }
+      expect(seen).toEqual(newestFirst)
+      expect(pages).toEqual([true, true, false])
+      const exact = await store.list('tenant_a', { limit: 7 })
+      expect(exact.hasMore).toBe(false)
+      expect((await store.list('tenant_a', { limit: 6 })).hasMore).toBe(true)
+      expect((await store.list('tenant_c')).data).toEqual([])
+    })
+
+    it('lists by kind and never leaks through another tenant’s cursor', async () => {
+      const { store } = await setup()
+      const a1 = await store.create(job({ kind: 'batch' }))
+      await sleep(2)
+      await store.create(job({ kind: 'generation' }))
+      await sleep(2)
+      const a3 = await store.create(job({ kind: 'batch' }))
+      const b1 = await store.create(job({ tenant: 'tenant_b', kind: 'batch' }))
+      const batches = await store.list('tenant_a', { kind: 'batch' })
+      expect(batches.data.map((j) => j.id)).toEqual([a3.id, a1.id])
+      expect(batches.data.every((j) => j.tenant === 'tenant_a')).toBe(true)
+      const viaForeign = await store.list('tenant_a', { after: b1.id })
+      expect(viaForeign.data.every((j) => j.tenant === 'tenant_a')).toBe(true)
+    })
+
+    it('a second client sees the same records', async () => {
+      const made = await setup()
+      const other = await connect(made)
+      const rec = await made.store.create(job())
+      expect(await other.get('tenant_a', rec.id)).toEqual(rec)
+      await other.transition(rec.id, 'running')
+      expect((await made.store.getById(rec.id))?.state).toBe('running')
+    })
+  })
+}
