@@ -36,7 +36,7 @@ export function referenceForward(
   const C = c.hiddenSize
   const embed = w.get(EMBED)!.data
   let x: Mat = { rows: S, cols: C, data: new Float32Array(S * C) }
-  ids.forEach((id, t) => x.data.set(embed.subarray(id * C, (id + 1) * C), t * C))
+  for (let t = 0; t < S; t++) x.data.set(embed.subarray(ids[t] * C, (ids[t] + 1) * C), t * C)
   for (let i = 0; i < c.numLayers; i++) {
     const n = layerNames(i)
     x = add(x, attentionForward(w, c, i, rmsNormForward(x, w.get(n.attnNorm)!.data, c.rmsNormEps), positions))
