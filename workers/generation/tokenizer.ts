@@ -32,7 +32,11 @@ function byteLevelDecoder(): Map<string, number> {
 }
 
 const specialTokenText = (v: unknown): string | undefined =>
-  typeof v === 'string' ? v : v && typeof v === 'object' && 'content' in v ? String((v as Json).content) : undefined
+  typeof v === 'string'
+    ? v
+    : v && typeof v === 'object' && 'content' in v
+      ? String((v as Json).content)
+      : undefined
 
 const usesByteLevel = (node: unknown): boolean => {
   if (!node || typeof node !== 'object') return false
@@ -57,7 +61,15 @@ export class ModelTokenizer {
     this.byteDecoder = usesByteLevel(tokenizerJson.decoder) ? byteLevelDecoder() : null
     this.template = chatTemplate ? new Template(chatTemplate) : null
     this.specialTokens = {}
-    for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token']) {
+    for (const key of [
+      'bos_token',
+      'eos_token',
+      'unk_token',
+      'pad_token',
+      'sep_token',
+      'cls_token',
+      'mask_token',
+    ]) {
       const text = specialTokenText(config[key])
       if (text !== undefined) this.specialTokens[key] = text
     }
@@ -110,7 +122,8 @@ export class ModelTokenizer {
 
   /** The prompt text for chat messages, ending with the assistant's turn opening. */
   applyChatTemplate(messages: ChatMessage[]): string {
-    if (!this.template) throw invalidParameter('messages', 'This model has no chat template; use /v1/completions.')
+    if (!this.template)
+      throw invalidParameter('messages', 'This model has no chat template; use /v1/completions.')
     try {
       return this.template.render({
         messages,
@@ -122,7 +135,10 @@ export class ModelTokenizer {
       })
     } catch (err) {
       if (err instanceof Error && 'status' in err) throw err
-      throw invalidParameter('messages', `The chat template failed: ${err instanceof Error ? err.message : err}`)
+      throw invalidParameter(
+        'messages',
+        `The chat template failed: ${err instanceof Error ? err.message : err}`,
+      )
     }
   }
 
@@ -138,7 +154,9 @@ export class ModelTokenizer {
 
 export async function loadTokenizer(folder: string): Promise<ModelTokenizer> {
   const tokenizerJson = JSON.parse(await readFile(join(folder, 'tokenizer.json'), 'utf8')) as Json
-  const config = JSON.parse(await readFile(join(folder, 'tokenizer_config.json'), 'utf8').catch(() => '{}')) as Json
+  const config = JSON.parse(
+    await readFile(join(folder, 'tokenizer_config.json'), 'utf8').catch(() => '{}'),
+  ) as Json
   let template: string | null = null
   const t = config.chat_template
   if (typeof t === 'string') template = t

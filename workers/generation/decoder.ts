@@ -1,0 +1,265 @@
+/**
+ * One onnxruntime session of a decoder-with-past graph, and the KV-cache
+ * arithmetic the batcher needs. Only the I/O contract of model-info.ts is
+ * assumed: the architecture behind it can be anything Optimum exports.
+ *
+ * KV layout: per layer a key and a value array [B, KV, S, D] (row-major, the
+ * graph's element type; float16 travels as Uint16Array bits). In a batch all
+ * rows share the length S; a row with fewer tokens is LEFT-padded: its real
+ * positions are the last `len` of S, its attention_mask is 0 on the padding
+ * and its position_ids count real tokens only, so every row computes exactly
+ * what it would alone (padded keys get a 0 softmax weight).
+ */
+import { readdir, readFile, stat } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import * as ort from 'onnxruntime-node'
+import type { Logger } from '../../core/logger.js'
+import { type IoMetadata, type KvDType, type ModelInfo, readModelInfo } from './model-info.js'
+
+export type ExecutionProvider = 'tensorrt' | 'cuda' | 'cpu'
+
+export type KvArray = Float32Array | Uint16Array
+
+export interface KvCache {
+  batch: number
+  /** Positions per row (padding included). */
+  length: number
+  keys: KvArray[]
+  values: KvArray[]
+}
+
+/** A row of a batch rebuild: the last `len` positions of row `row` of `src`. */
+export interface KvRowSource {
+  src: KvCache
+  row: number
+  len: number
+}
+
+export interface ForwardInput {
+  batch: number
+  /** Tokens per row in this call. */
+  seq: number
+  /** [batch * seq] */
+  inputIds: BigInt64Array
+  /** [batch * (past + seq)] */
+  attentionMask: BigInt64Array
+  /** [batch * seq] */
+  positionIds: BigInt64Array
+  past: KvCache
+}
+
+export interface ForwardOutput {
+  /** Logits of the last position of each row, [batch * vocab], float32. */
+  logits: Float32Array
+  present: KvCache
+}
+
+export interface DecoderOptions {
+  /** Preference order; CPU is always the last resort. */
+  executionProviders?: readonly ExecutionProvider[]
+  intraOpNumThreads?: number
+  logger?: Logger
+  /** For tests: how sessions are created. */
+  createSession?: (
+    path: string,
+    options: ort.InferenceSession.SessionOptions,
+  ) => Promise<ort.InferenceSession>
+}
+
+/** Candidate graph files, in the order we look for them. */
+export const ONNX_FILES = [
+  'model.onnx',
+  'onnx/model.onnx',
+  'decoder_model_merged.onnx',
+  'onnx/decoder_model_merged.onnx',
+]
+
+/**
+ * Opens a session with the first execution provider that works, TensorRT →
+ * CUDA → CPU as configured. A provider whose library is missing makes
+ * `InferenceSession.create` throw; that is logged and the next one is tried.
+ */
+export async function createSessionWithFallback(
+  path: string,
+  o: DecoderOptions = {},
+): Promise<{ session: ort.InferenceSession; provider: ExecutionProvider; failed: ExecutionProvider[] }> {
+  const wanted = [...(o.executionProviders ?? ['cpu'])]
+  if (!wanted.includes('cpu')) wanted.push('cpu')
+  const create = o.createSession ?? ((p, opts) => ort.InferenceSession.create(p, opts))
+  const failed: ExecutionProvider[] = []
+  let lastError: unknown
+  for (const provider of wanted) {
+    const options: ort.InferenceSession.SessionOptions = {
+      // GPU providers keep CPU as the per-node fallback for ops they lack.
+      executionProviders: provider === 'cpu' ? ['cpu'] : [provider, 'cpu'],
+      graphOptimizationLevel: 'all',
+      ...(o.intraOpNumThreads ? { intraOpNumThreads: o.intraOpNumThreads } : {}),
+      interOpNumThreads: 1,
+    }
+    try {
+      const session = await create(path, options)
+      o.logger?.info({ provider, failed, path }, `onnxruntime session on the ${provider} execution provider`)
+      return { session, provider, failed }
+    } catch (err) {
+      lastError = err
+      failed.push(provider)
+      o.logger?.warn(
+        { provider, err: err instanceof Error ? err.message : String(err) },
+        `execution provider ${provider} is not available; falling back`,
+      )
+    }
+  }
+  throw lastError
+}
+
+export class Decoder {
+  readonly info: ModelInfo
+  /** Bytes of the graph and its external weights (the cache's memory estimate). */
+  readonly sizeBytes: number
+
+  constructor(
+    readonly session: ort.InferenceSession,
+    info: ModelInfo,
+    readonly provider: ExecutionProvider,
+    sizeBytes: number,
+  ) {
+    this.info = info
+    this.sizeBytes = sizeBytes
+  }
+
+  /** Opens `model.onnx` (or Optimum's names) in a model folder and reads its contract. */
+  static async open(folder: string, o: DecoderOptions = {}): Promise<Decoder> {
+    let path: string | null = null
+    for (const f of ONNX_FILES) {
+      if (await stat(join(folder, f)).catch(() => null)) {
+        path = join(folder, f)
+        break
+      }
+    }
+    if (!path) throw new Error(`no ONNX graph in the folder (looked for ${ONNX_FILES.join(', ')})`)
+    // Weights may sit beside the graph as external data (`model.onnx_data`, `model.onnx.data`).
+    const dir = dirname(path)
+    const base = basename(path)
+    let sizeBytes = 0
+    for (const name of await readdir(dir)) {
+      if (name === base || (name.startsWith(base) && name.length > base.length))
+        sizeBytes += (await stat(join(dir, name))).size
+    }
+    const config = JSON.parse(await readFile(join(folder, 'config.json'), 'utf8'))
+    const generationConfig = JSON.parse(
+      await readFile(join(folder, 'generation_config.json'), 'utf8').catch(() => '{}'),
+    )
+    const { session, provider } = await createSessionWithFallback(path, o)
+    try {
+      const info = readModelInfo(
+        config,
+        session.inputMetadata as readonly IoMetadata[],
+        session.outputMetadata as readonly IoMetadata[],
+        generationConfig,
+      )
+      return new Decoder(session, info, provider, sizeBytes)
+    } catch (err) {
+      await session.release()
+      throw err
+    }
+  }
+
+  emptyCache(batch: number): KvCache {
+    const { numLayers } = this.info
+    const make = () => allocKv(this.info.kvDType, 0)
+    return {
+      batch,
+      length: 0,
+      keys: Array.from({ length: numLayers }, make),
+      values: Array.from({ length: numLayers }, make),
+    }
+  }
+
+  /** One session run; returns the last position's logits per row and the grown cache. */
+  async forward(x: ForwardInput): Promise<ForwardOutput> {
+    const { info } = this
+    const { batch: B, seq: T, past } = x
+    const P = past.length
+    const H = info.numKvHeads
+    const D = info.headDim
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', x.inputIds, [B, T]),
+    }
+    if (info.hasAttentionMask) feeds.attention_mask = new ort.Tensor('int64', x.attentionMask, [B, P + T])
+    if (info.hasPositionIds) feeds.position_ids = new ort.Tensor('int64', x.positionIds, [B, T])
+    if (info.useCacheBranch)
+      feeds.use_cache_branch = new ort.Tensor('bool', new Uint8Array([P > 0 ? 1 : 0]), [1])
+    if (info.logitsToKeepInput)
+      feeds[info.logitsToKeepInput] = new ort.Tensor('int64', BigInt64Array.of(1n), [])
+    for (let i = 0; i < info.numLayers; i++) {
+      feeds[info.pastKeyName(i)] = new ort.Tensor(info.kvDType, past.keys[i], [B, H, P, D])
+      feeds[info.pastValueName(i)] = new ort.Tensor(info.kvDType, past.values[i], [B, H, P, D])
+    }
+    const out = await this.session.run(feeds)
+    const logitsTensor = out.logits
+    const V = info.vocabSize
+    const rows = logitsTensor.dims[1] as number // T, or 1 with logits_to_keep
+    const all = logitsTensor.data as Float32Array | Uint16Array
+    const logits = new Float32Array(B * V)
+    for (let b = 0; b < B; b++) {
+      const start = (b * rows + rows - 1) * V
+      const row = all.subarray(start, start + V)
+      if (row instanceof Float32Array) logits.set(row, b * V)
+      else for (let v = 0; v < V; v++) logits[b * V + v] = halfToFloat(row[v])
+    }
+    const present: KvCache = { batch: B, length: P + T, keys: [], values: [] }
+    for (let i = 0; i < info.numLayers; i++) {
+      present.keys.push(out[info.presentKeyName(i)].data as KvArray)
+      present.values.push(out[info.presentValueName(i)].data as KvArray)
+    }
+    // Outputs we do not read (all-position logits etc.) are freed with their tensors.
+    return { logits, present }
+  }
+
+  /**
+   * A new batch from rows of other caches, each right-aligned in `length`
+   * positions (left padding filled with zeros). Used when rows join, leave,
+   * or when common padding is trimmed.
+   */
+  rebuild(rows: readonly KvRowSource[], length: number): KvCache {
+    const { numLayers, numKvHeads: H, headDim: D } = this.info
+    const B = rows.length
+    // Fast path: one whole cache, unchanged.
+    if (B === 1 && rows[0].src.batch === 1 && rows[0].src.length === length && rows[0].len === length)
+      return rows[0].src
+    const out: KvCache = { batch: B, length, keys: [], values: [] }
+    for (let i = 0; i < numLayers; i++) {
+      for (const kind of ['keys', 'values'] as const) {
+        const dst = allocKv(this.info.kvDType, B * H * length * D)
+        rows.forEach(({ src, row, len }, r) => {
+          if (len > length || len > src.length) throw new Error('KvCache.rebuild: row longer than the target')
+          const srcArr = src[kind][i]
+          for (let h = 0; h < H; h++) {
+            const from = ((row * H + h) * src.length + (src.length - len)) * D
+            const to = ((r * H + h) * length + (length - len)) * D
+            dst.set(srcArr.subarray(from, from + len * D), to)
+          }
+        })
+        out[kind].push(dst)
+      }
+    }
+    return out
+  }
+
+  async release(): Promise<void> {
+    await this.session.release()
+  }
+}
+
+const allocKv = (dtype: KvDType, n: number): KvArray =>
+  dtype === 'float16' ? new Uint16Array(n) : new Float32Array(n)
+
+/** IEEE 754 half bits to a number. */
+export function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1
+  const exp = (h >> 10) & 0x1f
+  const frac = h & 0x3ff
+  if (exp === 0) return sign * frac * 2 ** -24
+  if (exp === 31) return frac ? Number.NaN : sign * Number.POSITIVE_INFINITY
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15)
+}

@@ -1,0 +1,36 @@
+/**
+ * The `generation` job handler the worker loop calls: parse the job input
+ * (core/protocol.ts), run the engine, publish token events while it runs
+ * (only when the caller streams), and return the output the job record keeps.
+ * The context is a structural subset of the worker loop's, so it plugs in.
+ */
+import { z } from 'zod'
+import { type GenerationOutput, generationInputSchema, type TokenEventData } from '../../core/protocol.js'
+import type { GenerationEngine } from './engine.js'
+import { invalidParameter } from './errors.js'
+
+export interface GenerationJobContext {
+  job: { id: string; input: unknown }
+  signal: AbortSignal
+  publish(type: 'token', data: TokenEventData): Promise<void>
+}
+
+export type GenerationHandler = (ctx: GenerationJobContext) => Promise<GenerationOutput>
+
+export function createGenerationHandler(engine: Pick<GenerationEngine, 'generate'>): GenerationHandler {
+  return async function generationHandler(ctx) {
+    const parsed = generationInputSchema.safeParse(ctx.job.input)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      throw invalidParameter(
+        issue?.path.map(String).join('.') || 'input',
+        `Invalid generation input: ${z.prettifyError(parsed.error)}`,
+      )
+    }
+    const input = parsed.data
+    return engine.generate(input, {
+      signal: ctx.signal,
+      onToken: input.stream ? (data) => ctx.publish('token', data) : undefined,
+    })
+  }
+}
