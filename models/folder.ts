@@ -137,6 +137,16 @@ const model = await AutoModelForCausalLM.from_pretrained('this-model')
 `
 }
 
+/** Reads config.json + model.safetensors and (re)writes onnx/model.onnx or onnx/model_fp16.onnx; returns its path. */
+export async function exportModelFolder(dir: string, dtype: 'fp32' | 'fp16' = 'fp32'): Promise<string> {
+  const config = await loadConfig(join(dir, FILES.config))
+  const { tensors } = readSafetensors(await readFile(join(dir, FILES.weights)))
+  const path = join(dir, dtype === 'fp16' ? FILES.onnxFp16 : FILES.onnx)
+  await mkdir(join(dir, 'onnx'), { recursive: true })
+  await writeFile(path, exportOnnx(tensors, config, { dtype }))
+  return path
+}
+
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(
     () => true,

@@ -11,6 +11,7 @@ export {
 } from './config.js'
 export {
   defaultGenerationConfig,
+  exportModelFolder,
   FILES,
   type GenerationConfig,
   type ModelFolder,
@@ -19,7 +20,7 @@ export {
   writeModelFolder,
 } from './folder.js'
 export * from './graph/ir.js'
-export { serializeGraph, toOnnxModel } from './graph/onnx.js'
+export { describeOnnx, type OnnxSummary, serializeGraph, toOnnxModel } from './graph/onnx.js'
 export { type ExportOptions, exportOnnx } from './llama/export.js'
 export { buildDecoder, buildLlamaGraph, DIMS, type LlamaParams, weightParams } from './llama/graph.js'
 export { type ReferenceOptions, referenceForward } from './llama/reference.js'

@@ -59,7 +59,9 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
     if (end - begin !== n * BYTES[dtype as SafeDType] || end > body.byteLength)
       throw new Error(`safetensors: tensor '${name}' offsets [${begin}, ${end}] do not match its shape`)
     // Copy into an aligned buffer: offsets in the file need not be 4-byte aligned.
-    const raw = body.slice(begin, end)
+    // (A fresh Uint8Array, not body.slice: on a Node Buffer slice is a view into a shared pool.)
+    const raw = new Uint8Array(end - begin)
+    raw.set(body.subarray(begin, end))
     const data =
       dtype === 'F32'
         ? new Float32Array(raw.buffer)

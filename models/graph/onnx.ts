@@ -84,3 +84,54 @@ function attribute(name: string, a: Attr): OnnxTypes.IAttributeProto {
   if ('floats' in a) return { name, type: T.FLOATS, floats: a.floats }
   return { name, type: T.STRING, s: new TextEncoder().encode(a.string) }
 }
+
+export interface OnnxValueInfo {
+  name: string
+  /** ONNX element type name, e.g. 'float32', 'int64'. */
+  dtype: string
+  shape: Dim[]
+}
+
+export interface OnnxSummary {
+  opset: number
+  producer: string
+  inputs: OnnxValueInfo[]
+  outputs: OnnxValueInfo[]
+  nodes: number
+  initializers: number
+  /** Node count per op type. */
+  ops: Record<string, number>
+}
+
+const ELEM_NAMES: Record<number, string> = {
+  1: 'float32',
+  6: 'int32',
+  7: 'int64',
+  9: 'bool',
+  10: 'float16',
+  16: 'bfloat16',
+}
+
+/** Reads an ONNX model's interface without running it. */
+export function describeOnnx(bytes: Uint8Array): OnnxSummary {
+  const m = onnx.ModelProto.decode(bytes)
+  const info = (v: OnnxTypes.IValueInfoProto): OnnxValueInfo => {
+    const t = v.type?.tensorType
+    return {
+      name: v.name ?? '',
+      dtype: ELEM_NAMES[t?.elemType ?? 0] ?? `type${t?.elemType}`,
+      shape: (t?.shape?.dim ?? []).map((d) => d.dimParam || Number(d.dimValue ?? 0)),
+    }
+  }
+  const ops: Record<string, number> = {}
+  for (const n of m.graph?.node ?? []) ops[n.opType ?? ''] = (ops[n.opType ?? ''] ?? 0) + 1
+  return {
+    opset: Number(m.opsetImport.find((o) => !o.domain)?.version ?? 0),
+    producer: m.producerName,
+    inputs: (m.graph?.input ?? []).map(info),
+    outputs: (m.graph?.output ?? []).map(info),
+    nodes: m.graph?.node?.length ?? 0,
+    initializers: m.graph?.initializer?.length ?? 0,
+    ops,
+  }
+}

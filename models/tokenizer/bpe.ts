@@ -124,9 +124,9 @@ export class BpeTrainer {
         counts.set(k, (counts.get(k) ?? 0) + sign * freqs[w])
         touched.add(k)
         if (sign > 0) {
-          let set = where.get(k)
-          if (!set) where.set(k, (set = new Set()))
-          set.add(w)
+          const set = where.get(k)
+          if (set) set.add(w)
+          else where.set(k, new Set([w]))
         }
       }
     }
