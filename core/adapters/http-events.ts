@@ -1,0 +1,143 @@
+/**
+ * Events adapter for worker processes: publishes job events to the edge by
+ * POSTing `JobEvent[]` to `{edgeUrl}/internal/events` with
+ * `authorization: Bearer <PGPT_INTERNAL_TOKEN>` (edge/routes/internal.ts).
+ * Events that arrive within `batchWindowMs` go out in one request; requests are
+ * sent one at a time so the edge sees events in publish order. Network errors,
+ * 5xx and 429 are retried with exponential backoff; other statuses (401: a
+ * wrong token) fail at once. `publish` resolves when its event was accepted.
+ *
+ * Publish-only: a worker process has no subscribers, so `subscribe` throws.
+ */
+import type { Events, JobEvent } from '../ports/events.js'
+import { createError } from './adapter-error.js'
+
+export const HTTP_EVENTS = 'http-events'
+
+export interface HttpEventsOptions {
+  /** Base URL of the edge, e.g. http://edge:8787. */
+  edgeUrl: string
+  /** PGPT_INTERNAL_TOKEN (at least 16 characters). */
+  token: string
+  /** Wait this long for more events before sending a batch, ms. Default 5. */
+  batchWindowMs?: number
+  /** Events per request at most. Default 500 (the edge takes up to 10 000). */
+  maxBatch?: number
+  /** Retries of a failed request. Default 3. */
+  retries?: number
+  /** First retry's wait, doubled each time (± 50 % jitter), ms. Default 100. */
+  retryBaseMs?: number
+  /** Per request, ms. Default 5 000. */
+  timeoutMs?: number
+  fetch?: typeof fetch
+}
+
+interface Pending {
+  event: JobEvent
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+export class HttpEvents implements Events {
+  readonly name = 'http'
+  private readonly url: string
+  private readonly o: Required<Omit<HttpEventsOptions, 'edgeUrl' | 'token' | 'fetch'>>
+  private readonly fetchFn: typeof fetch
+  private pending: Pending[] = []
+  private timer: NodeJS.Timeout | undefined
+  /** The chain of requests, so batches go out in order. */
+  private sending: Promise<void> = Promise.resolve()
+
+  constructor(private readonly options: HttpEventsOptions) {
+    let base: URL
+    try {
+      base = new URL(options.edgeUrl)
+    } catch {
+      throw createError(HTTP_EVENTS, `edgeUrl is not a URL: '${options.edgeUrl}'`)
+    }
+    if (!options.token || options.token.length < 16)
+      throw createError(HTTP_EVENTS, 'token (PGPT_INTERNAL_TOKEN) must be at least 16 characters')
+    this.url = new URL('internal/events', base.href.endsWith('/') ? base.href : `${base.href}/`).href
+    this.o = {
+      batchWindowMs: options.batchWindowMs ?? 5,
+      maxBatch: options.maxBatch ?? 500,
+      retries: options.retries ?? 3,
+      retryBaseMs: options.retryBaseMs ?? 100,
+      timeoutMs: options.timeoutMs ?? 5_000,
+    }
+    if (this.o.maxBatch < 1 || this.o.maxBatch > 10_000)
+      throw createError(HTTP_EVENTS, 'maxBatch must be 1-10000')
+    this.fetchFn = options.fetch ?? fetch
+  }
+
+  publish(event: JobEvent): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ event, resolve, reject })
+      if (this.pending.length >= this.o.maxBatch) this.flushNow()
+      else this.timer ??= setTimeout(() => this.flushNow(), this.o.batchWindowMs)
+    })
+  }
+
+  subscribe(): AsyncIterable<JobEvent> {
+    throw createError(
+      HTTP_EVENTS,
+      'subscribe is not supported: this adapter only publishes from a worker process to the edge; subscribe on the edge',
+    )
+  }
+
+  /** Send everything pending now; resolves when all of it was sent (or failed). */
+  async flush(): Promise<void> {
+    this.flushNow()
+    await this.sending
+  }
+
+  async close(): Promise<void> {
+    await this.flush()
+  }
+
+  private flushNow(): void {
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    while (this.pending.length) {
+      const batch = this.pending.splice(0, this.o.maxBatch)
+      this.sending = this.sending.then(() =>
+        this.send(batch.map((p) => p.event)).then(
+          () => {
+            for (const p of batch) p.resolve()
+          },
+          (err) => {
+            for (const p of batch) p.reject(err)
+          },
+        ),
+      )
+    }
+  }
+
+  private async send(events: JobEvent[]): Promise<void> {
+    const body = JSON.stringify(events)
+    let lastError: unknown
+    for (let attempt = 0; attempt <= this.o.retries; attempt++) {
+      if (attempt > 0) {
+        const wait = this.o.retryBaseMs * 2 ** (attempt - 1)
+        await new Promise((r) => setTimeout(r, wait / 2 + Math.random() * (wait / 2)))
+      }
+      let res: Response
+      try {
+        res = await this.fetchFn(this.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${this.options.token}` },
+          body,
+          signal: AbortSignal.timeout(this.o.timeoutMs),
+        })
+      } catch (cause) {
+        lastError = createError(HTTP_EVENTS, `POST ${this.url} failed`, { cause })
+        continue
+      }
+      await res.body?.cancel().catch(() => {})
+      if (res.ok) return
+      lastError = createError(HTTP_EVENTS, `POST ${this.url} answered ${res.status}`)
+      if (res.status !== 429 && res.status < 500) throw lastError
+    }
+    throw lastError
+  }
+}
