@@ -129,9 +129,6 @@ export class ModelTokenizer {
         messages,
         add_generation_prompt: true,
         ...this.specialTokens,
-        raise_exception: (message: string) => {
-          throw invalidParameter('messages', `The chat template refused the messages: ${message}`)
-        },
       })
     } catch (err) {
       if (err instanceof Error && 'status' in err) throw err
