@@ -1,0 +1,226 @@
+/**
+ * Generation throughput on CPU: our engine (prefill + KV-cache decode,
+ * continuous batching) against transformers.js (`AutoModelForCausalLM.generate`,
+ * same onnxruntime-node, same model folder), in one process, greedy, same
+ * prompts, same max_new_tokens.
+ *
+ *   npx tsx bench/generation.ts [--model <folder>] [--tokens 64] [--concurrency 16] [--requests 4] [--threads N]
+ *
+ * Model: models/prometheus-mini when it has weights (onnx/model.onnx), else a
+ * random-weight 6-layer × 384-hidden Llama built with the models/ toolkit
+ * (cached in .tmp/bench-model-6x384). Workloads:
+ *   1 request:  `--requests` prompts, one after another (tokens/s of a lone user);
+ *   N concurrent: `--concurrency` prompts at once (aggregate tokens/s).
+ * transformers.js gets the same: sequential generate() calls, then N
+ * concurrent generate() calls (what a server without a batcher does).
+ * Both count the tokens they actually produced (EOS can end a sequence early).
+ */
+import { mkdtemp, readFile, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { basename, dirname, join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { publishModelFolder } from '../core/model-publish.js'
+import type { GenerationInput } from '../core/protocol.js'
+import { parseConfig, randomWeights, readTokenizerFiles, trainTokenizer, writeModelFolder } from '../models/index.js'
+import { GenerationEngine } from '../workers/generation/engine.js'
+import { MemoryObjectStore } from '../workers/generation/testing/memory-store.js'
+
+const { values: args } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    tokens: { type: 'string', default: '64' },
+    concurrency: { type: 'string', default: '16' },
+    requests: { type: 'string', default: '4' },
+    threads: { type: 'string' },
+    'skip-transformers': { type: 'boolean', default: false },
+  },
+})
+const MAX_TOKENS = Number(args.tokens)
+const CONCURRENCY = Number(args.concurrency)
+const SEQUENTIAL = Number(args.requests)
+const THREADS = args.threads ? Number(args.threads) : undefined
+
+const TEXT = [
+  'The quick brown fox jumps over the lazy dog.',
+  'Once upon a time, in a land far away, there lived a',
+  'Prometheus stole fire from the gods and gave it to',
+  'In the beginning the Universe was created. This has made a lot of people very angry and been widely regarded as a bad move.',
+  'def fibonacci(n):',
+  'The capital of France is',
+  'It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness,',
+  'Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse,',
+]
+const prompts = (n: number) => Array.from({ length: n }, (_, i) => TEXT[i % TEXT.length] + (i >= TEXT.length ? ` (${i})` : ''))
+
+async function exists(p: string) {
+  return stat(p).then(
+    () => true,
+    () => false,
+  )
+}
+
+async function modelFolder(): Promise<string> {
+  if (args.model) return resolve(args.model)
+  const mini = resolve('models/prometheus-mini')
+  if ((await exists(join(mini, 'onnx/model.onnx'))) && (await exists(join(mini, 'config.json')))) return mini
+  const dir = resolve('.tmp/bench-model-6x384')
+  if (await exists(join(dir, 'onnx/model.onnx'))) return dir
+  console.log('building a random-weight 6 x 384 Llama in', dir)
+  const tokenizer = (await exists(join(mini, 'tokenizer.json')))
+    ? await readTokenizerFiles(mini)
+    : trainTokenizer(TEXT, { vocabSize: 512 })
+  const vocab = (tokenizer.tokenizer as { model: { vocab: Record<string, number> } }).model.vocab
+  const eos = vocab['<|endoftext|>']
+  const config = parseConfig({
+    vocabSize: Math.max(...Object.values(vocab)) + 1,
+    hiddenSize: 384,
+    numLayers: 6,
+    numHeads: 6,
+    numKvHeads: 2,
+    intermediateSize: 1024,
+    maxPositions: 1024,
+    bosTokenId: eos,
+    eosTokenId: eos,
+    padTokenId: eos,
+  })
+  await writeModelFolder(dir, { config, weights: randomWeights(config, { seed: 1 }), tokenizer })
+  return dir
+}
+
+interface Run {
+  tokens: number
+  seconds: number
+  texts: string[]
+}
+
+const tps = (r: Run) => r.tokens / r.seconds
+
+async function oursRun(engine: GenerationEngine, ps: string[], concurrent: boolean): Promise<Run> {
+  const input = (prompt: string): GenerationInput => ({
+    endpoint: 'completions',
+    model: 'bench',
+    prompt,
+    sampling: {
+      maxTokens: MAX_TOKENS,
+      temperature: 0,
+      topP: 1,
+      topK: 0,
+      presencePenalty: 0,
+      frequencyPenalty: 0,
+      repetitionPenalty: 1,
+      stop: [],
+      n: 1,
+      logprobs: null,
+    },
+    stream: false,
+    echo: false,
+  })
+  const t0 = performance.now()
+  const outs = concurrent
+    ? await Promise.all(ps.map((p) => engine.generate(input(p))))
+    : await ps.reduce<Promise<Awaited<ReturnType<GenerationEngine['generate']>>[]>>(
+        async (acc, p) => [...(await acc), await engine.generate(input(p))],
+        Promise.resolve([]),
+      )
+  const seconds = (performance.now() - t0) / 1000
+  return {
+    tokens: outs.reduce((s, o) => s + o.usage.completionTokens, 0),
+    seconds,
+    texts: outs.map((o) => o.choices[0].text),
+  }
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: transformers.js model and tokenizer types are loose
+type Any = any
+
+async function transformersRun(model: Any, tokenizer: Any, ps: string[], concurrent: boolean): Promise<Run> {
+  const one = async (prompt: string) => {
+    const enc = tokenizer(prompt)
+    const out = await model.generate({ ...enc, max_new_tokens: MAX_TOKENS, do_sample: false })
+    const all = out.tolist()[0].map(Number) as number[]
+    const inputLen = enc.input_ids.dims[1] as number
+    const gen = all.slice(inputLen)
+    return { tokens: gen.length, text: tokenizer.decode(gen, { skip_special_tokens: true }) as string }
+  }
+  const t0 = performance.now()
+  const outs = concurrent
+    ? await Promise.all(ps.map(one))
+    : await ps.reduce<Promise<Array<{ tokens: number; text: string }>>>(
+        async (acc, p) => [...(await acc), await one(p)],
+        Promise.resolve([]),
+      )
+  const seconds = (performance.now() - t0) / 1000
+  return { tokens: outs.reduce((s, o) => s + o.tokens, 0), seconds, texts: outs.map((o) => o.text) }
+}
+
+async function main() {
+  const folder = await modelFolder()
+  const config = JSON.parse(await readFile(join(folder, 'config.json'), 'utf8'))
+  console.log(
+    `model ${folder}: ${config.num_hidden_layers} layers x ${config.hidden_size} hidden, vocab ${config.vocab_size}`,
+  )
+  console.log(
+    `workload: greedy, max_new_tokens ${MAX_TOKENS}; 1 request x ${SEQUENTIAL} sequential; ${CONCURRENCY} concurrent`,
+  )
+
+  const store = new MemoryObjectStore()
+  await publishModelFolder(store, folder, { id: 'bench', owner: null, contextLength: config.max_position_embeddings })
+  const engine = new GenerationEngine({
+    store,
+    cacheDir: await mkdtemp(join(tmpdir(), 'pgpt-bench-')),
+    cacheBudgetBytes: 4 * 2 ** 30,
+    maxBatchSize: Math.max(32, CONCURRENCY),
+    intraOpNumThreads: THREADS,
+  })
+  ;(await engine.cache.acquire('bench')).release()
+
+  let tjs: { model: Any; tokenizer: Any } | null = null
+  if (!args['skip-transformers']) {
+    const { AutoModelForCausalLM, AutoTokenizer, env } = await import('@huggingface/transformers')
+    env.allowRemoteModels = false
+    env.allowLocalModels = true
+    env.localModelPath = `${dirname(folder)}/`
+    const name = basename(folder)
+    const sessionOptions = THREADS ? { intraOpNumThreads: THREADS } : undefined
+    tjs = {
+      tokenizer: await AutoTokenizer.from_pretrained(name),
+      model: await AutoModelForCausalLM.from_pretrained(name, {
+        dtype: 'fp32',
+        device: 'cpu',
+        ...(sessionOptions ? { session_options: sessionOptions } : {}),
+      }),
+    }
+  }
+
+  // warm-up (first runs allocate and JIT)
+  await oursRun(engine, prompts(2), true)
+  if (tjs) await transformersRun(tjs.model, tjs.tokenizer, prompts(2), true)
+
+  const rows: Array<[string, Run, Run | null]> = []
+  for (const [label, ps, concurrent] of [
+    ['1 request', prompts(SEQUENTIAL), false],
+    [`${CONCURRENCY} concurrent`, prompts(CONCURRENCY), true],
+  ] as const) {
+    const ours = await oursRun(engine, [...ps], concurrent)
+    const theirs = tjs ? await transformersRun(tjs.model, tjs.tokenizer, [...ps], concurrent) : null
+    rows.push([label, ours, theirs])
+    if (theirs) {
+      const same = ours.texts.filter((t, i) => t === theirs.texts[i]).length
+      console.log(`  ${label}: greedy outputs identical to transformers.js for ${same}/${ours.texts.length} prompts`)
+    }
+  }
+
+  console.log('\n| workload | ours tok/s | transformers.js tok/s | ratio |')
+  console.log('|---|---|---|---|')
+  for (const [label, ours, theirs] of rows) {
+    const ratio = theirs ? `${(tps(ours) / tps(theirs)).toFixed(2)}x` : 'n/a'
+    console.log(
+      `| ${label} | ${tps(ours).toFixed(1)} (${ours.tokens} tok, ${ours.seconds.toFixed(2)} s) | ${
+        theirs ? `${tps(theirs).toFixed(1)} (${theirs.tokens} tok, ${theirs.seconds.toFixed(2)} s)` : 'n/a'
+      } | ${ratio} |`,
+    )
+  }
+  await engine.close()
+}
+
+await main()
