@@ -89,7 +89,10 @@ async function handleDeadLetter(
     await o.deadLetter.ack(msg.receiptHandle)
     return
   }
-  const error = { code: 'dead_lettered', message: `dead-lettered after ${o.maxReceiveCount} deliveries` }
+  const error = {
+    code: 'dead_lettered',
+    message: `dead-lettered after ${o.maxReceiveCount} ${o.maxReceiveCount === 1 ? 'delivery' : 'deliveries'}`,
+  }
   try {
     const failed = await o.jobs.transition(job.id, 'failed', { error })
     o.metrics?.jobs.inc({ kind: job.kind, state: 'failed' })

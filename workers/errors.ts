@@ -9,9 +9,12 @@
  * - `PermanentError`: retrying cannot help (bad input, unknown model). The job
  *   fails at once with the reason and the message is acknowledged.
  *
- * A zod validation error counts as permanent; any other error as transient.
+ * A zod validation error counts as permanent, and so does an ApiError with a
+ * 4xx status (the generation engine's invalid parameter, unknown model, context
+ * too long); any other error is transient.
  */
 import { ZodError } from 'zod'
+import { ApiError } from '../core/errors.js'
 
 export class WorkerError extends Error {
   /** Machine-readable reason, stored in the job record's `error.code`. */
@@ -45,12 +48,14 @@ export type ErrorClass = 'transient' | 'permanent'
 export function classify(err: unknown): ErrorClass {
   if (err instanceof PermanentError) return 'permanent'
   if (err instanceof ZodError) return 'permanent'
+  if (err instanceof ApiError && err.status < 500) return 'permanent'
   return 'transient'
 }
 
 /** The `{message, code}` stored on a failed job. */
 export function toJobError(err: unknown): { message: string; code: string } {
   if (err instanceof WorkerError) return { message: err.message, code: err.code }
+  if (err instanceof ApiError) return { message: err.message, code: err.code ?? err.type }
   if (err instanceof ZodError) {
     const first = err.issues[0]
     const where = first?.path.length ? ` at ${first.path.join('.')}` : ''

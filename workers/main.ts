@@ -1,0 +1,81 @@
+/**
+ * The worker process entrypoint (the worker image's CMD):
+ *
+ *   node --import tsx workers/main.ts
+ *
+ * Reads configuration (core/config-node.ts: environment and PGPT_CONFIG_FILE,
+ * plus workers/settings.ts), builds the handlers of PGPT_WORKER_KINDS, and runs
+ * the worker (worker-process.ts) until SIGTERM or SIGINT: then it stops
+ * receiving, gives in-flight jobs PGPT_SHUTDOWN_GRACE_S, releases the rest for
+ * other workers, and exits 0. A second signal exits at once (un-acked messages
+ * come back after the visibility timeout). Exit 78 on bad configuration.
+ */
+
+import { ConfigError } from '../core/config.js'
+import { loadConfig } from '../core/config-node.js'
+import { createLogger } from '../core/logger.js'
+import type { ObjectStore } from '../core/ports/object-store.js'
+import { parseWorkerSettings } from './settings.js'
+import type { JobHandler } from './worker-loop.js'
+import { startWorkerProcess } from './worker-process.js'
+
+async function openStore(config: ReturnType<typeof loadConfig>): Promise<ObjectStore> {
+  // The store adapters are loaded by name so a worker without generation never imports them.
+  const spec = config.PGPT_STORE === 's3' ? '../core/adapters/s3-store.js' : '../core/adapters/fs-store.js'
+  const mod = (await import(spec)) as Record<string, new (o: Record<string, unknown>) => ObjectStore>
+  if (config.PGPT_STORE === 's3')
+    return new mod.S3ObjectStore({
+      bucket: config.PGPT_S3_BUCKET,
+      region: config.AWS_REGION,
+      endpoint: config.PGPT_S3_ENDPOINT,
+      forcePathStyle: config.PGPT_S3_FORCE_PATH_STYLE,
+    })
+  return new mod.FsObjectStore({ root: `${config.PGPT_DATA_DIR}/store` })
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig()
+  const settings = parseWorkerSettings()
+  const logger = createLogger({ service: 'worker', level: config.PGPT_LOG_LEVEL })
+  const worker = await startWorkerProcess({
+    config,
+    settings,
+    logger,
+    handlers: async ({ metrics }) => {
+      const handlers: Record<string, JobHandler> = {}
+      if (settings.PGPT_WORKER_KINDS.includes('generation')) {
+        const { GenerationEngine, createGenerationHandler } = await import('./generation/index.js')
+        const engine = GenerationEngine.fromConfig(config, {
+          store: await openStore(config),
+          logger,
+          metrics,
+        })
+        handlers.generation = createGenerationHandler(engine) as JobHandler
+      }
+      return handlers
+    },
+  })
+  let signals = 0
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++
+    if (signals > 1) {
+      logger.warn({ signal: sig }, 'second signal: exiting now')
+      process.exit(1)
+    }
+    logger.info({ signal: sig }, 'signal received: draining')
+    void worker.shutdown()
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+  await worker.done
+  process.exit(0)
+}
+
+main().catch((err) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${err.message}\n`)
+    process.exit(78)
+  }
+  createLogger({ service: 'worker' }).fatal({ err }, 'worker failed to start')
+  process.exit(1)
+})

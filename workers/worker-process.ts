@@ -1,0 +1,225 @@
+/**
+ * A worker process, wired from configuration: adapters by profile, handlers,
+ * the worker loop, the webhook dispatcher, the periodic dead-letter drain, and
+ * the /metrics + /health server. `main.ts` runs it and turns SIGTERM into
+ * `shutdown()`; tests may run it in-process.
+ *
+ * Local SQLite file: `<PGPT_DATA_DIR>/pgpt.db` holds the queue `jobs` (and
+ * `jobs-dlq`), the job records and `webhook_deliveries`; the local edge opens
+ * the same file.
+ */
+import { hostname } from 'node:os'
+import { join } from 'node:path'
+import { HttpEvents } from '../core/adapters/http-events.js'
+import { openLocalQueue } from '../core/adapters/local-queue.js'
+import { MemoryEvents } from '../core/adapters/memory-events.js'
+import { SqliteJobStore } from '../core/adapters/sqlite-job-store.js'
+import { createSqsQueue } from '../core/adapters/sqs-queue.js'
+import { type Config, ConfigError } from '../core/config.js'
+import type { Logger } from '../core/logger.js'
+import { createMetrics, type Metrics } from '../core/metrics.js'
+import type { Events } from '../core/ports/events.js'
+import type { JobStore } from '../core/ports/job-store.js'
+import type { QueueWithDeadLetter } from '../core/ports/queue.js'
+import { drainDeadLetter } from './dead-letter.js'
+import { startWorkerServer } from './http-server.js'
+import type { WorkerSettings } from './settings.js'
+import { DeliveryLog } from './webhooks/delivery-log.js'
+import { WebhookDispatcher } from './webhooks/dispatcher.js'
+import { loadOrCreateSigningKey, tenantWebhookSecret } from './webhooks/secrets.js'
+import { type JobHandler, runWorker } from './worker-loop.js'
+
+/** Name of the work queue (its dead-letter queue is `jobs-dlq`), shared with the edge. */
+export const JOBS_QUEUE = 'jobs'
+
+/** The local profile's SQLite file, shared by the edge and the workers. */
+export const localDbFile = (config: Pick<Config, 'PGPT_DATA_DIR'>) => join(config.PGPT_DATA_DIR, 'pgpt.db')
+
+export interface WorkerProcess {
+  /** Port of the /metrics + /health server, when one runs. */
+  port?: number
+  /** Resolves when the loop ended and everything is closed. */
+  done: Promise<void>
+  /** Start the graceful shutdown (idempotent); resolves like `done`. */
+  shutdown(): Promise<void>
+}
+
+export interface WorkerDeps {
+  config: Config
+  settings: WorkerSettings
+  logger: Logger
+  /** Builds the handlers of production kinds (generation, …) once metrics exist. */
+  handlers?: (ctx: { metrics: Metrics; logger: Logger }) => Promise<Record<string, JobHandler>>
+}
+
+export function openQueue(config: Config): QueueWithDeadLetter {
+  if (config.PGPT_QUEUE === 'sqs') {
+    if (!config.PGPT_SQS_DLQ_URL)
+      throw new ConfigError([
+        { variable: 'PGPT_SQS_DLQ_URL', message: 'required when PGPT_QUEUE=sqs (workers)' },
+      ])
+    return createSqsQueue({
+      queueUrl: config.PGPT_SQS_QUEUE_URL!,
+      deadLetterQueueUrl: config.PGPT_SQS_DLQ_URL,
+      region: config.AWS_REGION,
+      endpoint: config.PGPT_SQS_ENDPOINT,
+      visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
+      maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
+    })
+  }
+  return openLocalQueue({
+    file: localDbFile(config),
+    name: JOBS_QUEUE,
+    visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
+    maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
+  })
+}
+
+function openEvents(config: Config): Events & { close?(): Promise<void> } {
+  if (config.PGPT_EDGE_URL) {
+    if (!config.PGPT_INTERNAL_TOKEN)
+      throw new ConfigError([
+        { variable: 'PGPT_INTERNAL_TOKEN', message: 'required when PGPT_EDGE_URL is set' },
+      ])
+    return new HttpEvents({ edgeUrl: config.PGPT_EDGE_URL, token: config.PGPT_INTERNAL_TOKEN })
+  }
+  return new MemoryEvents()
+}
+
+function signingKey(config: Config, settings: WorkerSettings): string {
+  if (settings.PGPT_WEBHOOK_SIGNING_KEY) return settings.PGPT_WEBHOOK_SIGNING_KEY
+  if (config.PGPT_PROFILE === 'local')
+    return loadOrCreateSigningKey(join(config.PGPT_DATA_DIR, 'webhook-signing-key'))
+  throw new ConfigError([
+    {
+      variable: 'PGPT_WEBHOOK_SIGNING_KEY',
+      message: `required in the ${config.PGPT_PROFILE} profile (signs webhooks)`,
+    },
+  ])
+}
+
+export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProcess> {
+  const { config, settings } = deps
+  const workerId = `${hostname()}:${process.pid}`
+  const logger = deps.logger.child({ worker: workerId })
+  const metrics = createMetrics({ defaultMetrics: true })
+
+  const handlers: Record<string, JobHandler> = { ...(await deps.handlers?.({ metrics, logger })) }
+  if (settings.PGPT_TEST_HANDLERS === '1') {
+    const { testHandlers } = await import('./testing/handlers.js')
+    Object.assign(handlers, testHandlers)
+    logger.warn({ kinds: Object.keys(testHandlers) }, 'PGPT_TEST_HANDLERS=1: test job kinds registered')
+  }
+
+  if (Object.keys(handlers).length === 0)
+    throw new ConfigError([
+      { variable: 'PGPT_WORKER_KINDS', message: 'no job kind to run: set it, or PGPT_TEST_HANDLERS=1' },
+    ])
+  const key = signingKey(config, settings)
+  const { queue, deadLetter, maxReceiveCount } = openQueue(config)
+  if (config.PGPT_PROFILE !== 'local')
+    logger.warn('job records: only the SQLite job store exists so far; using it in PGPT_DATA_DIR')
+  const jobs: JobStore = new SqliteJobStore({ file: localDbFile(config) })
+  const events = openEvents(config)
+  const deliveryLog = new DeliveryLog({ file: localDbFile(config) })
+  const dispatcher = new WebhookDispatcher({
+    log: deliveryLog,
+    secretFor: (tenant) => tenantWebhookSecret(key, tenant),
+    retryScheduleMs: settings.PGPT_WEBHOOK_RETRY_SCHEDULE_MS,
+    timeoutMs: config.PGPT_WEBHOOK_TIMEOUT_MS,
+    allowPrivate: config.PGPT_WEBHOOK_ALLOW_PRIVATE,
+    logger: logger.child({ component: 'webhooks' }),
+    metrics,
+  })
+
+  const ctrl = new AbortController()
+  let draining = false
+  let inFlightHint = 0
+
+  let server: Awaited<ReturnType<typeof startWorkerServer>> | undefined
+  if (settings.PGPT_WORKER_METRICS_PORT !== undefined) {
+    server = await startWorkerServer({
+      port: settings.PGPT_WORKER_METRICS_PORT,
+      host: settings.PGPT_WORKER_METRICS_HOST ?? (config.PGPT_PROFILE === 'local' ? '127.0.0.1' : '0.0.0.0'),
+      registry: metrics.registry,
+      metricsToken: config.PGPT_METRICS_TOKEN,
+      health: () => ({
+        ok: !draining,
+        status: draining ? 'draining' : 'ok',
+        worker: workerId,
+        inFlight: inFlightHint,
+      }),
+    })
+    logger.info({ port: server.port }, 'worker /metrics and /health listening')
+  }
+
+  // Periodic dead-letter drain: jobs that crashed workers or had no handler end as failed with a reason.
+  let dlqTimer: NodeJS.Timeout | undefined
+  let dlqRunning: Promise<unknown> = Promise.resolve()
+  if (settings.PGPT_DEAD_LETTER_INTERVAL_S > 0) {
+    const drain = () => {
+      dlqRunning = drainDeadLetter({
+        deadLetter,
+        jobs,
+        events,
+        maxReceiveCount,
+        logger: logger.child({ component: 'dead-letter' }),
+        metrics,
+        onJobEvent: dispatcher.onJobEvent,
+      }).catch((err) => logger.error({ err }, 'dead-letter drain failed'))
+    }
+    dlqTimer = setInterval(drain, settings.PGPT_DEAD_LETTER_INTERVAL_S * 1000)
+    drain()
+  }
+
+  dispatcher.start()
+  const loop = runWorker({
+    queue,
+    jobs,
+    events,
+    handlers,
+    signal: ctrl.signal,
+    concurrency: config.PGPT_WORKER_CONCURRENCY,
+    visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
+    maxReceiveCount,
+    waitTimeSeconds: settings.PGPT_WORKER_WAIT_S,
+    shutdownGraceMs: config.PGPT_SHUTDOWN_GRACE_S * 1000,
+    retryBackoff: { base: settings.PGPT_WORKER_RETRY_BASE_S, max: settings.PGPT_WORKER_RETRY_MAX_S },
+    deadLetter,
+    logger,
+    metrics,
+    onJobEvent: (job, event) => {
+      if (event.type === 'start') inFlightHint++
+      else if (['completed', 'failed', 'canceled'].includes(event.type))
+        inFlightHint = Math.max(0, inFlightHint - 1)
+      dispatcher.onJobEvent(job, event)
+    },
+  })
+
+  const done = loop.finally(async () => {
+    if (dlqTimer) clearInterval(dlqTimer)
+    await dlqRunning
+    await (events as { close?(): Promise<void> })
+      .close?.()
+      .catch((err) => logger.warn({ err }, 'events flush failed'))
+    await dispatcher.stop()
+    await queue.close?.()
+    await jobs.close?.()
+    deliveryLog.close()
+    await server?.close()
+    logger.info('worker process stopped')
+  })
+
+  return {
+    port: server?.port,
+    done,
+    shutdown() {
+      if (!draining) {
+        draining = true
+        logger.info({ graceSeconds: config.PGPT_SHUTDOWN_GRACE_S }, 'shutdown requested')
+        ctrl.abort()
+      }
+      return done
+    },
+  }
+}
