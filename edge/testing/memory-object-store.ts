@@ -35,7 +35,7 @@ export class MemoryObjectStore implements ObjectStore {
 
   async getStream(key: string): Promise<ReadableStream<Uint8Array> | null> {
     const bytes = await this.get(key)
-    return bytes ? new Response(bytes).body : null
+    return bytes ? new Response(bytes as Uint8Array<ArrayBuffer>).body : null
   }
 
   async head(key: string): Promise<ObjectInfo | null> {

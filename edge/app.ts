@@ -1,0 +1,69 @@
+/**
+ * The edge: one Hono app, the public face of PrometheusGPT. It authenticates,
+ * rate-limits, validates, caches and turns every generation into a job; it
+ * never runs a model. Runtime-neutral (no Node-only imports), so the same app
+ * serves on Node (edge/node.ts), Workers (edge/worker.ts) and Lambda
+ * (functions/api.ts).
+ *
+ * Order of middleware: request id + child logger → metrics/log line → body
+ * limit → (/v1/*) API key → rate limits → route (scope, validation, handler).
+ */
+import { OpenAPIHono } from '@hono/zod-openapi'
+import { bodyLimit } from 'hono/body-limit'
+import { tooLarge } from '../core/errors.js'
+import type { AppEnv, EdgeDeps } from './deps.js'
+import { fromZod, notFoundHandler, onError } from './errors.js'
+import { apiKeyAuth } from './middleware/auth/index.js'
+import { observe } from './middleware/observe/index.js'
+import { rateLimit } from './middleware/rate-limit/index.js'
+import { requestId } from './middleware/request-id/index.js'
+import { registerAdminKeys } from './routes/admin-keys.js'
+import { registerCompletions } from './routes/completions.js'
+import { registerInternal } from './routes/internal.js'
+import { registerJobs } from './routes/jobs.js'
+import { registerModels } from './routes/models.js'
+import { registerSystem } from './routes/system.js'
+import type { RouteContext } from './routes/util.js'
+
+export type { EdgeDeps } from './deps.js'
+
+export function createApp(deps: EdgeDeps) {
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result) => {
+      if (!result.success) throw fromZod(result.error, result.target)
+    },
+  })
+  const limits = rateLimit({
+    limiter: deps.rateLimiter,
+    metrics: deps.metrics,
+    requestsPerMinute: deps.config.PGPT_RATE_LIMIT_RPM,
+    tokensPerMinute: deps.config.PGPT_RATE_LIMIT_TPM,
+  })
+  const ctx: RouteContext = { deps, tokens: limits.tokens }
+
+  app.onError(onError)
+  app.notFound(notFoundHandler)
+  app.use('*', requestId({ logger: deps.logger }))
+  app.use('*', observe(deps.metrics))
+  app.use(
+    '*',
+    bodyLimit({
+      maxSize: deps.config.PGPT_MAX_BODY_BYTES,
+      onError: () => {
+        throw tooLarge(`The request body exceeds ${deps.config.PGPT_MAX_BODY_BYTES} bytes.`)
+      },
+    }),
+  )
+  app.use('/v1/*', apiKeyAuth({ keys: deps.keys }))
+  app.use('/v1/*', limits.middleware)
+
+  registerSystem(app, ctx)
+  registerInternal(app, ctx)
+  registerModels(app, ctx)
+  registerCompletions(app, ctx)
+  registerJobs(app, ctx)
+  registerAdminKeys(app, ctx)
+  return app
+}
+
+export type EdgeAppType = ReturnType<typeof createApp>

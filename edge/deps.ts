@@ -1,0 +1,63 @@
+/**
+ * What the edge needs from the outside world: the ports, configuration,
+ * logging, metrics and the model catalog. Each runtime entry (edge/node.ts,
+ * edge/worker.ts, functions/api.ts) builds one of these and calls createApp.
+ */
+import type { Context } from 'hono'
+import type { Config } from '../core/config.js'
+import type { Logger } from '../core/logger.js'
+import type { Metrics } from '../core/metrics.js'
+import type {
+  ApiKeyRecord,
+  Events,
+  JobStore,
+  KeyStore,
+  ObjectStore,
+  Queue,
+  RateLimiter,
+  ResponseCache,
+  UsageStore,
+} from '../core/ports/index.js'
+import type { ModelCatalog } from './model-catalog.js'
+
+/** The parts of core/metrics.ts the edge uses (so a runtime may pass a lighter one). */
+export type EdgeMetrics = Pick<
+  Metrics,
+  'requests' | 'requestLatency' | 'timeToFirstToken' | 'rateLimitRejections' | 'cacheLookups'
+> & { registry: { metrics(): Promise<string>; contentType: string } }
+
+export interface EdgeDeps {
+  queue: Queue
+  jobs: JobStore
+  events: Events
+  store: ObjectStore
+  keys: KeyStore
+  rateLimiter: RateLimiter
+  cache: ResponseCache
+  usage: UsageStore
+  config: Config
+  logger: Logger
+  metrics: EdgeMetrics
+  models: ModelCatalog
+  /** Longest wait of a synchronous request for its job, in ms. Default 300 000. */
+  syncTimeoutMs?: number
+  /**
+   * Keeps background work alive after the response (Workers' waitUntil).
+   * Node and Lambda keep the process alive anyway.
+   */
+  waitUntil?: (c: Context, p: Promise<unknown>) => void
+}
+
+export interface AppVariables {
+  requestId: string
+  log: Logger
+  key: ApiKeyRecord
+  /** Model label for metrics, once known. */
+  model: string
+  /** Set by streaming handlers, which observe their own latency at the last byte. */
+  streaming: boolean
+  startedAt: number
+}
+
+export type AppEnv = { Variables: AppVariables; Bindings: Record<string, unknown> }
+export type AppContext = Context<AppEnv>

@@ -1,0 +1,55 @@
+/**
+ * Errors in OpenAI's shape. Everything thrown reaches `onError`: ApiError as
+ * is, hono's HTTPException (malformed JSON, body limit) by status, anything
+ * else as a 500 that leaks nothing. `validationHook` turns a zod failure into
+ * a 400 whose `param` names the field (`messages[0].content`).
+ */
+import type { ErrorHandler, NotFoundHandler } from 'hono'
+import { HTTPException } from 'hono/http-exception'
+import type { ZodError } from 'zod'
+import { ApiError, badRequest, toApiError } from '../core/errors.js'
+import type { AppEnv } from './deps.js'
+
+export function paramOf(path: ReadonlyArray<PropertyKey>): string | null {
+  let out = ''
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p)
+  return out || null
+}
+
+export function fromZod(error: ZodError, target: string): ApiError {
+  const issue = error.issues[0]
+  if (!issue) return badRequest('Invalid request.')
+  const param = paramOf(issue.path)
+  const where = target === 'json' ? '' : ` (${target})`
+  const message = param
+    ? `Invalid value for '${param}'${where}: ${issue.message}`
+    : `Invalid request${where}: ${issue.message}`
+  return badRequest(
+    message,
+    param,
+    issue.code === 'invalid_type' && issue.input === undefined
+      ? 'missing_required_parameter'
+      : 'invalid_value',
+  )
+}
+
+export const onError: ErrorHandler<AppEnv> = (err, c) => {
+  let api: ApiError
+  if (err instanceof HTTPException) {
+    const message =
+      err.status === 400 && /JSON/i.test(err.message)
+        ? 'We could not parse the JSON body of your request.'
+        : err.message || 'Bad request.'
+    api = new ApiError(err.status, message, { code: err.status === 400 ? 'invalid_json' : null })
+  } else api = toApiError(err)
+  if (api.status >= 500) c.get('log')?.error({ err: api.cause ?? err }, 'request failed')
+  for (const [k, v] of Object.entries(api.headers)) c.header(k, v)
+  return c.json(api.toJSON(), api.status as 400)
+}
+
+export const notFoundHandler: NotFoundHandler<AppEnv> = (c) => {
+  const api = new ApiError(404, `Unknown request URL: ${c.req.method} ${new URL(c.req.url).pathname}.`, {
+    code: 'unknown_url',
+  })
+  return c.json(api.toJSON(), 404)
+}

@@ -1,0 +1,38 @@
+/**
+ * API-key authentication (`Authorization: Bearer pgpt_…`) and scope checks.
+ * 401 for a missing, unknown or revoked key; 403 for a missing scope.
+ */
+import type { MiddlewareHandler } from 'hono'
+import { forbidden, unauthorized } from '../../../core/errors.js'
+import type { KeyStore, Scope } from '../../../core/ports/key-store.js'
+import type { AppEnv } from '../../deps.js'
+import { verifyKey } from '../../keys.js'
+
+export function bearerToken(header: string | undefined): string | null {
+  if (!header) return null
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header)
+  return m ? m[1]! : null
+}
+
+export const apiKeyAuth = (o: { keys: KeyStore }): MiddlewareHandler<AppEnv> =>
+  async function apiKeyAuth(c, next) {
+    const token = bearerToken(c.req.header('authorization'))
+    if (!token)
+      throw unauthorized(
+        "You didn't provide an API key. Provide it in the Authorization header as 'Bearer pgpt_…'.",
+        'missing_api_key',
+      )
+    const key = await verifyKey(o.keys, token)
+    if (!key) throw unauthorized('Incorrect API key provided.', 'invalid_api_key')
+    c.set('key', key)
+    c.set('log', c.get('log').child({ tenant: key.tenant, keyId: key.id }))
+    await next()
+  }
+
+export const requireScope = (scope: Scope): MiddlewareHandler<AppEnv> =>
+  async function requireScope(c, next) {
+    const key = c.get('key')
+    if (!key) throw unauthorized()
+    if (!key.scopes.includes(scope)) throw forbidden(`This API key lacks the '${scope}' scope.`)
+    await next()
+  }

@@ -1,0 +1,22 @@
+/**
+ * Request metrics and one log line per request: route pattern, method,
+ * status, model. Streaming handlers set `streaming` and observe their own
+ * latency when the last byte is written.
+ */
+import type { MiddlewareHandler } from 'hono'
+import type { AppEnv, EdgeMetrics } from '../../deps.js'
+
+export const observe = (metrics: EdgeMetrics): MiddlewareHandler<AppEnv> =>
+  async function observe(c, next) {
+    await next()
+    const route = c.req.routePath === '/*' || c.req.routePath === '*' ? 'unmatched' : c.req.routePath
+    const status = String(c.res.status)
+    const method = c.req.method
+    metrics.requests.inc({ route, method, status, model: c.get('model') ?? '' })
+    const seconds = (performance.now() - c.get('startedAt')) / 1000
+    if (!c.get('streaming')) metrics.requestLatency.observe({ route, method, status }, seconds)
+    const log = c.get('log')
+    const line = { method, route, status: c.res.status, ms: Math.round(seconds * 1000) }
+    if (c.res.status >= 500) log.error(line, 'request')
+    else log.info(line, 'request')
+  }

@@ -1,0 +1,53 @@
+/**
+ * POST /internal/events: worker processes publish job events into this
+ * edge's Events hub. Bearer PGPT_INTERNAL_TOKEN, compared in constant time;
+ * without a configured token the route answers 404 (it does not exist).
+ */
+import { createRoute, z } from '@hono/zod-openapi'
+import { ApiError, unauthorized } from '../../core/errors.js'
+import type { JobEvent } from '../../core/ports/events.js'
+import { sha256Hex, timingSafeEqualString } from '../keys.js'
+import { bearerToken } from '../middleware/auth/index.js'
+import { type EdgeApp, h, json, type RouteContext, valid } from './util.js'
+
+export const jobEventSchema = z.object({
+  jobId: z.string().min(1).max(128),
+  seq: z.number().int().min(0),
+  type: z.enum(['start', 'token', 'progress', 'output', 'completed', 'failed', 'canceled']),
+  data: z.unknown(),
+  at: z.number(),
+})
+
+const publish = createRoute({
+  method: 'post',
+  path: '/internal/events',
+  hide: true,
+  request: {
+    body: {
+      required: true,
+      content: { 'application/json': { schema: z.array(jobEventSchema).max(10_000) } },
+    },
+  },
+  responses: { 200: { description: 'Published.' } },
+})
+
+export function registerInternal(app: EdgeApp, { deps }: RouteContext) {
+  const token = deps.config.PGPT_INTERNAL_TOKEN
+  const tokenHash = token ? sha256Hex(token) : null
+  app.use('/internal/*', async (c, next) => {
+    if (!tokenHash) throw new ApiError(404, 'Unknown request URL.', { code: 'unknown_url' })
+    const given = bearerToken(c.req.header('authorization'))
+    // Compare digests: equal length, constant time, nothing learned from the length of the guess.
+    if (!given || !timingSafeEqualString(await sha256Hex(given), await tokenHash))
+      throw unauthorized('Invalid internal token.', 'invalid_internal_token')
+    await next()
+  })
+  app.openapi(
+    publish,
+    h(async (c) => {
+      const events = valid<JobEvent[]>(c, 'json')
+      for (const e of events) await deps.events.publish(e)
+      return json(c, { accepted: events.length })
+    }),
+  )
+}

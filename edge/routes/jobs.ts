@@ -1,0 +1,356 @@
+/**
+ * Async jobs: POST /v1/jobs (webhook, webhook_events_filter, `Prefer: wait=N`),
+ * GET /v1/jobs/{id}, GET /v1/jobs (cursor pagination), POST /v1/jobs/{id}/cancel
+ * and GET /v1/jobs/{id}/stream (the job's events as SSE, resumable with
+ * Last-Event-ID). Every read is tenant-scoped: another tenant's id is a 404.
+ */
+import { createRoute, z } from '@hono/zod-openapi'
+import { streamSSE } from 'hono/streaming'
+import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
+import type { JobEvent } from '../../core/ports/events.js'
+import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
+import { chatMessageSchema, type GenerationOutput } from '../../core/protocol.js'
+import type { AppContext } from '../deps.js'
+import { keepAlive } from '../generation/respond.js'
+import {
+  awaitTerminal,
+  type GenerationRequest,
+  outputOf,
+  prepareGeneration,
+  recordUsage,
+  submitGeneration,
+} from '../generation/run.js'
+import { authErrors, errorResponseOf, samplingFields } from '../generation/schemas.js'
+import { webhookUrlProblem } from '../lib/webhook-url.js'
+import { requireScope } from '../middleware/auth/index.js'
+import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
+
+/** Longest `Prefer: wait=N`, in seconds. */
+export const MAX_PREFER_WAIT_S = 60
+/** Seq of the `canceled` event the edge publishes for a job canceled before it ran. */
+export const EDGE_CANCEL_SEQ = 1_000_000_000
+
+const jobInput = z
+  .object({
+    prompt: z.string().optional(),
+    messages: z.array(chatMessageSchema).min(1).optional(),
+    ...samplingFields,
+    logprobs: z.number().int().min(0).max(20).nullish(),
+    echo: z.boolean().nullish(),
+  })
+  .openapi('GenerationJobInput')
+
+const createBody = z
+  .object({
+    model: z.string().min(1).openapi({ example: 'prometheus-mini' }),
+    input: jobInput,
+    webhook: z.string().max(2048).optional().openapi({ description: 'URL notified of the job’s progress.' }),
+    webhook_events_filter: z
+      .array(z.enum(['start', 'output', 'completed']))
+      .max(3)
+      .optional()
+      .openapi({ description: 'Which events reach the webhook (default: all).' }),
+    metadata: z
+      .record(z.string().max(64), z.string().max(512))
+      .refine((m) => Object.keys(m).length <= 16, 'at most 16 keys')
+      .optional(),
+  })
+  .openapi('CreateJobRequest')
+type CreateBody = z.infer<typeof createBody>
+
+const job = z
+  .object({
+    id: z.string(),
+    object: z.literal('job'),
+    kind: z.string(),
+    model: z.string().nullable(),
+    status: z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']),
+    created_at: z.number().int(),
+    started_at: z.number().int().nullable(),
+    completed_at: z.number().int().nullable(),
+    request_id: z.string().nullable(),
+    input: z.unknown(),
+    output: z.unknown().nullable(),
+    error: z.object({ message: z.string(), code: z.string() }).nullable(),
+    metadata: z.record(z.string(), z.string()).nullable(),
+    webhook: z.string().nullable(),
+    webhook_events_filter: z.array(z.string()).nullable(),
+    cancel_requested: z.boolean(),
+    attempts: z.number().int(),
+    urls: z.object({ get: z.string(), cancel: z.string(), stream: z.string() }),
+  })
+  .openapi('Job')
+
+const secs = (ms: number | undefined) => (ms === undefined ? null : Math.floor(ms / 1000))
+
+export function jobView(r: JobRecord) {
+  const base = `/v1/jobs/${r.id}`
+  return {
+    id: r.id,
+    object: 'job' as const,
+    kind: r.kind,
+    model: r.model ?? null,
+    status: r.state,
+    created_at: secs(r.createdAt)!,
+    started_at: secs(r.startedAt),
+    completed_at: secs(r.finishedAt),
+    request_id: r.requestId ?? null,
+    input: r.input,
+    output: r.output ?? null,
+    error: r.error ?? null,
+    metadata: r.metadata ?? null,
+    webhook: r.webhook?.url ?? null,
+    webhook_events_filter: r.webhook ? r.webhook.eventsFilter : null,
+    cancel_requested: r.cancelRequested,
+    attempts: r.attempts,
+    urls: { get: base, cancel: `${base}/cancel`, stream: `${base}/stream` },
+  }
+}
+
+const idParam = z.object({ id: z.string().min(1).max(128) })
+const jobJson = { 'application/json': { schema: job } }
+const notFoundErr = { 404: errorResponseOf('No such job for this tenant.') }
+
+const create = createRoute({
+  method: 'post',
+  path: '/v1/jobs',
+  tags: ['Jobs'],
+  summary: 'Create an asynchronous generation job',
+  description:
+    'Returns 201 with the job at once, or, with `Prefer: wait=N` (N ≤ 60), after up to N seconds with its output when it finished.',
+  security,
+  middleware: [requireScope('generate')] as const,
+  request: {
+    body: { required: true, content: { 'application/json': { schema: createBody } } },
+    headers: z.object({ prefer: z.string().optional().openapi({ example: 'wait=10' }) }),
+  },
+  responses: {
+    201: { description: 'The job.', content: jobJson },
+    400: errorResponseOf('Invalid request.'),
+    ...authErrors,
+    404: errorResponseOf('Unknown model.'),
+    422: errorResponseOf('The webhook URL is not allowed.'),
+  },
+})
+
+const get = createRoute({
+  method: 'get',
+  path: '/v1/jobs/{id}',
+  tags: ['Jobs'],
+  summary: 'Retrieve a job',
+  security,
+  request: { params: idParam },
+  responses: { 200: { description: 'The job.', content: jobJson }, ...authErrors, ...notFoundErr },
+})
+
+const list = createRoute({
+  method: 'get',
+  path: '/v1/jobs',
+  tags: ['Jobs'],
+  summary: 'List jobs, newest first',
+  security,
+  request: {
+    query: z.object({
+      after: z
+        .string()
+        .max(128)
+        .optional()
+        .openapi({ description: 'Cursor: the last id of the previous page.' }),
+      limit: z.coerce.number().int().min(1).max(100).default(20),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'A page of jobs.',
+      content: {
+        'application/json': {
+          schema: z.object({
+            object: z.literal('list'),
+            data: z.array(job),
+            first_id: z.string().nullable(),
+            last_id: z.string().nullable(),
+            has_more: z.boolean(),
+          }),
+        },
+      },
+    },
+    ...authErrors,
+  },
+})
+
+const cancel = createRoute({
+  method: 'post',
+  path: '/v1/jobs/{id}/cancel',
+  tags: ['Jobs'],
+  summary: 'Cancel a job',
+  description: 'A queued job is canceled at once; a running one when its worker next checks.',
+  security,
+  middleware: [requireScope('generate')] as const,
+  request: { params: idParam },
+  responses: { 200: { description: 'The job.', content: jobJson }, ...authErrors, ...notFoundErr },
+})
+
+const stream = createRoute({
+  method: 'get',
+  path: '/v1/jobs/{id}/stream',
+  tags: ['Jobs'],
+  summary: "Stream a job's events (SSE)",
+  description:
+    'Events `start`, `token`, `progress`, `output`, then one of `completed`, `failed`, `canceled`; `id:` is the seq (send Last-Event-ID to resume).',
+  security,
+  request: { params: idParam },
+  responses: {
+    200: { description: 'Server-sent events.', content: { 'text/event-stream': { schema: z.string() } } },
+    ...authErrors,
+    ...notFoundErr,
+  },
+})
+
+function parsePrefer(header: string | undefined): number {
+  const m = header ? /(?:^|[,;\s])wait=(\d+)/i.exec(header) : null
+  return m ? Math.min(MAX_PREFER_WAIT_S, Number(m[1])) : 0
+}
+
+async function getJob(c: AppContext, ctx: RouteContext, id: string): Promise<JobRecord> {
+  const r = await ctx.deps.jobs.get(c.get('key').tenant, id)
+  if (!r) throw notFound('job', id, 'id')
+  return r
+}
+
+export function registerJobs(app: EdgeApp, ctx: RouteContext) {
+  const { deps, tokens } = ctx
+  app.openapi(
+    create,
+    h(async (c) => {
+      const b = valid<CreateBody>(c, 'json')
+      const i = b.input
+      if ((i.prompt === undefined) === (i.messages === undefined))
+        throw badRequest('Give exactly one of input.prompt and input.messages.', 'input.prompt')
+      if (b.webhook !== undefined) {
+        const problem = webhookUrlProblem(b.webhook, deps.config.PGPT_WEBHOOK_ALLOW_PRIVATE)
+        if (problem) throw unprocessable(`The webhook URL ${problem}.`, 'webhook', 'webhook_url_not_allowed')
+      }
+      const r: GenerationRequest = {
+        endpoint: i.messages ? 'chat.completions' : 'completions',
+        model: b.model,
+        ...(i.messages ? { messages: i.messages } : { prompt: i.prompt }),
+        fields: i,
+        maxTokens: i.max_tokens,
+        logprobs: i.logprobs ?? null,
+        echo: i.echo ?? false,
+        // Job events are streamable at /v1/jobs/{id}/stream.
+        stream: true,
+      }
+      c.set('model', b.model)
+      const prep = await prepareGeneration(deps, c.get('key').tenant, r)
+      const refund = await tokens.take(c, prep.tokenBudget)
+      const sub = await submitGeneration(c, deps, prep.input, {
+        ...(b.webhook ? { webhook: { url: b.webhook, eventsFilter: b.webhook_events_filter ?? [] } } : {}),
+        ...(b.metadata ? { metadata: b.metadata } : {}),
+      })
+      // Follow the job to its end in the background: usage and the token refund do not depend on a waiter.
+      const follow = (async () => {
+        try {
+          const out: GenerationOutput = outputOf(
+            await awaitTerminal(sub, deps.syncTimeoutMs ?? 300_000),
+            sub.job.id,
+          )
+          await refund(out.usage.promptTokens + out.usage.completionTokens).catch(() => {})
+          await recordUsage(c, deps, {
+            model: prep.manifest.id,
+            kind: r.endpoint === 'completions' ? 'completion' : 'chat.completion',
+            promptTokens: out.usage.promptTokens,
+            completionTokens: out.usage.completionTokens,
+            cached: false,
+          })
+        } catch {
+          await refund(prep.promptTokens).catch(() => {})
+        }
+      })()
+      keepAlive(c, deps, follow)
+      const wait = parsePrefer(c.req.header('prefer'))
+      if (wait > 0) {
+        let timer: ReturnType<typeof setTimeout> | undefined
+        await Promise.race([follow, new Promise((resolve) => (timer = setTimeout(resolve, wait * 1000)))])
+        clearTimeout(timer)
+        c.header('preference-applied', `wait=${wait}`)
+      }
+      const latest = (await deps.jobs.get(c.get('key').tenant, sub.job.id)) ?? sub.job
+      c.header('location', `/v1/jobs/${latest.id}`)
+      return json(c, jobView(latest), 201)
+    }),
+  )
+  app.openapi(
+    list,
+    h(async (c) => {
+      const q = valid<{ after?: string; limit: number }>(c, 'query')
+      const page = await deps.jobs.list(c.get('key').tenant, { after: q.after, limit: q.limit })
+      return json(c, {
+        object: 'list',
+        data: page.data.map(jobView),
+        first_id: page.data[0]?.id ?? null,
+        last_id: page.data.at(-1)?.id ?? null,
+        has_more: page.hasMore,
+      })
+    }),
+  )
+  app.openapi(
+    get,
+    h(async (c) => json(c, jobView(await getJob(c, ctx, valid<{ id: string }>(c, 'param').id)))),
+  )
+  app.openapi(
+    cancel,
+    h(async (c) => {
+      const { id } = valid<{ id: string }>(c, 'param')
+      const before = await getJob(c, ctx, id)
+      const r = await deps.jobs.requestCancel(c.get('key').tenant, id)
+      if (!r) throw notFound('job', id, 'id')
+      if (before.state === 'queued' && r.state === 'canceled') {
+        // No worker will run it, so no worker will say so: the edge ends the event stream itself.
+        await deps.events.publish({
+          jobId: id,
+          seq: EDGE_CANCEL_SEQ,
+          type: 'canceled',
+          data: { reason: 'canceled' },
+          at: Date.now(),
+        })
+      }
+      return json(c, jobView(r))
+    }),
+  )
+  app.openapi(
+    stream,
+    h(async (c) => {
+      const { id } = valid<{ id: string }>(c, 'param')
+      const rec = await getJob(c, ctx, id)
+      const last = Number(c.req.header('last-event-id') ?? 0)
+      const afterSeq = Number.isInteger(last) && last > 0 ? last : 0
+      c.set('streaming', true)
+      return streamSSE(c, async (s) => {
+        const controller = new AbortController()
+        s.onAbort(() => controller.abort())
+        const write = (e: Pick<JobEvent, 'type' | 'data' | 'seq'>) =>
+          s.writeSSE({ event: e.type, id: String(e.seq), data: JSON.stringify(e.data ?? null) })
+        if (isTerminal(rec.state) && afterSeq === 0) {
+          // Finished before the caller came: one terminal event from the record.
+          const type = rec.state === 'succeeded' ? 'completed' : rec.state
+          await write({
+            type: type as JobEvent['type'],
+            seq: 0,
+            data: rec.state === 'succeeded' ? rec.output : (rec.error ?? null),
+          })
+          return
+        }
+        const timer = setTimeout(() => controller.abort(), deps.syncTimeoutMs ?? 300_000)
+        try {
+          for await (const e of deps.events.subscribe(id, { afterSeq, signal: controller.signal }))
+            await write(e)
+        } catch (err) {
+          if (!controller.signal.aborted) throw new ApiError(500, 'The event stream failed.', { cause: err })
+        } finally {
+          clearTimeout(timer)
+        }
+      })
+    }),
+  )
+}

@@ -1,0 +1,114 @@
+/**
+ * A whole edge for tests: createApp over in-memory adapters, the echo worker
+ * test double answering jobs, two published models and keys of two tenants.
+ */
+
+import { MemoryEvents } from '../../core/adapters/memory-events.js'
+import { MemoryRateLimiter } from '../../core/adapters/memory-rate-limiter.js'
+import { MemoryResponseCache } from '../../core/adapters/memory-response-cache.js'
+import { type Config, parseConfig } from '../../core/config.js'
+import { silentLogger } from '../../core/logger.js'
+import { createMetrics } from '../../core/metrics.js'
+import { type ModelManifest, manifestKey } from '../../core/model-manifest.js'
+import type { Scope } from '../../core/ports/key-store.js'
+import { type EchoWorker, startEchoWorker } from '../../test/helpers/echo-worker.js'
+import { createApp } from '../app.js'
+import type { EdgeDeps } from '../deps.js'
+import { createKey } from '../keys.js'
+import { createModelCatalog } from '../model-catalog.js'
+import { MemoryJobStore } from './memory-job-store.js'
+import { MemoryKeyStore } from './memory-key-store.js'
+import { MemoryObjectStore } from './memory-object-store.js'
+import { MemoryQueue } from './memory-queue.js'
+import { MemoryUsageStore } from './memory-usage-store.js'
+
+export const INTERNAL_TOKEN = 'internal-token-for-tests-0123456789'
+
+export const manifest = (id: string, owner: string | null, contextLength = 256): ModelManifest => ({
+  id,
+  owner,
+  created: 1_700_000_000,
+  context_length: contextLength,
+  files: [],
+  source: 'published',
+})
+
+export interface TestEdgeOptions {
+  env?: Record<string, string>
+  /** Start the echo worker (default true). */
+  worker?: boolean
+  tokenDelayMs?: number
+  deps?: Partial<EdgeDeps>
+}
+
+export async function makeTestEdge(o: TestEdgeOptions = {}) {
+  const config: Config = parseConfig({
+    PGPT_LOG_LEVEL: 'silent',
+    PGPT_INTERNAL_TOKEN: INTERNAL_TOKEN,
+    PGPT_WEBHOOK_ALLOW_PRIVATE: 'false',
+    ...o.env,
+  })
+  const store = new MemoryObjectStore()
+  for (const m of [manifest('echo-1', null), manifest('private-t2', 't2'), manifest('tiny', null, 32)])
+    await store.put(manifestKey(m.id), JSON.stringify(m))
+  const usage = new MemoryUsageStore()
+  const deps: EdgeDeps = {
+    queue: new MemoryQueue('generation'),
+    jobs: new MemoryJobStore(),
+    events: new MemoryEvents(),
+    store,
+    keys: new MemoryKeyStore(),
+    rateLimiter: new MemoryRateLimiter(),
+    cache: new MemoryResponseCache(),
+    usage,
+    config,
+    logger: silentLogger,
+    metrics: createMetrics(),
+    models: createModelCatalog(store, { ttlMs: 1000 }),
+    syncTimeoutMs: 10_000,
+    ...o.deps,
+  }
+  const app = createApp(deps)
+  const worker: EchoWorker | undefined =
+    o.worker === false
+      ? undefined
+      : startEchoWorker({
+          queue: deps.queue,
+          jobs: deps.jobs,
+          events: deps.events,
+          tokenDelayMs: o.tokenDelayMs,
+        })
+  const key = async (
+    tenant: string,
+    scopes: Scope[],
+    limits?: { requestsPerMinute?: number; tokensPerMinute?: number },
+  ) =>
+    (
+      await createKey(deps.keys, {
+        tenant,
+        name: `${tenant}-${scopes.join('-')}`,
+        scopes,
+        ...(limits ? { limits } : {}),
+      })
+    ).secret
+  const keys = {
+    admin: await key('t1', ['generate', 'batch', 'fine-tune', 'admin']),
+    generate: await key('t1', ['generate']),
+    batchOnly: await key('t1', ['batch']),
+    other: await key('t2', ['generate', 'admin']),
+  }
+  return {
+    app,
+    deps,
+    usage,
+    keys,
+    key,
+    worker,
+    auth: (secret: string) => ({ authorization: `Bearer ${secret}` }),
+    async close() {
+      await worker?.stop()
+    },
+  }
+}
+
+export type TestEdge = Awaited<ReturnType<typeof makeTestEdge>>

@@ -1,0 +1,160 @@
+/**
+ * TEST DOUBLE of a generation worker: no model, no onnxruntime. It exists only
+ * so the edge can be tested end to end before the real engine (workers/)
+ * lands. It receives `{jobId, kind, requestId}` from the Queue port, reads the
+ * job record, and "generates" deterministically: the prompt's words reversed,
+ * one word per token, honouring max_tokens, stop sequences, n, echo and
+ * cancellation. It publishes `start`, `token` (when the input streams) and
+ * `completed` events and moves the job running → succeeded.
+ *
+ * A prompt containing `__fail__` makes the job fail (failed event, state
+ * failed), for testing error paths.
+ */
+import type { Events, JobEvent } from '../../core/ports/events.js'
+import type { JobStore } from '../../core/ports/job-store.js'
+import type { Queue } from '../../core/ports/queue.js'
+import {
+  type GenerationChoice,
+  type GenerationInput,
+  type GenerationOutput,
+  generationInputSchema,
+  queueMessageSchema,
+} from '../../core/protocol.js'
+
+export interface EchoWorkerOptions {
+  queue: Queue
+  jobs: JobStore
+  events: Events
+  /** Pause between tokens, ms. Default 0. */
+  tokenDelayMs?: number
+}
+
+export interface EchoWorker {
+  /** Jobs finished so far. */
+  readonly handled: number
+  stop(): Promise<void>
+}
+
+/** The text the double answers to: the prompt, or the last user message. */
+export function echoSource(input: GenerationInput): string {
+  if (input.prompt !== undefined) return input.prompt
+  const users = (input.messages ?? []).filter((m) => m.role === 'user')
+  return users.at(-1)?.content ?? ''
+}
+
+/** The double's whole answer for one choice: reversed words, cut by max_tokens and stop. */
+export function echoChoice(
+  input: GenerationInput,
+  index: number,
+): { pieces: string[]; choice: GenerationChoice } {
+  const words = echoSource(input).split(/\s+/).filter(Boolean).reverse()
+  const pieces: string[] = []
+  let text = ''
+  let finishReason: 'stop' | 'length' = 'stop'
+  for (const [i, w] of words.entries()) {
+    if (pieces.length >= input.sampling.maxTokens) {
+      finishReason = 'length'
+      break
+    }
+    const piece = i === 0 ? w : ` ${w}`
+    const next = text + piece
+    const hit = input.sampling.stop.map((s) => next.indexOf(s)).filter((at) => at >= 0)
+    if (hit.length) {
+      const cut = next.slice(0, Math.min(...hit))
+      if (cut.length > text.length) pieces.push(cut.slice(text.length))
+      text = cut
+      break
+    }
+    pieces.push(piece)
+    text = next
+  }
+  const full = input.echo && input.prompt !== undefined ? input.prompt + text : text
+  const logprobs =
+    input.sampling.logprobs === null
+      ? null
+      : pieces.map((p) => ({ token: p, logprob: -0.5, bytes: [...new TextEncoder().encode(p)], top: [] }))
+  return { pieces, choice: { index, text: full, finishReason, logprobs } }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+export function startEchoWorker(o: EchoWorkerOptions): EchoWorker {
+  const controller = new AbortController()
+  let handled = 0
+
+  async function handle(jobId: string): Promise<void> {
+    const job = await o.jobs.getById(jobId)
+    if (job?.state !== 'queued') return
+    const input = generationInputSchema.parse(job.input)
+    await o.jobs.transition(jobId, 'running')
+    let seq = 0
+    const publish = (type: JobEvent['type'], data: unknown) =>
+      o.events.publish({ jobId, seq: ++seq, type, data, at: Date.now() })
+    await publish('start', { attempt: 1 })
+    const source = echoSource(input)
+    if (source.includes('__fail__')) {
+      const error = { message: 'The echo worker was asked to fail.', code: 'echo_failure' }
+      await o.jobs.transition(jobId, 'failed', { error })
+      await publish('failed', error)
+      return
+    }
+    const choices: GenerationChoice[] = []
+    let completionTokens = 0
+    for (let index = 0; index < input.sampling.n; index++) {
+      const { pieces, choice } = echoChoice(input, index)
+      for (const text of pieces) {
+        if (o.tokenDelayMs) await sleep(o.tokenDelayMs)
+        if ((await o.jobs.getById(jobId))?.cancelRequested) {
+          await o.jobs.transition(jobId, 'canceled')
+          await publish('canceled', { reason: 'canceled' })
+          return
+        }
+        if (input.stream) await publish('token', { index, text })
+      }
+      completionTokens += pieces.length
+      choices.push(choice)
+    }
+    const promptChars =
+      input.prompt?.length ?? (input.messages ?? []).reduce((n, m) => n + m.content.length, 0)
+    const output: GenerationOutput = {
+      model: input.model,
+      choices,
+      usage: { promptTokens: Math.ceil(promptChars / 4), completionTokens },
+    }
+    await o.jobs.transition(jobId, 'succeeded', { output })
+    await publish('completed', output)
+  }
+
+  const loop = (async () => {
+    while (!controller.signal.aborted) {
+      let messages: Awaited<ReturnType<Queue['receive']>>
+      try {
+        messages = await o.queue.receive({ maxMessages: 10, waitTimeSeconds: 1, signal: controller.signal })
+      } catch {
+        if (controller.signal.aborted) break
+        await sleep(50)
+        continue
+      }
+      await Promise.all(
+        messages.map(async (m) => {
+          try {
+            await handle(queueMessageSchema.parse(JSON.parse(m.body)).jobId)
+          } finally {
+            handled++
+            await o.queue.ack(m.receiptHandle)
+          }
+        }),
+      )
+    }
+  })()
+
+  return {
+    get handled() {
+      return handled
+    },
+    async stop() {
+      controller.abort()
+      await loop
+    },
+  }
+}
