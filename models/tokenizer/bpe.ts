@@ -8,7 +8,8 @@
  * printable symbols (bytes_to_unicode), then repeatedly merge the most frequent
  * adjacent pair. Pair counts are kept incrementally: a merge only re-counts the
  * words that contain the merged pair (found through a pair → words index), and
- * a lazy max-heap gives the next pair without scanning all pairs.
+ * a lazy max-heap gives the next pair without scanning all pairs. Ties go to
+ * the pair with the smaller ids, as in the Rust trainer.
  */
 
 /** The GPT-2 pre-tokenizer regex, the one the ByteLevel pre-tokenizer uses. */
@@ -108,6 +109,7 @@ export class BpeTrainer {
       throw new Error(`bpe: vocabSize must be >= ${specials.length + 256}`)
     // Symbol id s < 256 is byte s; merged symbols get 256, 257, ...
     const symbols = [...byteSymbols]
+    const symbolIds = new Map(symbols.map((s, i) => [s, i]))
     const encoder = new TextEncoder()
     const words: number[][] = []
     const freqs: number[] = []
@@ -143,8 +145,14 @@ export class BpeTrainer {
       if (count < minFrequency) break
       const a = Math.floor(key / SHIFT)
       const b = key % SHIFT
-      const merged = symbols.length
-      symbols.push(symbols[a] + symbols[b])
+      // Two merges can spell the same string ('a'+'bc', 'ab'+'c'): they share one id, as in HF tokenizers.
+      const text = symbols[a] + symbols[b]
+      let merged = symbolIds.get(text)
+      if (merged === undefined) {
+        merged = symbols.length
+        symbols.push(text)
+        symbolIds.set(text, merged)
+      }
       merges.push([symbols[a], symbols[b]])
       const touched = new Set<number>()
       for (const w of where.get(key) ?? []) {
@@ -171,7 +179,7 @@ export class BpeTrainer {
     }
     const vocab = new Map<string, number>()
     for (const t of specials) vocab.set(t, vocab.size)
-    for (const s of symbols) if (!vocab.has(s)) vocab.set(s, vocab.size)
+    for (const s of symbols) vocab.set(s, vocab.size)
     return { vocab, merges }
   }
 }
