@@ -27,6 +27,8 @@ export const workerSettingsSchema = z.object({
   /** Backoff of transient job failures: first wait and cap, seconds. */
   PGPT_WORKER_RETRY_BASE_S: int(0, 43_200).default(2),
   PGPT_WORKER_RETRY_MAX_S: int(0, 43_200).default(900),
+  /** Delay before a message this worker cannot run (no handler for its kind, unparseable) is visible again, seconds. */
+  PGPT_WORKER_UNHANDLED_DELAY_S: int(0, 900).default(5),
   /** Long-poll wait per receive, seconds. */
   PGPT_WORKER_WAIT_S: int(0, 20).default(20),
   /** Production job kinds this worker runs, comma-separated; `none` for none. Default generation. */

@@ -183,6 +183,7 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
     visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
     maxReceiveCount,
     waitTimeSeconds: settings.PGPT_WORKER_WAIT_S,
+    unhandledDelaySeconds: settings.PGPT_WORKER_UNHANDLED_DELAY_S,
     shutdownGraceMs: config.PGPT_SHUTDOWN_GRACE_S * 1000,
     retryBackoff: { base: settings.PGPT_WORKER_RETRY_BASE_S, max: settings.PGPT_WORKER_RETRY_MAX_S },
     deadLetter,
