@@ -1,0 +1,161 @@
+/**
+ * The edge on Node: createApp served by @hono/node-server, wired to the local
+ * profile's adapters (SQLite queue and job records, a folder object store, the
+ * in-process events hub, in-memory rate limiter and response cache) unless
+ * deps are passed in. Run directly (`tsx edge/node.ts`) or call startEdge().
+ *
+ *   const edge = await startEdge({ config, deps: { keys } })   // port 0: any free port
+ *   console.log(edge.url); await edge.close()
+ */
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { serve } from '@hono/node-server'
+import { FsObjectStore } from '../core/adapters/fs-store.js'
+import { openLocalQueue } from '../core/adapters/local-queue.js'
+import { MemoryEvents } from '../core/adapters/memory-events.js'
+import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
+import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
+import { SqliteJobStore } from '../core/adapters/sqlite-job-store.js'
+import type { Config } from '../core/config.js'
+import { loadConfig } from '../core/config-node.js'
+import { createLogger } from '../core/logger.js'
+import { createMetrics } from '../core/metrics.js'
+import type { KeyStore } from '../core/ports/key-store.js'
+import type { ObjectStore } from '../core/ports/object-store.js'
+import { createApp } from './app.js'
+import type { EdgeDeps } from './deps.js'
+import { ensureKey } from './keys.js'
+import { createModelCatalog } from './model-catalog.js'
+import { MemoryKeyStore } from './testing/memory-key-store.js'
+import { MemoryUsageStore } from './testing/memory-usage-store.js'
+
+export interface StartEdgeOptions {
+  /** Default: loadConfig() (process.env and PGPT_CONFIG_FILE). */
+  config?: Config
+  /** Replace any of the default local adapters. */
+  deps?: Partial<EdgeDeps>
+  /** Default: config.PORT; 0 picks a free port. */
+  port?: number
+  hostname?: string
+}
+
+export interface RunningEdge {
+  url: string
+  port: number
+  app: ReturnType<typeof createApp>
+  deps: EdgeDeps
+  close(): Promise<void>
+}
+
+/** The SQLite key store at <PGPT_DATA_DIR>/pgpt.db, when its adapter is present in this build. */
+export async function openLocalKeyStore(dataDir: string): Promise<KeyStore | null> {
+  // A variable specifier: the adapter (core/adapters/sqlite-key-store.ts) is optional at compile time.
+  const spec = '../core/adapters/sqlite-key-store.js'
+  try {
+    const mod = (await import(spec)) as Record<string, unknown>
+    const Ctor = (mod.SqliteKeyStore ??
+      Object.values(mod).find((v) => typeof v === 'function' && /KeyStore/.test(v.name))) as
+      | (new (o: {
+          file: string
+        }) => KeyStore)
+      | undefined
+    return Ctor ? new Ctor({ file: join(dataDir, 'pgpt.db') }) : null
+  } catch {
+    return null
+  }
+}
+
+/** The local profile's adapters, all under PGPT_DATA_DIR. */
+export async function createLocalDeps(config: Config): Promise<EdgeDeps & { close(): Promise<void> }> {
+  const logger = createLogger({ service: 'edge', level: config.PGPT_LOG_LEVEL })
+  const db = join(config.PGPT_DATA_DIR, 'pgpt.db')
+  const { queue } = openLocalQueue({
+    file: db,
+    name: 'generation',
+    visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
+    maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
+  })
+  const jobs = new SqliteJobStore({ file: db })
+  const store = new FsObjectStore({ root: join(config.PGPT_DATA_DIR, 'store') })
+  let keys = await openLocalKeyStore(config.PGPT_DATA_DIR)
+  if (!keys) {
+    logger.warn('sqlite key store not available: keys live in memory and are lost on restart')
+    keys = new MemoryKeyStore()
+  }
+  const models = createModelCatalog(store, {
+    onTokenizerError: (model, err) => logger.warn({ model, err }, 'tokenizer not loaded; estimating tokens'),
+  })
+  return {
+    queue,
+    jobs,
+    events: new MemoryEvents(),
+    store,
+    keys,
+    rateLimiter: new MemoryRateLimiter(),
+    cache: new MemoryResponseCache(),
+    usage: new MemoryUsageStore(),
+    config,
+    logger,
+    metrics: createMetrics({ defaultMetrics: true }),
+    models,
+    async close() {
+      await Promise.allSettled([
+        queue.close?.(),
+        jobs.close?.(),
+        (store as ObjectStore).close?.(),
+        keys.close?.(),
+      ])
+    },
+  }
+}
+
+export async function startEdge(o: StartEdgeOptions = {}): Promise<RunningEdge> {
+  const config = o.config ?? loadConfig()
+  const local = o.deps && isComplete(o.deps) ? undefined : await createLocalDeps(config)
+  const deps: EdgeDeps = { ...(local as EdgeDeps), ...o.deps, config }
+  if (config.PGPT_API_KEY) await ensureKey(deps.keys, config.PGPT_API_KEY)
+  const app = createApp(deps)
+  const hostname = o.hostname ?? config.HOST
+  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: o.port ?? config.PORT, hostname }, () => resolve(s))
+  })
+  const port = (server.address() as AddressInfo).port
+  const url = `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`
+  deps.logger.info({ url }, 'edge listening')
+  return {
+    url,
+    port,
+    app,
+    deps,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
+      })
+      await local?.close()
+    },
+  }
+}
+
+const REQUIRED: Array<keyof EdgeDeps> = [
+  'queue',
+  'jobs',
+  'events',
+  'store',
+  'keys',
+  'rateLimiter',
+  'cache',
+  'usage',
+  'logger',
+  'metrics',
+  'models',
+]
+const isComplete = (d: Partial<EdgeDeps>) => REQUIRED.every((k) => d[k] !== undefined)
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const edge = await startEdge()
+  const stop = () => void edge.close().then(() => process.exit(0))
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+}
