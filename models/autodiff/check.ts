@@ -27,6 +27,8 @@ export interface CheckOptions {
   /** Check at most this many elements per input (spread evenly); default all. */
   maxElements?: number
   seed?: number
+  /** Feeds for inputs that `build` creates itself. */
+  feeds?: Record<string, ort.Tensor>
 }
 
 export interface CheckResult {
@@ -49,7 +51,7 @@ export async function gradCheck(
   const vals: Record<string, Value> = {}
   for (const i of inputs) vals[i.name] = g.input(i.name, i.dtype ?? 'float32', i.dims)
   const y = build(g, vals)
-  const feeds: Record<string, ort.Tensor> = {}
+  const feeds: Record<string, ort.Tensor> = { ...o.feeds }
   for (const i of inputs) feeds[i.name] = tensor(i)
   const yDims = (await probeShapes(g, feeds)).get(y.name) ?? []
   const r = g.input('R', 'float32', yDims)

@@ -59,6 +59,12 @@ function context(g: Graph, shapes: Shapes): GradContext {
         throw new Error(`autodiff: '${v.name}' must be a constant int64 initializer`)
       return Array.from(init.data, Number)
     },
+    isConstant(v, x) {
+      const init = g.initializers.get(v.name)
+      return (
+        !!init && init.data instanceof Float32Array && init.data.length > 0 && init.data.every((e) => e === x)
+      )
+    },
   }
 }
 

@@ -19,6 +19,8 @@ export interface GradContext {
   shape(v: Value): number[]
   /** Values of a constant int64 initializer (axes, split sizes). */
   ints(v: Value): number[]
+  /** True when `v` is a float initializer whose every element equals `x`. */
+  isConstant(v: Value, x: number): boolean
 }
 
 export type BackwardRule = (c: GradContext, node: Node, dys: readonly (Value | null)[]) => (Value | null)[]
@@ -104,9 +106,12 @@ export const RULES: Record<string, BackwardRule> = {
   Sub: binary((c, _a, _b, _y, dy) => [dy, c.g.neg(dy)]),
   Mul: binary((c, a, b, _y, dy) => [c.g.mul(dy, b), c.g.mul(dy, a)]),
   Div: binary((c, _a, b, y, dy) => [c.g.div(dy, b), c.g.neg(c.g.div(c.g.mul(dy, y), b))]),
-  // d(a^b)/da = b·a^(b-1); d/db = y·ln(a) (NaN for a < 0, pruned when b is a constant).
+  // d(a^b)/da = b·a^(b-1) (2a for a constant b = 2, as RMSNorm squares); d/db = y·ln(a)
+  // (NaN for a < 0, pruned when b is a constant).
   Pow: binary((c, a, b, y, dy) => [
-    c.g.mul(dy, c.g.mul(b, c.g.pow(a, c.g.sub(b, c.g.scalar(1))))),
+    c.isConstant(b, 2)
+      ? c.g.mul(dy, c.g.mul(a, c.g.scalar(2)))
+      : c.g.mul(dy, c.g.mul(b, c.g.pow(a, c.g.sub(b, c.g.scalar(1))))),
     c.g.mul(dy, c.g.mul(y, c.g.op('Log', [a])[0])),
   ]),
   Sqrt: (c, n, [dy]) => [c.g.div(c.g.mul(dy!, c.g.scalar(0.5)), n.outputs[0])],
