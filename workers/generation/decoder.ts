@@ -58,6 +58,8 @@ export interface DecoderOptions {
   /** Preference order; CPU is always the last resort. */
   executionProviders?: readonly ExecutionProvider[]
   intraOpNumThreads?: number
+  /** Which graph to prefer when a folder has both; the KV element type is then read from the graph. */
+  dtype?: 'fp32' | 'fp16'
   logger?: Logger
   /** For tests: how sessions are created. */
   createSession?: (
@@ -66,13 +68,11 @@ export interface DecoderOptions {
   ) => Promise<ort.InferenceSession>
 }
 
-/** Candidate graph files, in the order we look for them. */
-export const ONNX_FILES = [
-  'model.onnx',
-  'onnx/model.onnx',
-  'decoder_model_merged.onnx',
-  'onnx/decoder_model_merged.onnx',
-]
+/** Candidate graph files, in the order we look for them (fp32 first unless fp16 is preferred). */
+export const ONNX_FILES = {
+  fp32: ['model.onnx', 'onnx/model.onnx', 'decoder_model_merged.onnx', 'onnx/decoder_model_merged.onnx'],
+  fp16: ['model_fp16.onnx', 'onnx/model_fp16.onnx', 'onnx/decoder_model_merged_fp16.onnx'],
+}
 
 /**
  * Opens a session with the first execution provider that works, TensorRT →
@@ -130,13 +130,15 @@ export class Decoder {
   /** Opens `model.onnx` (or Optimum's names) in a model folder and reads its contract. */
   static async open(folder: string, o: DecoderOptions = {}): Promise<Decoder> {
     let path: string | null = null
-    for (const f of ONNX_FILES) {
+    const candidates =
+      o.dtype === 'fp16' ? [...ONNX_FILES.fp16, ...ONNX_FILES.fp32] : [...ONNX_FILES.fp32, ...ONNX_FILES.fp16]
+    for (const f of candidates) {
       if (await stat(join(folder, f)).catch(() => null)) {
         path = join(folder, f)
         break
       }
     }
-    if (!path) throw new Error(`no ONNX graph in the folder (looked for ${ONNX_FILES.join(', ')})`)
+    if (!path) throw new Error(`no ONNX graph in the folder (looked for ${candidates.join(', ')})`)
     // Weights may sit beside the graph as external data (`model.onnx_data`, `model.onnx.data`).
     const dir = dirname(path)
     const base = basename(path)

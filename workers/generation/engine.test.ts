@@ -7,6 +7,7 @@ import { ApiError } from '../../core/errors.js'
 import { createMetrics } from '../../core/metrics.js'
 import type { GenerationInput, Sampling, TokenEventData } from '../../core/protocol.js'
 import { referenceForward } from '../../models/index.js'
+import { halfToFloat } from './decoder.js'
 import { GenerationEngine } from './engine.js'
 import { argmax } from './sampling.js'
 import { MemoryObjectStore } from './testing/memory-store.js'
@@ -69,10 +70,16 @@ afterAll(async () => {
 })
 
 /** The plain greedy loop: no KV cache, the whole sequence through the graph every step. */
-async function referenceGreedy(model: TestModel, promptIds: number[], steps: number): Promise<number[]> {
-  const session = await ort.InferenceSession.create(join(model.folder, 'onnx/model.onnx'))
+async function referenceGreedy(
+  model: TestModel,
+  promptIds: number[],
+  steps: number,
+  graph = 'onnx/model.onnx',
+): Promise<number[]> {
+  const session = await ort.InferenceSession.create(join(model.folder, graph))
   const c = model.config
   const D = c.hiddenSize / c.numHeads
+  const fp16 = graph.includes('fp16')
   const ids = [...promptIds]
   try {
     for (let s = 0; s < steps; s++) {
@@ -88,15 +95,15 @@ async function referenceGreedy(model: TestModel, promptIds: number[], steps: num
       }
       for (let i = 0; i < c.numLayers; i++)
         for (const kind of ['key', 'value'])
-          feeds[`past_key_values.${i}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [
-            1,
-            c.numKvHeads,
-            0,
-            D,
-          ])
+          feeds[`past_key_values.${i}.${kind}`] = fp16
+            ? new ort.Tensor('float16', new Uint16Array(0), [1, c.numKvHeads, 0, D])
+            : new ort.Tensor('float32', new Float32Array(0), [1, c.numKvHeads, 0, D])
       const out = await session.run(feeds)
-      const logits = out.logits.data as Float32Array
-      const next = argmax(logits.subarray((T - 1) * c.vocabSize, T * c.vocabSize))
+      const last = (out.logits.data as Float32Array | Uint16Array).subarray(
+        (T - 1) * c.vocabSize,
+        T * c.vocabSize,
+      )
+      const next = argmax(last instanceof Uint16Array ? Array.from(last, halfToFloat) : last)
       ids.push(next)
       if (next === model.eosTokenId) break
     }
@@ -131,6 +138,32 @@ describe('greedy decoding', () => {
       lease.release()
     },
   )
+
+  it('runs an fp16 graph (KV cache in float16) and equals its own no-cache reference', async () => {
+    const half = await buildTestModel({ kind: 'random', seed: 7, onnx: ['fp16'] })
+    await publishTestModel(store, half, 'tiny-fp16')
+    const fp16Engine = new GenerationEngine({
+      store,
+      cacheDir: await mkdtemp(join(tmpdir(), 'pgpt-gen-cache-')),
+      cacheBudgetBytes: 1 << 30,
+      dtype: 'fp16',
+    })
+    try {
+      const lease = await fp16Engine.cache.acquire('tiny-fp16')
+      expect(lease.model.decoder.info.kvDType).toBe('float16')
+      const promptIds = lease.model.tokenizer.encode('The quick brown fox')
+      const want = await referenceGreedy(half, promptIds, 12, 'onnx/model_fp16.onnx')
+      const out = await fp16Engine.generate(
+        completion('tiny-fp16', 'The quick brown fox', { maxTokens: 12, logprobs: 0 }),
+      )
+      expect(out.choices[0].logprobs!.map((lp) => lp.bytes)).toEqual(
+        want.map((id) => lease.model.tokenizer.tokenBytes(id)),
+      )
+      lease.release()
+    } finally {
+      await fp16Engine.close()
+    }
+  })
 
   it('matches the TypeScript reference forward on the first token', async () => {
     const promptIds = await tokenize('Small models generate')

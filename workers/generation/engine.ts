@@ -51,6 +51,8 @@ export interface GenerationEngineOptions {
   maxWaitMs?: number
   /** onnxruntime intra-op threads; default: onnxruntime's (one per physical core). */
   intraOpNumThreads?: number
+  /** Graph to prefer when a folder has fp32 and fp16 ones; default fp32. */
+  dtype?: 'fp32' | 'fp16'
   logger?: Logger
   metrics?: Metrics
 }
@@ -116,6 +118,7 @@ export class GenerationEngine {
       Decoder.open(folder, {
         executionProviders: this.o.executionProviders,
         intraOpNumThreads: this.o.intraOpNumThreads,
+        dtype: this.o.dtype,
         logger: this.o.logger?.child({ model: manifest.id }),
       }),
       loadTokenizer(folder),

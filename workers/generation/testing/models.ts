@@ -56,6 +56,8 @@ export interface TestModelOptions {
   maxPositions?: number
   numLayers?: number
   hiddenSize?: number
+  /** ONNX graphs to write; default ['fp32']. */
+  onnx?: ('fp32' | 'fp16')[]
   dir?: string
 }
 
@@ -102,7 +104,11 @@ export async function buildTestModel(o: TestModelOptions = {}): Promise<TestMode
   const weights = randomWeights(config, { seed: o.seed ?? 1, std: o.std ?? 0.08 })
   if (kind === 'chain') makeChain(weights, config, o.chain ?? [])
   const folder = o.dir ?? (await mkdtemp(join(tmpdir(), 'pgpt-gen-model-')))
-  await writeModelFolder(folder, { config, weights, tokenizer, card: { name: `test ${kind}` } })
+  await writeModelFolder(
+    folder,
+    { config, weights, tokenizer, card: { name: `test ${kind}` } },
+    { onnx: o.onnx },
+  )
   return { folder, config, weights, tokenizer, byteToken: byteTokenLookup(tokenizer), eosTokenId }
 }
 
