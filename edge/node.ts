@@ -21,11 +21,11 @@ import type { Config } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
-import type { KeyStore } from '../core/ports/key-store.js'
 import type { ObjectStore } from '../core/ports/object-store.js'
 import { createApp } from './app.js'
 import type { EdgeDeps } from './deps.js'
 import { ensureKey } from './keys.js'
+import { openLocalKeyStore } from './local-key-store.js'
 import { createModelCatalog } from './model-catalog.js'
 import { MemoryKeyStore } from './testing/memory-key-store.js'
 import { MemoryUsageStore } from './testing/memory-usage-store.js'
@@ -46,24 +46,6 @@ export interface RunningEdge {
   app: ReturnType<typeof createApp>
   deps: EdgeDeps
   close(): Promise<void>
-}
-
-/** The SQLite key store at <PGPT_DATA_DIR>/pgpt.db, when its adapter is present in this build. */
-export async function openLocalKeyStore(dataDir: string): Promise<KeyStore | null> {
-  // A variable specifier: the adapter (core/adapters/sqlite-key-store.ts) is optional at compile time.
-  const spec = '../core/adapters/sqlite-key-store.js'
-  try {
-    const mod = (await import(spec)) as Record<string, unknown>
-    const Ctor = (mod.SqliteKeyStore ??
-      Object.values(mod).find((v) => typeof v === 'function' && /KeyStore/.test(v.name))) as
-      | (new (o: {
-          file: string
-        }) => KeyStore)
-      | undefined
-    return Ctor ? new Ctor({ file: join(dataDir, 'pgpt.db') }) : null
-  } catch {
-    return null
-  }
 }
 
 /** The local profile's adapters, all under PGPT_DATA_DIR. */
