@@ -73,6 +73,13 @@ describe.each(CASES)('decoder export: $name', ({ config: input }) => {
     expect(Math.max(...ref.map(Math.abs))).toBeGreaterThan(0.5) // the comparison is not vacuous
   })
 
+  it('without the projection fusion (the graph training differentiates) it matches too', async () => {
+    const plain = await createSession(exportOnnx(w, c, { fuseProjections: false }))
+    const ids = tokens(7, c.vocabSize, 1)
+    const { logits } = await step(plain, full(ids), emptyCache(c, 1, 'float32'))
+    expect(maxAbsDiff(logits, referenceForward(w, c, ids))).toBeLessThan(1e-4)
+  })
+
   it('fp16 variant runs and stays close to the reference', async () => {
     const ids = tokens(9, c.vocabSize, 2)
     const { logits } = await step(fp16, full(ids), emptyCache(c, 1, 'float16'))
