@@ -155,11 +155,12 @@ describe('worker process: webhooks and events', () => {
     })
     await h.settled(job.id)
     await waitFor(() => receiver.received.length >= 1, 10_000, 'first attempt')
+    const log = new DeliveryLog({ file: h.dbFile })
+    closers.push(async () => log.close())
+    await waitFor(() => log.listByJob(job.id)[0]?.attempt === 1, 5000, 'first attempt logged')
     // Stop the worker before the retry is due: only the durable log knows about it now.
     first.kill('SIGKILL')
     await first.exited
-    const log = new DeliveryLog({ file: h.dbFile })
-    closers.push(async () => log.close())
     const [row] = log.listByJob(job.id)
     expect(row).toMatchObject({ status: 'pending', attempt: 1, responseCode: 503, event: 'completed' })
 
