@@ -445,3 +445,29 @@ describe('metrics', () => {
     expect(text).toMatch(/pgpt:model_load_duration_seconds_count\{model="tiny"\} 1/)
   })
 })
+
+describe('wiring', () => {
+  it('is built from the worker config and loads models through the fs ObjectStore adapter', async () => {
+    const { FsObjectStore } = await import('../../core/adapters/fs-store.js')
+    const { parseConfig } = await import('../../core/config.js')
+    const dataDir = await mkdtemp(join(tmpdir(), 'pgpt-gen-data-'))
+    const fsStore = new FsObjectStore({ root: join(dataDir, 'store') })
+    await publishTestModel(fsStore, chain, 'chain-fs')
+    const config = parseConfig({
+      PGPT_DATA_DIR: dataDir,
+      PGPT_EXECUTION_PROVIDERS: 'cuda,cpu',
+      PGPT_MODEL_CACHE_MB: '64',
+    })
+    const wired = GenerationEngine.fromConfig(config, { store: fsStore })
+    try {
+      const out = await wired.generate(completion('chain-fs', '>', { maxTokens: 40 }))
+      expect(out.choices[0].text).toBe(CHAIN_TEXT)
+      const lease = await wired.cache.acquire('chain-fs')
+      expect(lease.model.decoder.provider).toBe('cpu')
+      lease.release()
+      expect(wired.cache.usedBytes()).toBeGreaterThan(0)
+    } finally {
+      await wired.close()
+    }
+  })
+})
