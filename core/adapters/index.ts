@@ -2,6 +2,7 @@ export * from './adapter-error.js'
 export * from './fs-store.js'
 export * from './local-queue.js'
 export * from './memory-events.js'
+// The S3 and SQS adapters load their AWS SDK only when first used.
+export * from './s3-store.js'
 export * from './sqlite-job-store.js'
-// Loads @aws-sdk/client-sqs only when a queue is first used.
 export * from './sqs-queue.js'

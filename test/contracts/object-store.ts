@@ -157,7 +157,8 @@ export function testObjectStore({ name, make }: ObjectStoreContractOptions) {
 
     it('keeps keys apart: nested, similar and unusual names', async () => {
       const { store } = await setup()
-      const keys = ['a', 'a/b', 'a/b/c', 'a b', 'ä/ü+ß=%.txt', 'x/../y', 'dots/./..', 'weird/~obj', 'tilde~']
+      // No `.` or `..` segments: HTTP clients and servers may normalize them away (S3's docs warn against them).
+      const keys = ['a', 'a/b', 'a/b/c', 'a b', 'ä/ü+ß=%.txt', 'a.b/.hidden', 'weird/~obj', 'tilde~', '#?&']
       for (const k of keys) await store.put(k, `v:${k}`)
       for (const k of keys) expect(text(await store.get(k))).toBe(`v:${k}`)
       const listed = (await store.list('')).objects.map((o) => o.key)

@@ -1,0 +1,31 @@
+import { afterAll, beforeAll } from 'vitest'
+import { testObjectStore } from '../../test/contracts/object-store.js'
+import { type S3Server, startS3Server } from '../../test/servers/s3-server.js'
+import { S3ObjectStore } from './s3-store.js'
+
+let server: S3Server
+beforeAll(async () => {
+  server = await startS3Server()
+})
+afterAll(() => server?.stop())
+
+let n = 0
+// Each store gets its own key prefix in the shared bucket, so every test starts empty.
+const make = (conditionalPut: boolean) => async () => {
+  const prefix = `t${process.pid}-${++n}/`
+  const open = async () =>
+    new S3ObjectStore({
+      bucket: server.bucket,
+      region: server.region,
+      endpoint: server.endpoint,
+      forcePathStyle: true,
+      credentials: server.credentials,
+      prefix,
+      conditionalPut,
+    })
+  return { store: await open(), connect: open }
+}
+
+// The test server enforces If-None-Match/If-Match as S3 does (see test/servers/s3-server.ts).
+testObjectStore({ name: 'S3 (s3rver), conditional puts on', make: make(true) })
+testObjectStore({ name: 'S3 (s3rver), conditional puts off', make: make(false) })
