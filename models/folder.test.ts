@@ -93,4 +93,23 @@ describe('transformers.js loads our folder (local path, no hub)', () => {
       await model.dispose()
     },
   )
+
+  it('a left-padded batch in transformers.js generates, per row, what our loop generates alone', async () => {
+    const tokenizer = await AutoTokenizer.from_pretrained('tiny')
+    tokenizer.padding_side = 'left'
+    const model = await AutoModelForCausalLM.from_pretrained('tiny', { dtype: 'fp32' })
+    const prompts = ['Hello there', 'The Congress of the United States is']
+    const inputs = tokenizer(prompts, { padding: true })
+    expect(Array.from(inputs.attention_mask.data as BigInt64Array, Number)).toContain(0) // really padded
+    const out = (await model.generate({ ...inputs, max_new_tokens: 12, do_sample: false })) as Tensor
+    const width = inputs.input_ids.dims[1]
+    const rows = out.tolist() as bigint[][]
+    const session = await createSession(await readFile(join(root, 'tiny', FILES.onnx)))
+    const ours = createTokenizer(tokenizerFiles)
+    for (const [i, prompt] of prompts.entries()) {
+      const alone = await greedy(session, config, ours.encode(prompt), 12, { eos: [0, 2] })
+      expect(rows[i].slice(width, width + alone.length).map(Number)).toEqual(alone)
+    }
+    await model.dispose()
+  })
 })
