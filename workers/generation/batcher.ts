@@ -210,6 +210,10 @@ export class Batcher {
         this.fail(next, err)
         continue
       }
+      if (this.closed) {
+        this.fail(next, new Error('Batcher: closed'))
+        return
+      }
       this.o.metrics?.promptTokens.inc({ model: this.o.model }, next.promptIds.length)
       for (const seq of next.sequences) {
         const row: Row = { request: next, seq, len: next.promptIds.length, pending: 0 }
@@ -263,6 +267,7 @@ export class Batcher {
       if (!this.advance(row, out.logits.slice(b * V, (b + 1) * V))) keep.push(row)
     })
     this.countTokens()
+    if (this.closed) return
     if (keep.length !== rows.length) this.compact(keep)
   }
 
