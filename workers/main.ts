@@ -11,7 +11,10 @@
  * come back after the visibility timeout). Exit 78 on bad configuration.
  */
 
-import { ConfigError } from '../core/config.js'
+import { join } from 'node:path'
+import { FsObjectStore } from '../core/adapters/fs-store.js'
+import { S3ObjectStore } from '../core/adapters/s3-store.js'
+import { type Config, ConfigError } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 import { createLogger } from '../core/logger.js'
 import type { ObjectStore } from '../core/ports/object-store.js'
@@ -19,18 +22,15 @@ import { parseWorkerSettings } from './settings.js'
 import type { JobHandler } from './worker-loop.js'
 import { startWorkerProcess } from './worker-process.js'
 
-async function openStore(config: ReturnType<typeof loadConfig>): Promise<ObjectStore> {
-  // The store adapters are loaded by name so a worker without generation never imports them.
-  const spec = config.PGPT_STORE === 's3' ? '../core/adapters/s3-store.js' : '../core/adapters/fs-store.js'
-  const mod = (await import(spec)) as Record<string, new (o: Record<string, unknown>) => ObjectStore>
+function openStore(config: Config): ObjectStore {
   if (config.PGPT_STORE === 's3')
-    return new mod.S3ObjectStore({
-      bucket: config.PGPT_S3_BUCKET,
+    return new S3ObjectStore({
+      bucket: config.PGPT_S3_BUCKET!,
       region: config.AWS_REGION,
       endpoint: config.PGPT_S3_ENDPOINT,
       forcePathStyle: config.PGPT_S3_FORCE_PATH_STYLE,
     })
-  return new mod.FsObjectStore({ root: `${config.PGPT_DATA_DIR}/store` })
+  return new FsObjectStore({ root: join(config.PGPT_DATA_DIR, 'store') })
 }
 
 async function main(): Promise<void> {

@@ -4,8 +4,8 @@
  * the /metrics + /health server. `main.ts` runs it and turns SIGTERM into
  * `shutdown()`; tests may run it in-process.
  *
- * Local SQLite file: `<PGPT_DATA_DIR>/pgpt.db` holds the queue `jobs` (and
- * `jobs-dlq`), the job records and `webhook_deliveries`; the local edge opens
+ * Local SQLite file: `<PGPT_DATA_DIR>/pgpt.db` holds the queue `generation` (and
+ * `generation-dlq`), the job records and `webhook_deliveries`; the local edge opens
  * the same file.
  */
 import { hostname } from 'node:os'
@@ -29,8 +29,11 @@ import { WebhookDispatcher } from './webhooks/dispatcher.js'
 import { loadOrCreateSigningKey, tenantWebhookSecret } from './webhooks/secrets.js'
 import { type JobHandler, runWorker } from './worker-loop.js'
 
-/** Name of the work queue (its dead-letter queue is `jobs-dlq`), shared with the edge. */
-export const JOBS_QUEUE = 'jobs'
+/**
+ * Name of the local work queue (its dead-letter queue is `<name>-dlq`); every
+ * job kind goes through it. Must match the edge's (edge/node.ts opens 'generation').
+ */
+export const JOBS_QUEUE = 'generation'
 
 /** The local profile's SQLite file, shared by the edge and the workers. */
 export const localDbFile = (config: Pick<Config, 'PGPT_DATA_DIR'>) => join(config.PGPT_DATA_DIR, 'pgpt.db')
@@ -134,7 +137,6 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
 
   const ctrl = new AbortController()
   let draining = false
-  let inFlightHint = 0
 
   let server: Awaited<ReturnType<typeof startWorkerServer>> | undefined
   if (settings.PGPT_WORKER_METRICS_PORT !== undefined) {
@@ -147,7 +149,6 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
         ok: !draining,
         status: draining ? 'draining' : 'ok',
         worker: workerId,
-        inFlight: inFlightHint,
       }),
     })
     logger.info({ port: server.port }, 'worker /metrics and /health listening')
@@ -189,12 +190,7 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
     deadLetter,
     logger,
     metrics,
-    onJobEvent: (job, event) => {
-      if (event.type === 'start') inFlightHint++
-      else if (['completed', 'failed', 'canceled'].includes(event.type))
-        inFlightHint = Math.max(0, inFlightHint - 1)
-      dispatcher.onJobEvent(job, event)
-    },
+    onJobEvent: dispatcher.onJobEvent,
   })
 
   const done = loop.finally(async () => {

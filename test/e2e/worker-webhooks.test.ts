@@ -131,7 +131,7 @@ describe('worker process: webhooks and events', () => {
     )
     const metrics = await (await fetch(`${base}/metrics`)).text()
     expect(metrics).toMatch(/pgpt:jobs_total\{kind="test.sleep",state="succeeded"\} 1/)
-    expect(metrics).toMatch(/pgpt:queue_depth\{queue="jobs",state="visible"\}/)
+    expect(metrics).toMatch(/pgpt:queue_depth\{queue="generation",state="visible"\}/)
 
     worker.kill('SIGTERM')
     expect((await worker.exited).code).toBe(0)
