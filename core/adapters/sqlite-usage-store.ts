@@ -1,0 +1,151 @@
+/**
+ * UsageStore on SQLite: the embedded default of the usage port
+ * (core/ports/usage-store.ts). One row per usage record; totals are summed
+ * at query time (never kept as counters), so they can be audited.
+ *
+ * Recording is idempotent by record id (a retried write counts once).
+ * A query covers records with `from <= at < to` (epoch ms). Buckets are
+ * aligned to `from`, `bucketSeconds` long: bucket i is
+ * [from + i·size, from + (i+1)·size). Only buckets (and groups) with records
+ * are returned, ordered by start, then group.
+ */
+import type { UsageBucket, UsageQuery, UsageRecord, UsageStore } from '../ports/usage-store.js'
+import { createError } from './adapter-error.js'
+import { openSqlite, type SqliteDatabase } from './sqlite.js'
+
+export const SQLITE_USAGE_STORE = 'sqlite-usage-store'
+
+export interface SqliteUsageStoreOptions {
+  /** SQLite file (created with its folder); may be shared with other adapters and processes. */
+  file: string
+}
+
+const TABLE = 'pgpt_usage'
+
+const GROUP_COLUMN = { api_key: 'api_key_id', model: 'model' } as const
+
+interface BucketRow {
+  b: number
+  g: string | null
+  requests: number
+  prompt: number
+  completion: number
+  trained: number
+}
+
+export class SqliteUsageStore implements UsageStore {
+  readonly name = SQLITE_USAGE_STORE
+  private readonly file: string
+  private conn: SqliteDatabase | undefined
+  private closed = false
+
+  constructor(options: SqliteUsageStoreOptions) {
+    if (!options.file) throw createError(SQLITE_USAGE_STORE, 'file is required')
+    this.file = options.file
+  }
+
+  /** The connection, opened (and the table created) on first use. */
+  private get db(): SqliteDatabase {
+    if (this.closed) throw createError(SQLITE_USAGE_STORE, 'store is closed')
+    if (!this.conn) {
+      try {
+        const db = openSqlite(this.file)
+        db.exec(`
+          CREATE TABLE IF NOT EXISTS ${TABLE} (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            api_key_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            trained_tokens INTEGER NOT NULL,
+            request_id TEXT,
+            cached INTEGER NOT NULL,
+            at INTEGER NOT NULL
+          );
+          CREATE INDEX IF NOT EXISTS ${TABLE}_tenant_at ON ${TABLE} (tenant, at);
+          CREATE INDEX IF NOT EXISTS ${TABLE}_at ON ${TABLE} (at);
+        `)
+        this.conn = db
+      } catch (cause) {
+        throw createError(SQLITE_USAGE_STORE, `cannot open ${this.file}`, { cause })
+      }
+    }
+    return this.conn
+  }
+
+  async record(rec: UsageRecord): Promise<void> {
+    if (!rec.id || !rec.tenant) throw createError(SQLITE_USAGE_STORE, 'id and tenant are required')
+    for (const n of [rec.promptTokens, rec.completionTokens, rec.trainedTokens, rec.at])
+      if (!Number.isInteger(n) || n < 0)
+        throw createError(SQLITE_USAGE_STORE, `token counts and at must be integers >= 0`)
+    this.run('record', (db) =>
+      db
+        .prepare(
+          `INSERT INTO ${TABLE} (id, tenant, api_key_id, model, kind, prompt_tokens, completion_tokens, trained_tokens, request_id, cached, at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+        )
+        .run(
+          rec.id,
+          rec.tenant,
+          rec.apiKeyId,
+          rec.model,
+          rec.kind,
+          rec.promptTokens,
+          rec.completionTokens,
+          rec.trainedTokens,
+          rec.requestId ?? null,
+          rec.cached ? 1 : 0,
+          rec.at,
+        ),
+    )
+  }
+
+  async query(q: UsageQuery): Promise<UsageBucket[]> {
+    if (!Number.isInteger(q.bucketSeconds) || q.bucketSeconds < 1)
+      throw createError(SQLITE_USAGE_STORE, 'bucketSeconds must be an integer >= 1')
+    if (!Number.isInteger(q.from) || !Number.isInteger(q.to) || q.to <= q.from)
+      throw createError(SQLITE_USAGE_STORE, 'from and to must be epoch ms with to after from')
+    if (q.groupBy !== undefined && !(q.groupBy in GROUP_COLUMN))
+      throw createError(SQLITE_USAGE_STORE, `groupBy must be api_key or model, got '${q.groupBy}'`)
+    const size = q.bucketSeconds * 1000
+    const group = q.groupBy ? GROUP_COLUMN[q.groupBy] : 'NULL'
+    const tenant = q.tenant !== undefined
+    const rows = this.run('query', (db) =>
+      db
+        .prepare<unknown[], BucketRow>(
+          `SELECT (at - CAST(? AS INTEGER)) / CAST(? AS INTEGER) AS b, ${group} AS g, COUNT(*) AS requests,
+             SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion, SUM(trained_tokens) AS trained
+           FROM ${TABLE}
+           WHERE at >= ? AND at < ? ${tenant ? 'AND tenant = ?' : ''}
+           GROUP BY b, g ORDER BY b, g`,
+        )
+        .all(q.from, size, q.from, q.to, ...(tenant ? [q.tenant] : [])),
+    )
+    return rows.map((r) => ({
+      start: q.from + r.b * size,
+      end: q.from + (r.b + 1) * size,
+      ...(q.groupBy ? { group: r.g ?? '' } : {}),
+      requests: r.requests,
+      promptTokens: r.prompt,
+      completionTokens: r.completion,
+      trainedTokens: r.trained,
+    }))
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    this.conn?.close()
+    this.conn = undefined
+  }
+
+  private run<T>(op: string, fn: (db: SqliteDatabase) => T): T {
+    const db = this.db
+    try {
+      return fn(db)
+    } catch (cause) {
+      throw createError(SQLITE_USAGE_STORE, `${op} failed`, { cause })
+    }
+  }
+}
