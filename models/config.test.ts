@@ -83,6 +83,15 @@ describe('config', () => {
     expect(() => parseConfig(bad)).toThrow(message)
   })
 
+  it('reads rope_theta from transformers v5 rope_parameters', () => {
+    const { rope_theta: _, ...hf } = toHfConfig(parseConfig(mini))
+    const c = fromHfConfig({ ...hf, rope_parameters: { rope_type: 'default', rope_theta: 500000 } })
+    expect(c.ropeTheta).toBe(500000)
+    expect(() => fromHfConfig({ ...hf, rope_parameters: { rope_type: 'llama3', rope_theta: 5e5 } })).toThrow(
+      /llama3/,
+    )
+  })
+
   it('rejects Llama variants the graph cannot run', () => {
     const hf = toHfConfig(parseConfig(mini))
     expect(() => fromHfConfig({ ...hf, rope_scaling: { type: 'linear', factor: 2 } })).toThrow(/rope_scaling/)

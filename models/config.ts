@@ -66,6 +66,11 @@ const HfLlamaConfigSchema = z
     head_dim: z.number().int().optional(),
     hidden_act: z.string().optional(),
     rope_scaling: z.unknown().optional(),
+    /** transformers v5 moves rope_theta here: { rope_type: 'default', rope_theta }. */
+    rope_parameters: z
+      .object({ rope_type: z.string().optional(), rope_theta: z.number().optional() })
+      .loose()
+      .nullish(),
     attention_bias: z.boolean().optional(),
     mlp_bias: z.boolean().optional(),
     bos_token_id: z.number().int().nullable().optional(),
@@ -85,6 +90,8 @@ export function fromHfConfig(json: unknown): LlamaConfig {
   if (hf.hidden_act && hf.hidden_act !== 'silu')
     throw new Error(`config: hidden_act '${hf.hidden_act}' unsupported (silu only)`)
   if (hf.rope_scaling) throw new Error('config: rope_scaling is not supported')
+  const ropeType = hf.rope_parameters?.rope_type ?? 'default'
+  if (ropeType !== 'default') throw new Error(`config: rope_type '${ropeType}' is not supported`)
   if (hf.attention_bias || hf.mlp_bias) throw new Error('config: attention_bias/mlp_bias are not supported')
   if (hf.head_dim !== undefined && hf.head_dim * hf.num_attention_heads !== hf.hidden_size)
     throw new Error('config: head_dim must equal hidden_size / num_attention_heads')
@@ -97,7 +104,7 @@ export function fromHfConfig(json: unknown): LlamaConfig {
     numKvHeads: hf.num_key_value_heads ?? hf.num_attention_heads,
     intermediateSize: hf.intermediate_size,
     rmsNormEps: hf.rms_norm_eps,
-    ropeTheta: hf.rope_theta,
+    ropeTheta: hf.rope_theta ?? hf.rope_parameters?.rope_theta,
     maxPositions: hf.max_position_embeddings,
     // transformers defaults tie_word_embeddings to true in PretrainedConfig, but LlamaConfig to false.
     tieEmbeddings: hf.tie_word_embeddings ?? false,
