@@ -1,7 +1,10 @@
 export * from './adapter-error.js'
 export * from './fs-store.js'
+export * from './http-events.js'
 export * from './local-queue.js'
 export * from './memory-events.js'
+export * from './memory-rate-limiter.js'
+export * from './memory-response-cache.js'
 // The S3 and SQS adapters load their AWS SDK only when first used.
 export * from './s3-store.js'
 export * from './sqlite-job-store.js'
