@@ -50,7 +50,15 @@ describe('worker process: crashes', () => {
     await b.waitForLog(
       (l) => l.msg === 'job was left running by a worker that lost it; taking over' && l.jobId === job.id,
     )
-    expect((await h.queues.queue.stats()).visible + (await h.queues.queue.stats()).inFlight).toBe(0)
+    // Acked right after the terminal transition.
+    await waitFor(
+      async () => {
+        const st = await h!.queues.queue.stats()
+        return st.visible + st.inFlight === 0
+      },
+      5000,
+      'the message to be acked',
+    )
 
     await waitFor(
       () => receiver.received.some((r) => r.headers['pgpt-webhook-event'] === 'completed'),
