@@ -1,0 +1,125 @@
+/**
+ * The edge inside workerd: edge/worker.ts bundled by wrangler (as `wrangler
+ * deploy` would) and run by Miniflare with the bindings of wrangler.jsonc.
+ * The Durable Object rate limiter and the Workers cache adapter also pass
+ * their port's contract suites against the real workerd implementations.
+ */
+import { execFile } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { Miniflare, Response as MiniflareResponse } from 'miniflare'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { manifestKey } from '../core/model-manifest.js'
+import { testRateLimiter } from '../test/contracts/rate-limiter.js'
+import { testResponseCache } from '../test/contracts/response-cache.js'
+import {
+  DurableObjectRateLimiter,
+  type RateLimiterNamespace,
+} from './adapters/durable-object-rate-limiter.js'
+import { type CacheLike, WorkersCache } from './adapters/workers-cache.js'
+import { manifest } from './testing/harness.js'
+
+const KEY = 'pgpt_workerdbootstrapkey0001'
+let dir: string
+let mf: Miniflare | undefined
+let resolveReady: (m: Miniflare) => void
+const ready = new Promise<Miniflare>((r) => {
+  resolveReady = r
+})
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgpt-workerd-'))
+  await promisify(execFile)(
+    'npx',
+    ['wrangler', 'deploy', '--dry-run', '--outdir', dir, '--config', 'wrangler.jsonc'],
+    {
+      env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CI: '1' },
+    },
+  )
+  mf = new Miniflare({
+    modules: true,
+    scriptPath: join(dir, 'worker.js'),
+    modulesRoot: dir,
+    compatibilityDate: '2025-09-01',
+    compatibilityFlags: ['nodejs_compat'],
+    durableObjects: { RATE_LIMITER: 'RateLimiterDurableObject' },
+    r2Buckets: ['MODELS'],
+    bindings: { PGPT_API_KEY: KEY, PGPT_LOG_LEVEL: 'silent', PGPT_RATE_LIMIT_RPM: '5' },
+  })
+  await mf.ready
+  const bucket = await mf.getR2Bucket('MODELS')
+  await bucket.put(manifestKey('echo-1'), JSON.stringify(manifest('echo-1', null)))
+  resolveReady(mf)
+}, 120_000)
+
+afterAll(async () => {
+  await mf?.dispose()
+  if (dir) rmSync(dir, { recursive: true, force: true })
+})
+
+const call = async (
+  path: string,
+  init: { headers?: Record<string, string>; method?: string; body?: string } = {},
+) => {
+  const res = await (await ready).dispatchFetch(`http://edge.test${path}`, init)
+  return { status: res.status, headers: res.headers, text: await res.text() }
+}
+
+describe('the edge in workerd', () => {
+  it('answers /health and /openapi.json', async () => {
+    const health = await call('/health')
+    expect(health.status).toBe(200)
+    expect(JSON.parse(health.text)).toEqual({ status: 'ok' })
+    expect(health.headers.get('x-request-id')).toMatch(/^req_/)
+    const spec = JSON.parse((await call('/openapi.json')).text) as { openapi: string; paths: object }
+    expect(spec.openapi).toBe('3.1.0')
+    expect(spec.paths).toHaveProperty(['/v1/chat/completions'])
+  })
+
+  it('401 without a key; lists the R2-published models with the bootstrap key', async () => {
+    const anon = await call('/v1/models')
+    expect(anon.status).toBe(401)
+    expect(JSON.parse(anon.text).error.type).toBe('authentication_error')
+    const res = await call('/v1/models', { headers: { authorization: `Bearer ${KEY}` } })
+    expect(res.status).toBe(200)
+    expect(JSON.parse(res.text).data.map((m: { id: string }) => m.id)).toEqual(['echo-1'])
+    expect(res.headers.get('x-ratelimit-limit-requests')).toBe('5')
+  })
+
+  it('validates and rate-limits through the Durable Object', async () => {
+    const bad = await call('/v1/chat/completions', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'echo-1', messages: [], temperature: 0 }),
+    })
+    expect(bad.status).toBe(400)
+    expect(JSON.parse(bad.text).error.param).toBe('messages')
+    const statuses: number[] = []
+    for (let i = 0; i < 5; i++)
+      statuses.push((await call('/v1/models', { headers: { authorization: `Bearer ${KEY}` } })).status)
+    expect(statuses).toContain(429)
+    const limited = await call('/v1/models', { headers: { authorization: `Bearer ${KEY}` } })
+    expect(limited.status).toBe(429)
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0)
+  })
+})
+
+testRateLimiter({
+  name: 'durable-object (workerd)',
+  make: async () => ({
+    limiter: new DurableObjectRateLimiter(
+      (await (await ready).getDurableObjectNamespace('RATE_LIMITER')) as unknown as RateLimiterNamespace,
+    ),
+  }),
+})
+
+testResponseCache({
+  name: 'workers-cache (workerd)',
+  make: async () => ({
+    cache: new WorkersCache((await (await ready).getCaches()).default as unknown as CacheLike, {
+      Response: MiniflareResponse as unknown as typeof Response,
+    }),
+  }),
+})
