@@ -19,8 +19,10 @@ export {
   type WriteModelFolderOptions,
   writeModelFolder,
 } from './folder.js'
+export { fuseSiblingMatMuls } from './graph/fuse.js'
 export * from './graph/ir.js'
 export { describeOnnx, type OnnxSummary, serializeGraph, toOnnxModel } from './graph/onnx.js'
+export { fromBf16, fromHalf, toBf16, toHalf } from './half.js'
 export { type ExportOptions, exportOnnx } from './llama/export.js'
 export { buildDecoder, buildLlamaGraph, DIMS, type LlamaParams, weightParams } from './llama/graph.js'
 export { type ReferenceOptions, referenceForward } from './llama/reference.js'
