@@ -73,6 +73,19 @@ describe.each(CASES)('decoder export: $name', ({ config: input }) => {
     expect(Math.max(...ref.map(Math.abs))).toBeGreaterThan(0.5) // the comparison is not vacuous
   })
 
+  it('uses position_ids for RoPE (offset positions match the reference)', async () => {
+    const ids = tokens(4, c.vocabSize, 6)
+    const positions = [9, 10, 11, 12]
+    const { logits } = await step(
+      fp32,
+      { ids: [ids], mask: [ids.map(() => 1)], positions: [positions] },
+      emptyCache(c, 1, 'float32'),
+    )
+    const ref = referenceForward(w, c, ids, { positionIds: positions })
+    expect(maxAbsDiff(logits, ref)).toBeLessThan(1e-4)
+    expect(maxAbsDiff(ref, referenceForward(w, c, ids))).toBeGreaterThan(1e-2) // positions matter
+  })
+
   it('without the projection fusion (the graph training differentiates) it matches too', async () => {
     const plain = await createSession(exportOnnx(w, c, { fuseProjections: false }))
     const ids = tokens(7, c.vocabSize, 1)
