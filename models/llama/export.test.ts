@@ -73,9 +73,9 @@ describe.each(CASES)('decoder export: $name', ({ config: input }) => {
     expect(Math.max(...ref.map(Math.abs))).toBeGreaterThan(0.5) // the comparison is not vacuous
   })
 
-  it('uses position_ids for RoPE (offset positions match the reference)', async () => {
+  it('uses position_ids for RoPE (uneven positions match the reference)', async () => {
     const ids = tokens(4, c.vocabSize, 6)
-    const positions = [9, 10, 11, 12]
+    const positions = [2, 5, 6, 11] // uneven gaps: a uniform shift would not change RoPE attention
     const { logits } = await step(
       fp32,
       { ids: [ids], mask: [ids.map(() => 1)], positions: [positions] },
