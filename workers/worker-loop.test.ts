@@ -143,6 +143,17 @@ describe('runWorker', () => {
     await s.stop()
     expect(ran).toBe(false)
     expect((await s.jobs.getById(job.id))?.state).toBe('canceled')
+    // The hook still hears of the terminal state (the `completed` webhook of a job canceled while queued).
+    expect(s.seen.map((x) => [x.job.state, x.event.type])).toEqual([['canceled', 'canceled']])
+    expect(
+      await s.events
+        .subscribe(job.id, { signal: AbortSignal.timeout(50) })
+        [Symbol.asyncIterator]()
+        .next(),
+    ).toEqual({
+      done: true,
+      value: undefined,
+    })
   })
 
   it('fails a job at once on a permanent error, keeping the reason', async () => {

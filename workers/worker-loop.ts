@@ -198,6 +198,10 @@ export async function runWorker(options: RunWorkerOptions): Promise<void> {
     log = mlog.child({ requestId: job.requestId ?? body.requestId, jobId: job.id, kind: job.kind })
     if (isTerminal(job.state)) {
       log.info({ state: job.state }, 'job already finished; acknowledging the message')
+      // Canceled while queued (or finished by a worker that died before its ack): let the hook
+      // see the terminal state, e.g. for the `completed` webhook, whose id is fixed per job so
+      // a receiver never gets two. Not republished as an event: the edge already has it.
+      await notifyTerminal(job, log)
       return ack(msg, log)
     }
     const handler = handlers[job.kind]
@@ -255,6 +259,21 @@ export async function runWorker(options: RunWorkerOptions): Promise<void> {
     seq: number,
   ): Promise<void> {
     await publishEvent(job, { jobId: job.id, seq, type, data, at: Date.now() }, log)
+  }
+
+  async function notifyTerminal(job: JobRecord, log: Logger): Promise<void> {
+    const type = job.state === 'succeeded' ? 'completed' : (job.state as 'failed' | 'canceled')
+    try {
+      await options.onJobEvent?.(job, {
+        jobId: job.id,
+        seq: 0,
+        type,
+        data: job.output ?? job.error ?? null,
+        at: Date.now(),
+      })
+    } catch (err) {
+      log.warn({ err, type }, 'onJobEvent hook failed')
+    }
   }
 
   async function publishEvent(job: JobRecord, event: JobEvent, log: Logger): Promise<void> {

@@ -58,6 +58,13 @@ export interface DecoderOptions {
   /** Preference order; CPU is always the last resort. */
   executionProviders?: readonly ExecutionProvider[]
   intraOpNumThreads?: number
+  /**
+   * Let idle onnxruntime threads spin for work; default false. The JS thread
+   * runs the session (onnxruntime-node's run is synchronous) and samples between
+   * steps; spinning pool threads take the cores it needs, and on a shared CPU
+   * spinning costs 2-5x per step (bench/generation.ts measures it).
+   */
+  allowSpinning?: boolean
   /** Which graph to prefer when a folder has both; the KV element type is then read from the graph. */
   dtype?: 'fp32' | 'fp16'
   logger?: Logger
@@ -95,6 +102,7 @@ export async function createSessionWithFallback(
       graphOptimizationLevel: 'all',
       ...(o.intraOpNumThreads ? { intraOpNumThreads: o.intraOpNumThreads } : {}),
       interOpNumThreads: 1,
+      ...sessionExtras(o),
     }
     try {
       const session = await create(path, options)
@@ -110,6 +118,12 @@ export async function createSessionWithFallback(
     }
   }
   throw lastError
+}
+
+/** onnxruntime session config entries (the `extra` option) the engine sets. */
+export function sessionExtras(o: Pick<DecoderOptions, 'allowSpinning'>): ort.InferenceSession.SessionOptions {
+  const spin = o.allowSpinning ? '1' : '0'
+  return { extra: { session: { intra_op: { allow_spinning: spin }, inter_op: { allow_spinning: spin } } } }
 }
 
 export class Decoder {

@@ -51,6 +51,8 @@ export interface GenerationEngineOptions {
   maxWaitMs?: number
   /** onnxruntime intra-op threads; default: onnxruntime's (one per physical core). */
   intraOpNumThreads?: number
+  /** Let idle onnxruntime threads spin; default false (see decoder.ts). */
+  allowSpinning?: boolean
   /** Graph to prefer when a folder has fp32 and fp16 ones; default fp32. */
   dtype?: 'fp32' | 'fp16'
   logger?: Logger
@@ -119,6 +121,7 @@ export class GenerationEngine {
         executionProviders: this.o.executionProviders,
         intraOpNumThreads: this.o.intraOpNumThreads,
         dtype: this.o.dtype,
+        allowSpinning: this.o.allowSpinning,
         logger: this.o.logger?.child({ model: manifest.id }),
       }),
       loadTokenizer(folder),
