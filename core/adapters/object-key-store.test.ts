@@ -1,0 +1,57 @@
+/**
+ * ObjectKeyStore runs the KeyStore contract over FsObjectStore and over
+ * S3ObjectStore against test/servers/s3-server.ts, which enforces
+ * If-None-Match/If-Match in front of s3rver as S3 does (plain s3rver would
+ * accept a duplicate id or hash: the "refuses a duplicate" case needs the shim).
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { testKeyStore } from '../../test/contracts/key-store.js'
+import { type S3Server, startS3Server } from '../../test/servers/s3-server.js'
+import { FsObjectStore } from './fs-store.js'
+import { ObjectKeyStore } from './object-key-store.js'
+import { S3ObjectStore } from './s3-store.js'
+
+testKeyStore({
+  name: 'objects over FsObjectStore',
+  make: async () => {
+    const root = await mkdtemp(join(tmpdir(), 'pgpt-objkeys-'))
+    const open = async () => new ObjectKeyStore({ store: new FsObjectStore({ root }) })
+    return { store: await open(), connect: open, cleanup: () => rm(root, { recursive: true, force: true }) }
+  },
+})
+
+let server: S3Server
+beforeAll(async () => {
+  server = await startS3Server()
+})
+afterAll(() => server?.stop())
+
+let n = 0
+const s3 = (prefix: string, conditionalPut = true) =>
+  new S3ObjectStore({
+    bucket: server.bucket,
+    region: server.region,
+    endpoint: server.endpoint,
+    forcePathStyle: true,
+    credentials: server.credentials,
+    prefix,
+    conditionalPut,
+  })
+
+testKeyStore({
+  name: 'objects over S3ObjectStore (s3rver behind the conditional-write shim)',
+  make: async () => {
+    const prefix = `keys${process.pid}-${++n}/`
+    const open = async () => new ObjectKeyStore({ store: s3(prefix) })
+    return { store: await open(), connect: open }
+  },
+})
+
+describe('ObjectKeyStore', () => {
+  it('refuses a store that does not enforce conditional puts', () => {
+    expect(() => new ObjectKeyStore({ store: s3('x/', false) })).toThrow(/does not enforce conditional puts/)
+  })
+})
