@@ -21,7 +21,14 @@ import { basename, dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { publishModelFolder } from '../core/model-publish.js'
 import type { GenerationInput } from '../core/protocol.js'
-import { parseConfig, randomWeights, readTokenizerFiles, trainTokenizer, writeModelFolder } from '../models/index.js'
+import {
+  parseConfig,
+  randomWeights,
+  readTokenizerFiles,
+  trainTokenizer,
+  writeModelFolder,
+} from '../models/index.js'
+import { sessionExtras } from '../workers/generation/decoder.js'
 import { GenerationEngine } from '../workers/generation/engine.js'
 import { MemoryObjectStore } from '../workers/generation/testing/memory-store.js'
 
@@ -32,6 +39,7 @@ const { values: args } = parseArgs({
     concurrency: { type: 'string', default: '16' },
     requests: { type: 'string', default: '4' },
     threads: { type: 'string' },
+    spin: { type: 'boolean', default: false },
     'skip-transformers': { type: 'boolean', default: false },
   },
 })
@@ -50,7 +58,8 @@ const TEXT = [
   'It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness,',
   'Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse,',
 ]
-const prompts = (n: number) => Array.from({ length: n }, (_, i) => TEXT[i % TEXT.length] + (i >= TEXT.length ? ` (${i})` : ''))
+const prompts = (n: number) =>
+  Array.from({ length: n }, (_, i) => TEXT[i % TEXT.length] + (i >= TEXT.length ? ` (${i})` : ''))
 
 async function exists(p: string) {
   return stat(p).then(
@@ -164,62 +173,80 @@ async function main() {
   )
 
   const store = new MemoryObjectStore()
-  await publishModelFolder(store, folder, { id: 'bench', owner: null, contextLength: config.max_position_embeddings })
+  await publishModelFolder(store, folder, {
+    id: 'bench',
+    owner: null,
+    contextLength: config.max_position_embeddings,
+  })
   const engine = new GenerationEngine({
     store,
     cacheDir: await mkdtemp(join(tmpdir(), 'pgpt-bench-')),
     cacheBudgetBytes: 4 * 2 ** 30,
     maxBatchSize: Math.max(32, CONCURRENCY),
     intraOpNumThreads: THREADS,
+    allowSpinning: args.spin,
   })
   ;(await engine.cache.acquire('bench')).release()
 
-  let tjs: { model: Any; tokenizer: Any } | null = null
+  // transformers.js twice: as a user runs it (its session defaults), and with the
+  // onnxruntime session options our engine uses (a control: what is left is the engine).
+  const contenders: Array<{ label: string; model: Any; tokenizer: Any }> = []
   if (!args['skip-transformers']) {
     const { AutoModelForCausalLM, AutoTokenizer, env } = await import('@huggingface/transformers')
     env.allowRemoteModels = false
     env.allowLocalModels = true
     env.localModelPath = `${dirname(folder)}/`
     const name = basename(folder)
-    const sessionOptions = THREADS ? { intraOpNumThreads: THREADS } : undefined
-    tjs = {
-      tokenizer: await AutoTokenizer.from_pretrained(name),
-      model: await AutoModelForCausalLM.from_pretrained(name, {
-        dtype: 'fp32',
-        device: 'cpu',
-        ...(sessionOptions ? { session_options: sessionOptions } : {}),
+    const tokenizer = await AutoTokenizer.from_pretrained(name)
+    const threads = THREADS ? { intraOpNumThreads: THREADS } : {}
+    const load = (session_options: object) =>
+      AutoModelForCausalLM.from_pretrained(name, { dtype: 'fp32', device: 'cpu', session_options })
+    contenders.push({ label: 'transformers.js (defaults)', tokenizer, model: await load(threads) })
+    contenders.push({
+      label: 'transformers.js (our ORT options)',
+      tokenizer,
+      model: await load({
+        ...threads,
+        graphOptimizationLevel: 'all',
+        interOpNumThreads: 1,
+        ...sessionExtras({ allowSpinning: args.spin }),
       }),
-    }
+    })
   }
+  console.log(
+    `onnxruntime options: threads ${THREADS ?? 'default'}, spinning ${args.spin ? 'on' : 'off'} (ours and the control)`,
+  )
 
   // warm-up (first runs allocate and JIT)
   await oursRun(engine, prompts(2), true)
-  if (tjs) await transformersRun(tjs.model, tjs.tokenizer, prompts(2), true)
+  for (const c of contenders) await transformersRun(c.model, c.tokenizer, prompts(2), true)
 
-  const rows: Array<[string, Run, Run | null]> = []
+  const table: string[] = []
   for (const [label, ps, concurrent] of [
     ['1 request', prompts(SEQUENTIAL), false],
     [`${CONCURRENCY} concurrent`, prompts(CONCURRENCY), true],
   ] as const) {
     const ours = await oursRun(engine, [...ps], concurrent)
-    const theirs = tjs ? await transformersRun(tjs.model, tjs.tokenizer, [...ps], concurrent) : null
-    rows.push([label, ours, theirs])
-    if (theirs) {
+    const cells = [`${tps(ours).toFixed(1)} (${ours.tokens} tok, ${ours.seconds.toFixed(2)} s)`]
+    for (const c of contenders) {
+      const theirs = await transformersRun(c.model, c.tokenizer, [...ps], concurrent)
       const same = ours.texts.filter((t, i) => t === theirs.texts[i]).length
-      console.log(`  ${label}: greedy outputs identical to transformers.js for ${same}/${ours.texts.length} prompts`)
+      console.log(
+        `  ${label} vs ${c.label}: greedy outputs identical for ${same}/${ours.texts.length} prompts`,
+      )
+      cells.push(
+        `${tps(theirs).toFixed(1)} (${theirs.tokens} tok, ${theirs.seconds.toFixed(2)} s)`,
+        `**${(tps(ours) / tps(theirs)).toFixed(2)}x**`,
+      )
     }
+    table.push(`| ${label} | ${cells.join(' | ')} |`)
   }
 
-  console.log('\n| workload | ours tok/s | transformers.js tok/s | ratio |')
-  console.log('|---|---|---|---|')
-  for (const [label, ours, theirs] of rows) {
-    const ratio = theirs ? `${(tps(ours) / tps(theirs)).toFixed(2)}x` : 'n/a'
-    console.log(
-      `| ${label} | ${tps(ours).toFixed(1)} (${ours.tokens} tok, ${ours.seconds.toFixed(2)} s) | ${
-        theirs ? `${tps(theirs).toFixed(1)} (${theirs.tokens} tok, ${theirs.seconds.toFixed(2)} s)` : 'n/a'
-      } | ${ratio} |`,
-    )
-  }
+  console.log(
+    `\n| workload | ours tok/s | ${contenders.map((c) => `${c.label} tok/s | ratio`).join(' | ')} |`,
+  )
+  console.log(`|---|---|${contenders.map(() => '---|---|').join('')}`)
+  for (const row of table) console.log(row)
   await engine.close()
 }
 
