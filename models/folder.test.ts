@@ -46,11 +46,22 @@ describe('model folder', () => {
     const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
     for (const [name, t] of weights)
       expect(bytes(m.weights.get(name)!.data).equals(bytes(t.data)), name).toBe(true)
-    expect(m.tokenizer).toEqual(tokenizerFiles)
+    expect(m.tokenizer!.tokenizer).toEqual(tokenizerFiles.tokenizer)
+    expect(m.tokenizer!.config).toEqual({ ...tokenizerFiles.config, model_max_length: 256 })
     expect(m.generationConfig).toMatchObject({ eos_token_id: [0, 2], pad_token_id: 0, bos_token_id: 0 })
     const card = await readFile(join(dir, FILES.card), 'utf8')
     expect(card).toContain('| layers | 2 |')
     expect(card).toContain('model_fp16.onnx')
+  })
+})
+
+describe('model folder checks', () => {
+  it('refuses a tokenizer larger than the model vocabulary', async () => {
+    const small = parseConfig({ ...config, vocabSize: 1000 })
+    const dir = join(root, 'too-small')
+    await expect(
+      writeModelFolder(dir, { config: small, weights: randomWeights(small), tokenizer: tokenizerFiles }),
+    ).rejects.toThrow(/4096 tokens/)
   })
 })
 

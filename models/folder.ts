@@ -57,7 +57,14 @@ export async function writeModelFolder(
   await saveConfig(join(dir, FILES.config), m.config)
   const gen = m.generationConfig ?? defaultGenerationConfig(m.config, m.tokenizer)
   await writeFile(join(dir, FILES.generationConfig), `${JSON.stringify(gen, null, 2)}\n`)
-  if (m.tokenizer) await saveTokenizer(dir, m.tokenizer)
+  if (m.tokenizer) {
+    const vocab = (m.tokenizer.tokenizer as { model?: { vocab?: object } }).model?.vocab ?? {}
+    const size = Object.keys(vocab).length
+    if (size > m.config.vocabSize)
+      throw new Error(`model folder: tokenizer has ${size} tokens, config.vocabSize is ${m.config.vocabSize}`)
+    const config = { ...m.tokenizer.config, model_max_length: m.config.maxPositions }
+    await saveTokenizer(dir, { tokenizer: m.tokenizer.tokenizer, config })
+  }
   await writeFile(join(dir, FILES.weights), writeSafetensors(m.weights, { metadata: { format: 'pt' } }))
   for (const dtype of o.onnx ?? ['fp32'])
     await writeFile(
