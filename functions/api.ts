@@ -1,0 +1,100 @@
+/**
+ * The edge on AWS Lambda (API Gateway HTTP API / function URL) via
+ * hono/aws-lambda. `handler` buffers responses; `streamHandler` is for
+ * function URLs with response streaming (SSE). Deps follow the config:
+ * PGPT_QUEUE=sqs → SQS, PGPT_STORE=s3 → S3; PGPT_API_KEY registers the
+ * bootstrap admin key.
+ *
+ * Not yet durable on Lambda (in-container memory, documented limits): job
+ * records, the events hub, the key store beyond PGPT_API_KEY, rate-limit
+ * buckets (per container), the response cache and usage records.
+ */
+import { handle, streamHandle } from 'hono/aws-lambda'
+import { MemoryEvents } from '../core/adapters/memory-events.js'
+import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
+import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
+import { S3ObjectStore } from '../core/adapters/s3-store.js'
+import { createSqsQueue } from '../core/adapters/sqs-queue.js'
+import { type Config, parseConfig } from '../core/config.js'
+import { createLogger } from '../core/logger.js'
+import { createMetrics } from '../core/metrics.js'
+import { createApp } from '../edge/app.js'
+import type { EdgeDeps } from '../edge/deps.js'
+import { ensureKey } from '../edge/keys.js'
+import { createModelCatalog } from '../edge/model-catalog.js'
+import { MemoryJobStore } from '../edge/testing/memory-job-store.js'
+import { MemoryKeyStore } from '../edge/testing/memory-key-store.js'
+import { MemoryObjectStore } from '../edge/testing/memory-object-store.js'
+import { MemoryQueue } from '../edge/testing/memory-queue.js'
+import { MemoryUsageStore } from '../edge/testing/memory-usage-store.js'
+
+export function createLambdaDeps(config: Config): EdgeDeps {
+  const logger = createLogger({ service: 'edge-lambda', level: config.PGPT_LOG_LEVEL })
+  const queue =
+    config.PGPT_QUEUE === 'sqs' && config.PGPT_SQS_QUEUE_URL
+      ? createSqsQueue({
+          queueUrl: config.PGPT_SQS_QUEUE_URL,
+          deadLetterQueueUrl: config.PGPT_SQS_DLQ_URL ?? config.PGPT_SQS_QUEUE_URL,
+          region: config.AWS_REGION,
+          endpoint: config.PGPT_SQS_ENDPOINT,
+          visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
+          maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
+        }).queue
+      : new MemoryQueue('generation')
+  const store =
+    config.PGPT_STORE === 's3' && config.PGPT_S3_BUCKET
+      ? new S3ObjectStore({
+          bucket: config.PGPT_S3_BUCKET,
+          region: config.AWS_REGION,
+          endpoint: config.PGPT_S3_ENDPOINT,
+          forcePathStyle: config.PGPT_S3_FORCE_PATH_STYLE,
+        })
+      : new MemoryObjectStore()
+  return {
+    queue,
+    jobs: new MemoryJobStore(),
+    events: new MemoryEvents(),
+    store,
+    keys: new MemoryKeyStore(),
+    rateLimiter: new MemoryRateLimiter(),
+    cache: new MemoryResponseCache(),
+    usage: new MemoryUsageStore(),
+    config,
+    logger,
+    metrics: createMetrics(),
+    models: createModelCatalog(store),
+  }
+}
+
+let app: ReturnType<typeof createApp> | undefined
+let ready: Promise<unknown> = Promise.resolve()
+
+/** The app of this container, built on first use (tests may pass deps). */
+export function lambdaApp(deps?: EdgeDeps): ReturnType<typeof createApp> {
+  if (!app || deps) {
+    const d = deps ?? createLambdaDeps(parseConfig({ PGPT_PROFILE: 'aws', ...process.env }))
+    if (d.config.PGPT_API_KEY) ready = ensureKey(d.keys, d.config.PGPT_API_KEY)
+    app = createApp(d)
+  }
+  return app
+}
+
+type BufferedHandler = ReturnType<typeof handle>
+type StreamingHandler = ReturnType<typeof streamHandle>
+
+/** API Gateway (REST or HTTP API), ALB, function URL without streaming. */
+export const handler = (async (
+  event: Parameters<BufferedHandler>[0],
+  context?: Parameters<BufferedHandler>[1],
+) => {
+  const a = lambdaApp()
+  await ready
+  return handle(a)(event, context)
+}) as BufferedHandler
+
+let streaming: StreamingHandler | undefined
+/** Function URL with RESPONSE_STREAM invoke mode (SSE arrives as it is written). */
+export const streamHandler = ((...args: Parameters<StreamingHandler>) => {
+  streaming ??= streamHandle(lambdaApp())
+  return ready.then(() => streaming!(...args))
+}) as unknown as StreamingHandler
