@@ -126,7 +126,11 @@ describe('WebhookDispatcher', () => {
       metadata: null,
       created_at: 1_700_000_000,
       started_at: 1_700_000_001,
-      finished_at: 1_700_000_002,
+      completed_at: 1_700_000_002,
+      input: {},
+      webhook: s.receiver.url,
+      webhook_events_filter: ['start', 'completed'],
+      urls: { get: '/v1/jobs/job_abc', cancel: '/v1/jobs/job_abc/cancel', stream: '/v1/jobs/job_abc/stream' },
     })
     // Another tenant's secret does not verify.
     const other = new Webhook(secretFor('tenant_b'))

@@ -1,10 +1,11 @@
 /**
  * The job object as the API returns it (`GET /v1/jobs/{id}`), which is also the
  * body of every webhook. Times are Unix seconds, as OpenAI's objects use; unset
- * fields are null, never missing, so clients can rely on the shape.
- * The edge imports `toJobView` from here so the API and webhooks never differ.
+ * fields are null, never missing, so clients can rely on the shape. The fields
+ * are those of edge/routes/jobs.ts `jobView`; the edge may import `toJobView`
+ * from here so the API and the webhooks can never drift apart.
  */
-import type { JobRecord, JobState } from '../../core/ports/job-store.js'
+import type { JobRecord, JobState, WebhookTarget } from '../../core/ports/job-store.js'
 
 export interface JobView {
   id: string
@@ -12,35 +13,44 @@ export interface JobView {
   kind: string
   model: string | null
   status: JobState
-  output: unknown
-  error: { message: string; code: string } | null
-  attempts: number
-  cancel_requested: boolean
-  request_id: string | null
-  metadata: Record<string, string> | null
   created_at: number
   started_at: number | null
-  finished_at: number | null
+  completed_at: number | null
+  request_id: string | null
+  input: unknown
+  output: unknown
+  error: { message: string; code: string } | null
+  metadata: Record<string, string> | null
+  webhook: string | null
+  webhook_events_filter: WebhookTarget['eventsFilter'] | null
+  cancel_requested: boolean
+  attempts: number
+  urls: { get: string; cancel: string; stream: string }
 }
 
-const seconds = (ms: number | undefined) => (ms === undefined ? null : Math.floor(ms / 1000))
+const secs = (ms: number | undefined) => (ms === undefined ? null : Math.floor(ms / 1000))
 
-/** Serialise a job record; `overrides` set fields as of an event (e.g. the partial output of an `output` event). */
-export function toJobView(job: JobRecord, overrides: Partial<Pick<JobView, 'output'>> = {}): JobView {
+/** Serialise a job record; `overrides.output` sets the output as of an event (the data of an `output` event). */
+export function toJobView(r: JobRecord, overrides: { output?: unknown } = {}): JobView {
+  const base = `/v1/jobs/${r.id}`
   return {
-    id: job.id,
+    id: r.id,
     object: 'job',
-    kind: job.kind,
-    model: job.model ?? null,
-    status: job.state,
-    output: 'output' in overrides ? overrides.output : (job.output ?? null),
-    error: job.error ?? null,
-    attempts: job.attempts,
-    cancel_requested: job.cancelRequested,
-    request_id: job.requestId ?? null,
-    metadata: job.metadata ?? null,
-    created_at: seconds(job.createdAt) as number,
-    started_at: seconds(job.startedAt),
-    finished_at: seconds(job.finishedAt),
+    kind: r.kind,
+    model: r.model ?? null,
+    status: r.state,
+    created_at: secs(r.createdAt) as number,
+    started_at: secs(r.startedAt),
+    completed_at: secs(r.finishedAt),
+    request_id: r.requestId ?? null,
+    input: r.input,
+    output: 'output' in overrides ? overrides.output : (r.output ?? null),
+    error: r.error ?? null,
+    metadata: r.metadata ?? null,
+    webhook: r.webhook?.url ?? null,
+    webhook_events_filter: r.webhook ? r.webhook.eventsFilter : null,
+    cancel_requested: r.cancelRequested,
+    attempts: r.attempts,
+    urls: { get: base, cancel: `${base}/cancel`, stream: `${base}/stream` },
   }
 }
