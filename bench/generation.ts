@@ -4,7 +4,8 @@
  * same onnxruntime-node, same model folder), in one process, greedy, same
  * prompts, same max_new_tokens.
  *
- *   npx tsx bench/generation.ts [--model <folder>] [--tokens 64] [--concurrency 16] [--requests 4] [--threads N]
+ *   npx tsx bench/generation.ts [--model <folder>] [--tokens 64] [--concurrency 16] [--requests 4]
+ *                               [--threads N] [--spin] [--rounds 3] [--skip-transformers]
  *
  * Model: models/prometheus-mini when it has weights (onnx/model.onnx), else a
  * random-weight 6-layer × 384-hidden Llama built with the models/ toolkit
@@ -13,10 +14,16 @@
  *   N concurrent: `--concurrency` prompts at once (aggregate tokens/s).
  * transformers.js gets the same: sequential generate() calls, then N
  * concurrent generate() calls (what a server without a batcher does).
- * Both count the tokens they actually produced (EOS can end a sequence early).
+ * Both count the tokens they actually produced (EOS can end a sequence early),
+ * and the greedy texts are compared (they should be identical).
+ *
+ * transformers.js runs twice: with its defaults (as a user would run it), and
+ * with the onnxruntime session options our engine sets (threads, no spinning):
+ * the second isolates what the engine itself adds. Each contender's best of
+ * `--rounds` interleaved runs is kept, as the CPU may be shared.
  */
 import { mkdtemp, readFile, stat } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { cpus, loadavg, tmpdir } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { publishModelFolder } from '../core/model-publish.js'
@@ -40,6 +47,7 @@ const { values: args } = parseArgs({
     requests: { type: 'string', default: '4' },
     threads: { type: 'string' },
     spin: { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '3' },
     'skip-transformers': { type: 'boolean', default: false },
   },
 })
@@ -47,6 +55,7 @@ const MAX_TOKENS = Number(args.tokens)
 const CONCURRENCY = Number(args.concurrency)
 const SEQUENTIAL = Number(args.requests)
 const THREADS = args.threads ? Number(args.threads) : undefined
+const ROUNDS = Number(args.rounds)
 
 const TEXT = [
   'The quick brown fox jumps over the lazy dog.',
@@ -214,6 +223,11 @@ async function main() {
     })
   }
   console.log(
+    `machine: ${cpus().length} CPUs, load average ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}; best of ${ROUNDS} interleaved rounds`,
+  )
+  console.log(
     `onnxruntime options: threads ${THREADS ?? 'default'}, spinning ${args.spin ? 'on' : 'off'} (ours and the control)`,
   )
 
@@ -221,15 +235,29 @@ async function main() {
   await oursRun(engine, prompts(2), true)
   for (const c of contenders) await transformersRun(c.model, c.tokenizer, prompts(2), true)
 
+  // Rounds interleave the contenders (in rotating order) and keep each one's best
+  // run, so a burst of load from other processes hurts no one in particular.
   const table: string[] = []
   for (const [label, ps, concurrent] of [
     ['1 request', prompts(SEQUENTIAL), false],
     [`${CONCURRENCY} concurrent`, prompts(CONCURRENCY), true],
   ] as const) {
-    const ours = await oursRun(engine, [...ps], concurrent)
+    const runners: Array<() => Promise<Run>> = [
+      () => oursRun(engine, [...ps], concurrent),
+      ...contenders.map((c) => () => transformersRun(c.model, c.tokenizer, [...ps], concurrent)),
+    ]
+    const best: Array<Run | null> = runners.map(() => null)
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let k = 0; k < runners.length; k++) {
+        const i = (k + round) % runners.length
+        const run = await runners[i]()
+        if (!best[i] || tps(run) > tps(best[i]!)) best[i] = run
+      }
+    }
+    const ours = best[0]!
     const cells = [`${tps(ours).toFixed(1)} (${ours.tokens} tok, ${ours.seconds.toFixed(2)} s)`]
-    for (const c of contenders) {
-      const theirs = await transformersRun(c.model, c.tokenizer, [...ps], concurrent)
+    contenders.forEach((c, j) => {
+      const theirs = best[j + 1]!
       const same = ours.texts.filter((t, i) => t === theirs.texts[i]).length
       console.log(
         `  ${label} vs ${c.label}: greedy outputs identical for ${same}/${ours.texts.length} prompts`,
@@ -238,7 +266,7 @@ async function main() {
         `${tps(theirs).toFixed(1)} (${theirs.tokens} tok, ${theirs.seconds.toFixed(2)} s)`,
         `**${(tps(ours) / tps(theirs)).toFixed(2)}x**`,
       )
-    }
+    })
     table.push(`| ${label} | ${cells.join(' | ')} |`)
   }
 
