@@ -23,7 +23,7 @@ import type {
 } from '../../core/protocol.js'
 import { Batcher, type BatchSequence } from './batcher.js'
 import { Decoder, type ExecutionProvider } from './decoder.js'
-import { contextLengthExceeded, invalidParameter } from './errors.js'
+import { contextLengthExceeded, generationCancelled, invalidParameter } from './errors.js'
 import { ModelCache } from './model-cache.js'
 import { createRng, type Rng, randomSeed } from './prng.js'
 import {
@@ -156,6 +156,7 @@ export class GenerationEngine {
       throw invalidParameter('prompt', 'prompt is required.')
     // Validates before a model loads: bad parameters fail fast.
     createLogitsProcessors(s, 0)
+    if (options.signal?.aborted) throw generationCancelled()
 
     const lease = await this.cache.acquire(input.model)
     try {
