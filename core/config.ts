@@ -86,6 +86,12 @@ export const configSchema = z.object({
   PGPT_RATE_LIMIT_TPM: int(1).default(1_000_000),
   PGPT_CACHE_TTL_S: int(0).default(3600),
   PGPT_MAX_BODY_BYTES: int(1024).default(1_048_576),
+  /**
+   * Where job records, API keys and usage live: `sqlite` (a file in PGPT_DATA_DIR, one host)
+   * or `object` (the ObjectStore of PGPT_STORE, shared by every edge and worker; needs
+   * conditional writes: S3, R2, MinIO, or the fs store).
+   */
+  PGPT_RECORDS: z.enum(['sqlite', 'object']).default('sqlite'),
 })
 
 export type Config = z.infer<typeof configSchema>

@@ -1,0 +1,4 @@
+export * from './autoscaling.js'
+export * from './names.js'
+export * from './queue.js'
+export * from './settings.js'
