@@ -34,6 +34,8 @@ export interface LoopOptions {
   evalEvery?: number
   /** Validation batches per evaluation; default all. */
   evalBatches?: number
+  /** Also evaluate before the first step (when starting at step 0). */
+  evalAtStart?: boolean
   checkpointDir?: string
   /** Save a checkpoint every N steps (and at the end, and on abort); default 0 = end only. */
   checkpointEvery?: number
@@ -76,6 +78,7 @@ export async function trainLoop(o: LoopOptions): Promise<LoopResult> {
     if (o.checkpointDir)
       await saveCheckpoint(o.checkpointDir, s.state(), { seed: o.seed, ...o.checkpointMeta })
   }
+  if (o.evalAtStart && s.stepsDone === 0 && o.data.valWindows.length) await evaluate()
   const started = performance.now()
   const firstStep = s.stepsDone
   let tokens = 0

@@ -140,7 +140,7 @@ describe('Llama train-step graph', () => {
     for (let i = 0; i < 8; i++) lrs.push((await s.run(batch)).lr)
     const cosine = (t: number) => 0.1 + 0.45 * (1 + Math.cos((Math.PI * (t - 2)) / 4))
     const expected = [0.5, 1, cosine(3), cosine(4), cosine(5), 0.1, 0.1, 0.1]
-    lrs.forEach((x, i) => expect(x).toBeCloseTo(expected[i], 5))
+    for (const [i, x] of lrs.entries()) expect(x).toBeCloseTo(expected[i], 5)
     await s.release()
   })
 })

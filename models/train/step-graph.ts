@@ -86,7 +86,7 @@ interface Forward {
   tensors: Map<string, Value>
 }
 
-function forward(spec: TrainGraphSpec, name: string): Forward {
+function forward(spec: Omit<TrainGraphSpec, 'optimizer'>, name: string): Forward {
   const g = new Graph(name)
   const tensors = new Map<string, Value>()
   for (const [n, dims] of spec.trainable) tensors.set(n, g.input(n, 'float32', dims))
@@ -101,12 +101,18 @@ function forward(spec: TrainGraphSpec, name: string): Forward {
   return { g, loss, count, tensors }
 }
 
-/** Builds the train-step and eval graphs for a fixed batch size and sequence length. */
-export async function buildTrainGraphs(spec: TrainGraphSpec): Promise<TrainGraphs> {
+/** Forward and loss only: outputs `loss` (mean over counted targets) and `tokens`. */
+export function buildEvalGraph(spec: Omit<TrainGraphSpec, 'optimizer'>): Uint8Array {
   const ev = forward(spec, 'eval_step')
   ev.g.output(ev.loss, 'loss')
   ev.g.output(ev.count, 'tokens')
   pruneDeadNodes(ev.g)
+  return serializeGraph(ev.g, { docString: 'PrometheusGPT eval step (forward, loss)' })
+}
+
+/** Builds the train-step and eval graphs for a fixed batch size and sequence length. */
+export async function buildTrainGraphs(spec: TrainGraphSpec): Promise<TrainGraphs> {
+  const evalBytes = buildEvalGraph(spec)
 
   const { g, loss, count, tensors } = forward(spec, 'train_step')
   const forwardNodes = g.nodes.length
@@ -152,7 +158,7 @@ export async function buildTrainGraphs(spec: TrainGraphSpec): Promise<TrainGraph
   pruneDeadNodes(g)
   return {
     train: serializeGraph(g, { docString: 'PrometheusGPT train step (forward, loss, backward, AdamW)' }),
-    eval: serializeGraph(ev.g, { docString: 'PrometheusGPT eval step (forward, loss)' }),
+    eval: evalBytes,
     stats: { forwardNodes, trainNodes: g.nodes.length },
   }
 }
