@@ -1,0 +1,161 @@
+/**
+ * Edge overhead with autocannon: how fast the edge answers a cached
+ * generation, and what authentication + rate limiting cost per request.
+ *
+ *   npx tsx bench/edge.ts [--seconds 5] [--connections 32] [--rounds 2]
+ *
+ * The server runs in a child process (this file with --serve): createApp on
+ * @hono/node-server over in-memory adapters, the echo worker test double
+ * answering the one cache-filling job. Workloads, each `--seconds` long, run
+ * in interleaved rounds (best kept, as the CPU may be shared):
+ *   health:  GET /health — no auth, no rate limit (the framework floor);
+ *   models:  GET /v1/models — API key (SHA-256 + lookup) + 2 GCRA decisions + catalog;
+ *   cached:  POST /v1/chat/completions, temperature 0 — key, limits, zod
+ *            validation, token count, canonical hash, cache HIT.
+ * Overhead per request is 1/rps(workload) − 1/rps(health) on the saturated,
+ * single-threaded server.
+ */
+import { fork } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { parseArgs } from 'node:util'
+
+/** The part of autocannon's API used here (it ships no types). */
+interface CannonOptions {
+  url: string
+  method?: string
+  headers?: Record<string, string>
+  body?: string
+  duration?: number
+  connections?: number
+}
+interface CannonResult {
+  requests: { average: number }
+  latency: { p50: number; p99: number }
+  errors: number
+  timeouts: number
+  non2xx: number
+}
+const autocannon = createRequire(import.meta.url)('autocannon') as (
+  o: CannonOptions,
+  cb: (err: Error | null, r: CannonResult) => void,
+) => unknown
+
+const CHAT = JSON.stringify({
+  model: 'echo-1',
+  messages: [{ role: 'user', content: 'the quick brown fox jumps over the lazy dog' }],
+  temperature: 0,
+  max_tokens: 16,
+})
+
+async function serve() {
+  const { parseConfig } = await import('../core/config.js')
+  const { manifestKey } = await import('../core/model-manifest.js')
+  const { startEdge } = await import('../edge/node.js')
+  const { createKey } = await import('../edge/keys.js')
+  const { makeTestEdge } = await import('../edge/testing/harness.js')
+  const { startEchoWorker } = await import('../test/helpers/echo-worker.js')
+  // The test harness' in-memory deps, served for real.
+  const t = await makeTestEdge({
+    worker: false,
+    env: { PGPT_RATE_LIMIT_RPM: '1000000000', PGPT_RATE_LIMIT_TPM: '1000000000' },
+  })
+  const config = parseConfig({
+    PGPT_LOG_LEVEL: 'silent',
+    PGPT_RATE_LIMIT_RPM: '1000000000',
+    PGPT_RATE_LIMIT_TPM: '1000000000',
+  })
+  const edge = await startEdge({ config, port: 0, hostname: '127.0.0.1', deps: { ...t.deps, config } })
+  await edge.deps.store.put(
+    manifestKey('echo-1'),
+    JSON.stringify({ id: 'echo-1', owner: null, created: 1, context_length: 2048, files: [] }),
+  )
+  const worker = startEchoWorker({ queue: edge.deps.queue, jobs: edge.deps.jobs, events: edge.deps.events })
+  const { secret } = await createKey(edge.deps.keys, { tenant: 'bench', name: 'bench', scopes: ['generate'] })
+  const headers = { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }
+  const first = await fetch(`${edge.url}/v1/chat/completions`, { method: 'POST', headers, body: CHAT })
+  const second = await fetch(`${edge.url}/v1/chat/completions`, { method: 'POST', headers, body: CHAT })
+  await first.text()
+  await second.text()
+  if (first.headers.get('x-cache') !== 'MISS' || second.headers.get('x-cache') !== 'HIT')
+    throw new Error('cache did not warm')
+  await worker.stop()
+  process.send?.({ url: edge.url, secret })
+}
+
+interface Result {
+  rps: number
+  p50: number
+  p99: number
+  errors: number
+  non2xx: number
+}
+
+function run(o: CannonOptions): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    autocannon(o, (err, r) => {
+      if (err) return reject(err)
+      resolve({
+        rps: r.requests.average,
+        p50: r.latency.p50,
+        p99: r.latency.p99,
+        errors: r.errors + r.timeouts,
+        non2xx: r.non2xx,
+      })
+    })
+  })
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '5' },
+      connections: { type: 'string', default: '32' },
+      rounds: { type: 'string', default: '2' },
+    },
+  })
+  const seconds = Number(values.seconds)
+  const connections = Number(values.connections)
+  const rounds = Number(values.rounds)
+  const child = fork(new URL(import.meta.url).pathname, ['--serve'], {
+    execArgv: ['--import', 'tsx'],
+    stdio: 'inherit',
+  })
+  const { url, secret } = await new Promise<{ url: string; secret: string }>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as { url: string; secret: string }))
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)))
+  })
+  const auth = { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }
+  const workloads: Record<string, CannonOptions> = {
+    health: { url: `${url}/health` },
+    models: { url: `${url}/v1/models`, headers: auth },
+    cached: { url: `${url}/v1/chat/completions`, method: 'POST', headers: auth, body: CHAT },
+  }
+  const best: Record<string, Result> = {}
+  for (let r = 0; r < rounds; r++) {
+    for (const [name, w] of Object.entries(workloads)) {
+      const res = await run({ ...w, duration: seconds, connections })
+      if (res.errors || res.non2xx)
+        throw new Error(`${name}: ${res.errors} errors, ${res.non2xx} non-2xx responses`)
+      if (!best[name] || res.rps > best[name].rps) best[name] = res
+    }
+  }
+  child.kill()
+  console.log(
+    `edge bench: ${seconds}s × ${rounds} rounds, ${connections} connections, Node ${process.version}`,
+  )
+  console.log('workload  req/s     p50 ms  p99 ms  µs/request  overhead vs health')
+  const floor = 1e6 / best.health!.rps
+  for (const [name, r] of Object.entries(best)) {
+    const us = 1e6 / r.rps
+    console.log(
+      `${name.padEnd(8)}  ${r.rps.toFixed(0).padStart(7)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${us.toFixed(1).padStart(10)}  ${name === 'health' ? '' : `+${(us - floor).toFixed(1)} µs`}`,
+    )
+  }
+  console.log(
+    `ratio health/models (auth + rate-limit cost): ${(best.health!.rps / best.models!.rps).toFixed(2)}×; ` +
+      `health/cached (full cache-hit path): ${(best.health!.rps / best.cached!.rps).toFixed(2)}×`,
+  )
+}
+
+if (process.argv.includes('--serve')) await serve()
+else await main()
