@@ -191,6 +191,38 @@ describe('validation and limits', () => {
     )
   })
 
+  it('400 for an empty or null body', async () => {
+    await edge()
+    await expectError(await post('/v1/chat/completions', t.keys.generate, ''), 400, 'invalid_json')
+    await expectError(await post('/v1/chat/completions', t.keys.generate, 'null'), 400, 'invalid_value', null)
+  })
+
+  it('names a missing field as missing and a wrong one as invalid', async () => {
+    await edge()
+    await expectError(
+      await post('/v1/completions', t.keys.generate, { prompt: 'x' }),
+      400,
+      'missing_required_parameter',
+      'model',
+    )
+    await expectError(
+      await post('/v1/completions', t.keys.generate, { model: 'echo-1', prompt: 'x', n: 1.5 }),
+      400,
+      'invalid_value',
+      'n',
+    )
+  })
+
+  it('415 for a body that is not JSON', async () => {
+    await edge()
+    const res = await t.app.request('/v1/completions', {
+      method: 'POST',
+      headers: { ...t.auth(t.keys.generate), 'content-type': 'text/plain' },
+      body: JSON.stringify({ model: 'echo-1', prompt: 'x' }),
+    })
+    await expectError(res, 415, 'unsupported_media_type')
+  })
+
   it('400 context_length_exceeded when prompt + max_tokens exceed the context', async () => {
     await edge()
     const long = 'word '.repeat(40) // 200 chars ≈ 50 tokens > 32

@@ -27,7 +27,7 @@ export function fromZod(error: ZodError, target: string): ApiError {
   return badRequest(
     message,
     param,
-    issue.code === 'invalid_type' && issue.input === undefined
+    issue.code === 'invalid_type' && /received undefined/.test(issue.message)
       ? 'missing_required_parameter'
       : 'invalid_value',
   )
@@ -36,11 +36,13 @@ export function fromZod(error: ZodError, target: string): ApiError {
 export const onError: ErrorHandler<AppEnv> = (err, c) => {
   let api: ApiError
   if (err instanceof HTTPException) {
-    const message =
-      err.status === 400 && /JSON/i.test(err.message)
-        ? 'We could not parse the JSON body of your request.'
-        : err.message || 'Bad request.'
-    api = new ApiError(err.status, message, { code: err.status === 400 ? 'invalid_json' : null })
+    if (err.status === 415)
+      api = new ApiError(415, 'Send the body as JSON with Content-Type: application/json.', {
+        code: 'unsupported_media_type',
+      })
+    else if (err.status === 400 && /JSON/i.test(err.message))
+      api = new ApiError(400, 'We could not parse the JSON body of your request.', { code: 'invalid_json' })
+    else api = new ApiError(err.status, err.message || 'Bad request.')
   } else api = toApiError(err)
   if (api.status >= 500) c.get('log')?.error({ err: api.cause ?? err }, 'request failed')
   for (const [k, v] of Object.entries(api.headers)) c.header(k, v)

@@ -1,0 +1,100 @@
+import { describe, expect, it } from 'vitest'
+import { type ModelManifest, manifestKey, modelPrefix } from '../core/model-manifest.js'
+import type { EdgeDeps } from './deps.js'
+import { prepareGeneration } from './generation/run.js'
+import { createModelCatalog, estimateTokens } from './model-catalog.js'
+import { manifest } from './testing/harness.js'
+import { MemoryObjectStore } from './testing/memory-object-store.js'
+
+const WORD_LEVEL = {
+  version: '1.0',
+  truncation: null,
+  padding: null,
+  added_tokens: [],
+  normalizer: null,
+  pre_tokenizer: { type: 'Whitespace' },
+  post_processor: null,
+  decoder: null,
+  model: { type: 'WordLevel', vocab: { '[UNK]': 0, a: 1, b: 2 }, unk_token: '[UNK]' },
+}
+
+async function publish(store: MemoryObjectStore, m: ModelManifest, tokenizer?: unknown) {
+  if (tokenizer !== undefined) {
+    await store.put(
+      modelPrefix(m.id) + 'tokenizer.json',
+      typeof tokenizer === 'string' ? tokenizer : JSON.stringify(tokenizer),
+    )
+    m.files.push({ path: 'tokenizer.json', size: 1, sha256: '0'.repeat(64) })
+  }
+  await store.put(manifestKey(m.id), JSON.stringify(m))
+}
+
+describe('model catalog', () => {
+  it('shows a tenant its own models and everyone’s, never another tenant’s', async () => {
+    const store = new MemoryObjectStore()
+    await publish(store, manifest('shared', null))
+    await publish(store, manifest('mine', 't1'))
+    await publish(store, manifest('theirs', 't2'))
+    const cat = createModelCatalog(store)
+    expect((await cat.list('t1')).map((m) => m.id)).toEqual(['mine', 'shared'])
+    expect((await cat.list('t2')).map((m) => m.id)).toEqual(['shared', 'theirs'])
+    expect(await cat.get('t1', 'theirs')).toBeNull()
+    expect((await cat.get('t2', 'theirs'))?.owner).toBe('t2')
+    expect(await cat.get('t1', 'missing')).toBeNull()
+  })
+
+  it('caches the listing for ttlMs, yet finds a model published meanwhile', async () => {
+    let now = 0
+    const store = new MemoryObjectStore()
+    await publish(store, manifest('one', null))
+    const cat = createModelCatalog(store, { ttlMs: 1000, now: () => now })
+    expect((await cat.list('t')).map((m) => m.id)).toEqual(['one'])
+    await publish(store, manifest('two', null))
+    expect((await cat.list('t')).map((m) => m.id)).toEqual(['one'])
+    expect((await cat.get('t', 'two'))?.id).toBe('two')
+    await store.delete(manifestKey('one'))
+    now = 1000
+    expect((await cat.list('t')).map((m) => m.id)).toEqual(['two'])
+  })
+
+  it('counts with the model’s tokenizer.json when published, else estimates ceil(chars/4)', async () => {
+    const store = new MemoryObjectStore()
+    await publish(store, manifest('tok', null), WORD_LEVEL)
+    await publish(store, manifest('plain', null))
+    const errors: string[] = []
+    await publish(store, manifest('broken', null), '{not json')
+    const cat = createModelCatalog(store, { onTokenizerError: (m) => errors.push(m) })
+    const tok = await cat.tokenCounter((await cat.get('t', 'tok'))!)
+    expect(tok.method).toBe('tokenizer')
+    expect(tok.count('a b a b zebra')).toBe(5)
+    const plain = await cat.tokenCounter((await cat.get('t', 'plain'))!)
+    expect(plain.method).toBe('estimate')
+    expect(plain.count('a b a b zebra')).toBe(estimateTokens('a b a b zebra'))
+    expect(estimateTokens('abcde')).toBe(2)
+    const broken = await cat.tokenCounter((await cat.get('t', 'broken'))!)
+    expect(broken.method).toBe('estimate')
+    expect(errors).toEqual(['broken'])
+  })
+
+  it('the context check uses the tokenizer count', async () => {
+    const store = new MemoryObjectStore()
+    await publish(store, manifest('tok8', null, 8), WORD_LEVEL)
+    const deps = { models: createModelCatalog(store) } as EdgeDeps
+    // 9 one-letter words: 9 tokens by the tokenizer (the estimate would say 5).
+    const r = {
+      endpoint: 'completions' as const,
+      model: 'tok8',
+      fields: {},
+      logprobs: null,
+      echo: false,
+      stream: false,
+    }
+    await expect(prepareGeneration(deps, 't', { ...r, prompt: 'a a a a a a a a a' })).rejects.toMatchObject({
+      status: 400,
+      code: 'context_length_exceeded',
+    })
+    const ok = await prepareGeneration(deps, 't', { ...r, prompt: 'a a a', maxTokens: 5 })
+    expect(ok.promptTokens).toBe(3)
+    expect(ok.tokenBudget).toBe(8)
+  })
+})
