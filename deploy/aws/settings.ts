@@ -13,6 +13,8 @@
  * | PGPT_DEPLOY_IDLE_MINUTES | 15 | minutes of empty queue before scaling to the minimum |
  * | PGPT_DEPLOY_WORKER_IMAGE | (the stage's ECR repository):latest | worker image URI |
  * | PGPT_DEPLOY_AMI_PARAMETER | ECS GPU AMI (Amazon Linux 2023) | SSM parameter holding the instance AMI id |
+ * | PGPT_DEPLOY_EDGE | lambda | where the edge runs: `lambda` (deployed here) or `cloudflare` (wrangler) |
+ * | PGPT_DEPLOY_EDGE_URL | (the Lambda URL) | the edge's URL the workers push events to; required with `cloudflare` |
  */
 import { DEFAULT_SCALING, type ScalingOptions } from './autoscaling.js'
 
@@ -41,6 +43,9 @@ export interface DeploySettings {
   scaling: ScalingOptions
   workerImage?: string
   amiParameter: string
+  edge: 'lambda' | 'cloudflare'
+  /** Set with edge `cloudflare`; with `lambda` the stack uses the function's URL. */
+  edgeUrl?: string
 }
 
 function intVar(
@@ -71,10 +76,20 @@ export function deploySettings(env: Record<string, string | undefined>): DeployS
   }
   if (scaling.maxWorkers < scaling.minWorkers)
     throw new Error('PGPT_DEPLOY_MAX_WORKERS: must be >= PGPT_DEPLOY_MIN_WORKERS')
+  const edge = env.PGPT_DEPLOY_EDGE || 'lambda'
+  if (edge !== 'lambda' && edge !== 'cloudflare')
+    throw new Error(`PGPT_DEPLOY_EDGE: must be lambda or cloudflare (got '${edge}')`)
+  const edgeUrl = env.PGPT_DEPLOY_EDGE_URL || undefined
+  if (edge === 'cloudflare' && !edgeUrl?.startsWith('https://'))
+    throw new Error(
+      'PGPT_DEPLOY_EDGE_URL: the https:// URL of the Workers edge is required with PGPT_DEPLOY_EDGE=cloudflare',
+    )
   return {
     instanceType: `${family}.${size}`,
     scaling,
     ...(env.PGPT_DEPLOY_WORKER_IMAGE ? { workerImage: env.PGPT_DEPLOY_WORKER_IMAGE } : {}),
     amiParameter: env.PGPT_DEPLOY_AMI_PARAMETER || DEFAULT_AMI_PARAMETER,
+    edge,
+    ...(edgeUrl ? { edgeUrl } : {}),
   }
 }

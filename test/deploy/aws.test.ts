@@ -152,6 +152,7 @@ describe('deploy settings', () => {
       instanceType: 'g5.xlarge',
       scaling: DEFAULT_SCALING,
       amiParameter: DEFAULT_AMI_PARAMETER,
+      edge: 'lambda',
     })
   })
 
@@ -167,6 +168,12 @@ describe('deploy settings', () => {
     expect(s.instanceType).toBe('g6e.12xlarge')
     expect(s.scaling).toEqual({ minWorkers: 1, maxWorkers: 10, messagesPerWorker: 8, idleMinutes: 5 })
     expect(s.workerImage).toMatch(/pgpt-worker:abc$/)
+    expect(
+      deploySettings({ PGPT_DEPLOY_EDGE: 'cloudflare', PGPT_DEPLOY_EDGE_URL: 'https://api.example.com' }),
+    ).toMatchObject({
+      edge: 'cloudflare',
+      edgeUrl: 'https://api.example.com',
+    })
   })
 
   it.each([
@@ -175,6 +182,8 @@ describe('deploy settings', () => {
     [{ PGPT_DEPLOY_GPU_SIZE: 'huge' }, /PGPT_DEPLOY_GPU_SIZE/],
     [{ PGPT_DEPLOY_MAX_WORKERS: 'two' }, /PGPT_DEPLOY_MAX_WORKERS/],
     [{ PGPT_DEPLOY_MIN_WORKERS: '3', PGPT_DEPLOY_MAX_WORKERS: '2' }, /PGPT_DEPLOY_MAX_WORKERS/],
+    [{ PGPT_DEPLOY_EDGE: 'fly' }, /PGPT_DEPLOY_EDGE/],
+    [{ PGPT_DEPLOY_EDGE: 'cloudflare' }, /PGPT_DEPLOY_EDGE_URL/],
   ])('refuses %j naming the variable', (env, err) => {
     expect(() => deploySettings(env)).toThrow(err)
   })
