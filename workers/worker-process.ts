@@ -78,13 +78,21 @@ export function openQueue(config: Config): QueueWithDeadLetter {
   })
 }
 
-function openEvents(config: Config): Events & { close?(): Promise<void> } {
+function openEvents(config: Config, logger: Logger): Events & { close?(): Promise<void> } {
   if (config.PGPT_EDGE_URL) {
     if (!config.PGPT_INTERNAL_TOKEN)
       throw new ConfigError([
         { variable: 'PGPT_INTERNAL_TOKEN', message: 'required when PGPT_EDGE_URL is set' },
       ])
-    return new HttpEvents({ edgeUrl: config.PGPT_EDGE_URL, token: config.PGPT_INTERNAL_TOKEN })
+    return new HttpEvents({
+      edgeUrl: config.PGPT_EDGE_URL,
+      token: config.PGPT_INTERNAL_TOKEN,
+      onError: (err, events) =>
+        logger.warn(
+          { err, jobId: events[0]?.jobId, count: events.length },
+          'events not delivered to the edge',
+        ),
+    })
   }
   return new MemoryEvents()
 }
@@ -123,7 +131,7 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
   if (config.PGPT_PROFILE !== 'local')
     logger.warn('job records: only the SQLite job store exists so far; using it in PGPT_DATA_DIR')
   const jobs: JobStore = new SqliteJobStore({ file: localDbFile(config) })
-  const events = openEvents(config)
+  const events = openEvents(config, logger)
   const deliveryLog = new DeliveryLog({ file: localDbFile(config) })
   const dispatcher = new WebhookDispatcher({
     log: deliveryLog,

@@ -44,13 +44,17 @@ const ev = (seq: number, type: JobEvent['type'] = 'token'): JobEvent => ({
   at: 1,
 })
 
+async function waitForErrors(list: unknown[]) {
+  for (let i = 0; i < 100 && list.length === 0; i++) await new Promise((r) => setTimeout(r, 10))
+}
+
 describe('HttpEvents', () => {
   let edge: Edge
   afterEach(async () => edge?.close())
 
   it('batches events published within the window into one authorized POST, in order', async () => {
     edge = await startEdge()
-    const events = new HttpEvents({ edgeUrl: edge.url, token: TOKEN, batchWindowMs: 20 })
+    const events = new HttpEvents({ edgeUrl: edge.url, token: TOKEN, batchWindowMs: 20, awaitAll: true })
     await Promise.all([1, 2, 3, 4].map((s) => events.publish(ev(s))))
     await events.publish(ev(5, 'completed'))
     expect(edge.requests).toHaveLength(2)
@@ -61,7 +65,13 @@ describe('HttpEvents', () => {
 
   it('splits at maxBatch', async () => {
     edge = await startEdge()
-    const events = new HttpEvents({ edgeUrl: `${edge.url}/`, token: TOKEN, maxBatch: 2, batchWindowMs: 50 })
+    const events = new HttpEvents({
+      edgeUrl: `${edge.url}/`,
+      token: TOKEN,
+      maxBatch: 2,
+      batchWindowMs: 50,
+      awaitAll: true,
+    })
     await Promise.all([1, 2, 3, 4, 5].map((s) => events.publish(ev(s))))
     expect(edge.requests.map((r) => r.events.map((e) => e.seq))).toEqual([[1, 2], [3, 4], [5]])
   })
@@ -70,7 +80,7 @@ describe('HttpEvents', () => {
     edge = await startEdge()
     edge.status = (n) => [503, 429, 200][n] ?? 200
     const events = new HttpEvents({ edgeUrl: edge.url, token: TOKEN, retryBaseMs: 5 })
-    await events.publish(ev(1))
+    await events.publish(ev(1, 'completed'))
     expect(edge.requests).toHaveLength(3)
     expect(edge.requests.every((r) => r.events[0].seq === 1)).toBe(true)
   })
@@ -78,12 +88,48 @@ describe('HttpEvents', () => {
   it('fails at once on a wrong token (no retry) and after the retries on a dead edge', async () => {
     edge = await startEdge()
     const wrong = new HttpEvents({ edgeUrl: edge.url, token: 'not-the-right-token-xx', retryBaseMs: 5 })
-    await expect(wrong.publish(ev(1))).rejects.toThrow(/answered 401/)
+    await expect(wrong.publish(ev(1, 'failed'))).rejects.toThrow(/answered 401/)
     expect(edge.requests).toHaveLength(1)
     const url = edge.url
     await edge.close()
     const dead = new HttpEvents({ edgeUrl: url, token: TOKEN, retries: 2, retryBaseMs: 5 })
-    await expect(dead.publish(ev(1))).rejects.toThrow(/failed/)
+    await expect(dead.publish(ev(1, 'canceled'))).rejects.toThrow(/failed/)
+  })
+
+  it('token events do not wait for the network; a terminal event waits for everything before it', async () => {
+    edge = await startEdge()
+    edge.status = (n) => (n === 0 ? 503 : 200) // the first batch needs a retry
+    const errors: unknown[] = []
+    const events = new HttpEvents({
+      edgeUrl: edge.url,
+      token: TOKEN,
+      retryBaseMs: 100,
+      onError: (e) => errors.push(e),
+    })
+    const t0 = Date.now()
+    await events.publish(ev(1))
+    await events.publish(ev(2))
+    expect(Date.now() - t0).toBeLessThan(20)
+    expect(edge.requests).toHaveLength(0)
+    await events.publish(ev(3, 'completed'))
+    const delivered = edge.requests.filter((_, i) => i > 0).flatMap((r) => r.events.map((e) => e.seq))
+    expect(delivered).toEqual([1, 2, 3])
+    expect(errors).toEqual([])
+  })
+
+  it('reports failures of events it did not wait for to onError', async () => {
+    edge = await startEdge()
+    const errors: Array<{ err: unknown; seqs: number[] }> = []
+    const events = new HttpEvents({
+      edgeUrl: edge.url,
+      token: 'wrong-token-0123456789',
+      onError: (err, evs) => errors.push({ err, seqs: evs.map((e) => e.seq) }),
+    })
+    await events.publish(ev(1))
+    await events.flush()
+    await waitForErrors(errors)
+    expect(errors[0].seqs).toEqual([1])
+    expect(String(errors[0].err)).toMatch(/401/)
   })
 
   it('refuses to subscribe, and bad options', () => {

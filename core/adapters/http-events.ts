@@ -5,11 +5,17 @@
  * Events that arrive within `batchWindowMs` go out in one request; requests are
  * sent one at a time so the edge sees events in publish order. Network errors,
  * 5xx and 429 are retried with exponential backoff; other statuses (401: a
- * wrong token) fail at once. `publish` resolves when its event was accepted.
+ * wrong token) fail at once.
+ *
+ * `publish` of a terminal event (completed, failed, canceled) resolves when the
+ * edge accepted it and everything before it; other events (tokens, progress)
+ * resolve as soon as they are queued, so a generating job never waits on the
+ * network per token; their failures go to `onError`. When more than
+ * `maxBuffered` events wait, every publish waits (backpressure).
  *
  * Publish-only: a worker process has no subscribers, so `subscribe` throws.
  */
-import type { Events, JobEvent } from '../ports/events.js'
+import { type Events, type JobEvent, TERMINAL_EVENT_TYPES } from '../ports/events.js'
 import { createError } from './adapter-error.js'
 
 export const HTTP_EVENTS = 'http-events'
@@ -29,6 +35,12 @@ export interface HttpEventsOptions {
   retryBaseMs?: number
   /** Per request, ms. Default 5 000. */
   timeoutMs?: number
+  /** Undelivered events above which every publish waits for delivery. Default 10 000. */
+  maxBuffered?: number
+  /** Wait for delivery of every event, not only terminal ones. Default false. */
+  awaitAll?: boolean
+  /** Failures of events whose publish did not wait (tokens, progress). Default: ignored. */
+  onError?: (err: unknown, events: JobEvent[]) => void
   fetch?: typeof fetch
 }
 
@@ -41,12 +53,14 @@ interface Pending {
 export class HttpEvents implements Events {
   readonly name = 'http'
   private readonly url: string
-  private readonly o: Required<Omit<HttpEventsOptions, 'edgeUrl' | 'token' | 'fetch'>>
+  private readonly o: Required<Omit<HttpEventsOptions, 'edgeUrl' | 'token' | 'fetch' | 'onError'>>
   private readonly fetchFn: typeof fetch
   private pending: Pending[] = []
   private timer: NodeJS.Timeout | undefined
   /** The chain of requests, so batches go out in order. */
   private sending: Promise<void> = Promise.resolve()
+  /** Events published and not yet delivered or failed. */
+  private buffered = 0
 
   constructor(private readonly options: HttpEventsOptions) {
     let base: URL
@@ -64,6 +78,8 @@ export class HttpEvents implements Events {
       retries: options.retries ?? 3,
       retryBaseMs: options.retryBaseMs ?? 100,
       timeoutMs: options.timeoutMs ?? 5_000,
+      maxBuffered: options.maxBuffered ?? 10_000,
+      awaitAll: options.awaitAll ?? false,
     }
     if (this.o.maxBatch < 1 || this.o.maxBatch > 10_000)
       throw createError(HTTP_EVENTS, 'maxBatch must be 1-10000')
@@ -71,11 +87,18 @@ export class HttpEvents implements Events {
   }
 
   publish(event: JobEvent): Promise<void> {
-    return new Promise((resolve, reject) => {
+    this.buffered++
+    const delivered = new Promise<void>((resolve, reject) => {
       this.pending.push({ event, resolve, reject })
       if (this.pending.length >= this.o.maxBatch) this.flushNow()
       else this.timer ??= setTimeout(() => this.flushNow(), this.o.batchWindowMs)
+    }).finally(() => {
+      this.buffered--
     })
+    if (this.o.awaitAll || TERMINAL_EVENT_TYPES.includes(event.type) || this.buffered > this.o.maxBuffered)
+      return delivered
+    delivered.catch((err) => this.options.onError?.(err, [event]))
+    return Promise.resolve()
   }
 
   subscribe(): AsyncIterable<JobEvent> {

@@ -62,7 +62,6 @@ export class Batcher {
   private readonly waiting: Request[] = []
   private rows: Row[] = []
   private kv: KvCache | null = null
-  private wake: (() => void) | null = null
   private running = false
   private closed = false
   private maxSeen = 0
@@ -148,11 +147,6 @@ export class Batcher {
   }
 
   private kick(): void {
-    if (this.wake) {
-      const w = this.wake
-      this.wake = null
-      w()
-    }
     if (!this.running && !this.closed) {
       this.running = true
       void this.loop().finally(() => {
