@@ -18,7 +18,7 @@ import { type LlamaConfig, parseConfig } from '../config.js'
 import { parameterCount } from '../llama/weights.js'
 import { createTokenizer, readTokenizerFiles } from '../tokenizer/tokenizer.js'
 import { unigramEntropy } from '../train/data.js'
-import { exportModelFolder } from '../train/export.js'
+import { writeTrainedModel } from '../train/export.js'
 import { readMetrics } from '../train/loop.js'
 import { writeLossCurve } from '../train/plot.js'
 import { progressBar } from '../train/progress.js'
@@ -121,7 +121,7 @@ console.log(
 )
 
 // Samples from the exported ONNX (the graph the server runs).
-await exportModelFolder(a.out, {
+await writeTrainedModel(a.out, {
   config,
   weights: r.weights,
   tokenizerForIds: tokFiles,

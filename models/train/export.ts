@@ -25,7 +25,7 @@ export interface ExportFolderOptions {
   weightsDtype?: SafeDType
 }
 
-export async function exportModelFolder(dir: string, o: ExportFolderOptions): Promise<void> {
+export async function writeTrainedModel(dir: string, o: ExportFolderOptions): Promise<void> {
   checkWeights(o.weights, o.config)
   await mkdir(join(dir, 'onnx'), { recursive: true })
   await saveConfig(join(dir, FILES.config), o.config)

@@ -3,7 +3,8 @@
  * evaluate, checkpoint — that stops cleanly on an abort signal (after
  * saving a checkpoint). Metrics go to a JSONL file, one object per line.
  */
-import { appendFile, readFile, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { saveCheckpoint } from './checkpoint.js'
 import { BatchSchedule, type Dataset, makeBatch, valBatches } from './data.js'
 import type { StepMetrics, TrainSession } from './session.js'
@@ -59,7 +60,10 @@ export async function trainLoop(o: LoopOptions): Promise<LoopResult> {
   const schedule = new BatchSchedule(o.data.trainWindows, s.batch, o.seed)
   const history: StepMetrics[] = []
   const evals: EvalReport[] = []
-  if (o.metricsPath) await truncateMetrics(o.metricsPath, s.stepsDone)
+  if (o.metricsPath) {
+    await mkdir(dirname(o.metricsPath), { recursive: true })
+    await truncateMetrics(o.metricsPath, s.stepsDone)
+  }
   const log = (x: object) => (o.metricsPath ? appendFile(o.metricsPath, `${JSON.stringify(x)}\n`) : undefined)
   const evaluate = async () => {
     const r = await s.evaluate(valBatches(o.data, s.batch, o.evalBatches))

@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { randomWeights } from '../llama/weights.js'
 import { pack, splitDataset, tokenizeRecord } from './data.js'
 import { evaluateWeights } from './eval.js'
-import { exportModelFolder } from './export.js'
+import { writeTrainedModel } from './export.js'
 import { capitalsJsonl, miniTokenizer, tinyConfig } from './fixtures.js'
 import { adapterNames, initLora, loadAdapter, loraShapes, mergeLora, trainLora } from './lora.js'
 
@@ -32,7 +32,7 @@ describe('LoRA', () => {
     const c = tinyConfig(tok)
     const base = randomWeights(c, { seed: 11, std: 0.3 })
     const baseDir = join(dir, 'base')
-    await exportModelFolder(baseDir, { config: c, weights: base, tokenizer: files, card: '# base\n' })
+    await writeTrainedModel(baseDir, { config: c, weights: base, tokenizer: files, card: '# base\n' })
     const before = await sha(join(baseDir, 'model.safetensors'))
     const copy = new Map([...base].map(([n, t]) => [n, Float32Array.from(t.data)]))
     await writeFile(join(dir, 'capitals.jsonl'), capitalsJsonl(160, 5))

@@ -58,6 +58,9 @@ function pick(logits: Float32Array, temperature: number, topK: number, rand: () 
   const max = logits[top[0]]
   const weights = top.map((i) => Math.exp((logits[i] - max) / temperature))
   let r = rand() * weights.reduce((a, b) => a + b, 0)
-  for (let i = 0; i < top.length; i++) if ((r -= weights[i]) <= 0) return top[i]
+  for (let i = 0; i < top.length; i++) {
+    r -= weights[i]
+    if (r <= 0) return top[i]
+  }
   return top[top.length - 1]
 }
