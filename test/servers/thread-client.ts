@@ -19,7 +19,9 @@ import { Worker } from 'node:worker_threads'
 
 /** tsx's loader API: the thread imports the adapter's TypeScript source. */
 const TSX_API = pathToFileURL(
-  createRequire(import.meta.url).resolve('tsx/esm/api').replace(/index\.cjs$/, 'index.mjs'),
+  createRequire(import.meta.url)
+    .resolve('tsx/esm/api')
+    .replace(/index\.cjs$/, 'index.mjs'),
 ).href
 
 type Shape = { [key: string]: { fn: true } | { value: unknown } | { object: Shape } }
