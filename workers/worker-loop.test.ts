@@ -1,5 +1,10 @@
-import { describe, expect, it } from 'vitest'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { openLocalQueue } from '../core/adapters/local-queue.js'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
+import { SqliteJobStore } from '../core/adapters/sqlite-job-store.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
 import type { JobEvent } from '../core/ports/events.js'
@@ -8,7 +13,8 @@ import { drainDeadLetter } from './dead-letter.js'
 import { PermanentError } from './errors.js'
 import { testHandlers } from './testing/handlers.js'
 import { MemoryJobStore } from './testing/memory-job-store.js'
-import { type MemoryQueue, memoryQueueWithDeadLetter } from './testing/memory-queue.js'
+import { memoryQueueWithDeadLetter } from './testing/memory-queue.js'
+import { RecordingQueue } from './testing/recording-queue.js'
 import { type JobHandler, type RunWorkerOptions, runWorker } from './worker-loop.js'
 
 async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5000): Promise<NonNullable<T>> {
@@ -21,9 +27,35 @@ async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5000): Promise<N
   }
 }
 
-function setup(over: Partial<RunWorkerOptions> = {}, maxReceiveCount = 3) {
-  const { queue, deadLetter } = memoryQueueWithDeadLetter(2, maxReceiveCount)
-  const jobs = new MemoryJobStore()
+type Adapters = 'memory' | 'sqlite'
+const cleanups: Array<() => Promise<void> | void> = []
+
+/** The in-memory queue and job store, or the real local SQLite ones in a fresh file. */
+function adapters(kind: Adapters, maxReceiveCount: number) {
+  if (kind === 'memory')
+    return { ...memoryQueueWithDeadLetter(2, maxReceiveCount), jobs: new MemoryJobStore() }
+  const dir = mkdtempSync(join(tmpdir(), 'pgpt-loop-'))
+  const file = join(dir, 'pgpt.db')
+  const pair = openLocalQueue({
+    file,
+    name: 'jobs',
+    visibilityTimeoutSeconds: 2,
+    maxReceiveCount,
+    pollIntervalMs: 10,
+  })
+  const jobs = new SqliteJobStore({ file })
+  cleanups.push(async () => {
+    await pair.queue.close?.()
+    await jobs.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return { ...pair, jobs }
+}
+
+function setupWith(kind: Adapters, over: Partial<RunWorkerOptions> = {}, maxReceiveCount = 3) {
+  const made = adapters(kind, maxReceiveCount)
+  const queue = new RecordingQueue(made.queue)
+  const { deadLetter, jobs } = made
   const events = new MemoryEvents()
   const seen: Array<{ job: JobRecord; event: JobEvent }> = []
   const lines: Array<Record<string, unknown>> = []
@@ -71,14 +103,18 @@ function setup(over: Partial<RunWorkerOptions> = {}, maxReceiveCount = 3) {
     await queue.send(JSON.stringify({ jobId: job.id, kind, requestId: job.requestId }))
     return job
   }
+  const empty = async () => {
+    const st = await queue.stats()
+    return st.visible + st.inFlight + st.delayed === 0
+  }
   const settled = (id: string) =>
     waitFor(async () => {
       const j = await jobs.getById(id)
       return j && ['succeeded', 'failed', 'canceled'].includes(j.state) ? j : null
     })
   return {
-    queue: queue as MemoryQueue,
-    deadLetter: deadLetter as MemoryQueue,
+    queue,
+    deadLetter,
     jobs,
     events,
     seen,
@@ -89,10 +125,18 @@ function setup(over: Partial<RunWorkerOptions> = {}, maxReceiveCount = 3) {
     stop,
     enqueue,
     settled,
+    empty,
   }
 }
 
-describe('runWorker', () => {
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c()
+})
+
+describe.each(['memory', 'sqlite'] as const)('runWorker over the %s queue and job store', (kind) => {
+  const setup = (over: Partial<RunWorkerOptions> = {}, maxReceiveCount = 3) =>
+    setupWith(kind, over, maxReceiveCount)
+
   it('rejects bad options naming the rule', async () => {
     const s = setup({ concurrency: 0 })
     await expect(runWorker(s.opts)).rejects.toThrow(/concurrency must be an integer >= 1/)
@@ -108,7 +152,7 @@ describe('runWorker', () => {
     expect(done.state).toBe('succeeded')
     expect(done.output).toEqual({ text: 'hi' })
     expect(done.attempts).toBe(1)
-    await waitFor(() => s.queue.messages.size === 0)
+    await waitFor(s.empty)
     const evs = s.seen.filter((x) => x.event.jobId === job.id).map((x) => [x.event.seq, x.event.type])
     expect(evs).toEqual([
       [1, 'start'],
@@ -139,7 +183,7 @@ describe('runWorker', () => {
     const job = await s.enqueue('x', {})
     await s.jobs.transition(job.id, 'canceled')
     s.start()
-    await waitFor(() => s.queue.messages.size === 0)
+    await waitFor(s.empty)
     await s.stop()
     expect(ran).toBe(false)
     expect((await s.jobs.getById(job.id))?.state).toBe('canceled')
@@ -165,7 +209,7 @@ describe('runWorker', () => {
     expect(done.state).toBe('failed')
     expect(done.error).toEqual({ message: 'bad model', code: 'test_permanent' })
     expect(done.attempts).toBe(1)
-    expect(s.queue.messages.size).toBe(0)
+    expect(await s.empty()).toBe(true)
     expect(s.seen.find((x) => x.event.type === 'failed')?.event.data).toEqual(done.error)
   })
 
@@ -206,7 +250,7 @@ describe('runWorker', () => {
       code: 'test_transient',
       message: 'GPU out of memory (gave up after 3 deliveries)',
     })
-    expect(s.queue.messages.size).toBe(0)
+    expect(await s.empty()).toBe(true)
   })
 
   it('cancels a running job when cancel is requested', async () => {
@@ -220,7 +264,7 @@ describe('runWorker', () => {
     expect(Date.now() - t0).toBeLessThan(1000)
     await s.stop()
     expect(done.state).toBe('canceled')
-    expect(s.queue.messages.size).toBe(0)
+    expect(await s.empty()).toBe(true)
     expect(s.seen.at(-1)?.event.type).toBe('canceled')
   })
 
@@ -279,7 +323,7 @@ describe('runWorker', () => {
     await waitFor(async () => (await s.jobs.getById(job.id))?.state === 'running')
     await s.stop()
     expect((await s.jobs.getById(job.id))?.state).toBe('succeeded')
-    expect(s.queue.messages.size).toBe(0)
+    expect(await s.empty()).toBe(true)
   })
 
   it('on shutdown past the grace period aborts, requeues the job and releases its message', async () => {
