@@ -22,6 +22,8 @@ const make = (conditionalPut: boolean) => async () => {
       credentials: server.credentials,
       prefix,
       conditionalPut,
+      // The smallest part S3 allows, so the contract's 5 MiB streams go multipart.
+      partSizeBytes: 5 * 1024 * 1024,
     })
   return { store: await open(), connect: open }
 }

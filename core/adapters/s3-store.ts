@@ -16,8 +16,11 @@
  * Listing uses ListObjectsV2 (key order); the cursor is S3's opaque
  * ContinuationToken.
  *
- * ETags are returned without S3's quotes. A ReadableStream body is buffered
- * before the PutObject (one request, up to S3's 5 GiB single-put limit).
+ * ETags are returned without S3's quotes. A string or byte body is one
+ * PutObject. A ReadableStream body is read one part at a time: if it ends
+ * within the first part it is one PutObject, otherwise a multipart upload
+ * (parts of `partSizeBytes`, the conditions on CompleteMultipartUpload, as S3
+ * supports; aborted on any error), so memory stays at one part.
  * `@aws-sdk/client-s3` is imported on first use. References: unstorage
  * `src/drivers/s3.ts`.
  */
@@ -48,7 +51,11 @@ export interface S3ObjectStoreOptions {
   prefix?: string
   /** Whether the backend enforces If-None-Match/If-Match. Default true (AWS S3). */
   conditionalPut?: boolean
+  /** Part size of multipart uploads of streamed bodies, in bytes (S3: at least 5 MiB). Default 8 MiB. */
+  partSizeBytes?: number
 }
+
+const MIN_PART = 5 * 1024 * 1024
 
 type Sdk = typeof import('@aws-sdk/client-s3')
 
@@ -63,12 +70,21 @@ const isNotFound = (err: unknown) => {
   return name === 'NoSuchKey' || name === 'NotFound' || statusOf(err) === 404
 }
 
-async function toBytes(body: Body): Promise<Uint8Array> {
-  if (typeof body === 'string') return Buffer.from(body, 'utf8')
-  if (body instanceof Uint8Array) return body
-  const chunks: Uint8Array[] = []
-  for await (const c of body as unknown as AsyncIterable<Uint8Array>) chunks.push(c)
-  return Buffer.concat(chunks)
+/** Reads a stream in parts of `size` bytes (the last one shorter). */
+async function* parts(stream: ReadableStream<Uint8Array>, size: number): AsyncGenerator<Buffer> {
+  let chunks: Uint8Array[] = []
+  let have = 0
+  for await (const c of stream as unknown as AsyncIterable<Uint8Array>) {
+    chunks.push(c)
+    have += c.byteLength
+    while (have >= size) {
+      const all = Buffer.concat(chunks)
+      yield all.subarray(0, size)
+      chunks = [all.subarray(size)]
+      have -= size
+    }
+  }
+  if (have > 0 || chunks.length === 0) yield Buffer.concat(chunks)
 }
 
 export class S3ObjectStore implements ObjectStore {
@@ -76,6 +92,7 @@ export class S3ObjectStore implements ObjectStore {
   readonly supportsConditionalPut: boolean
   private readonly options: S3ObjectStoreOptions
   private readonly prefix: string
+  private readonly partSize: number
   private client: Promise<{ sdk: Sdk; client: S3Client }> | undefined
 
   constructor(options: S3ObjectStoreOptions) {
@@ -84,6 +101,9 @@ export class S3ObjectStore implements ObjectStore {
     this.options = options
     this.prefix = options.prefix ?? ''
     this.supportsConditionalPut = options.conditionalPut ?? true
+    this.partSize = options.partSizeBytes ?? 8 * 1024 * 1024
+    if (!Number.isInteger(this.partSize) || this.partSize < MIN_PART)
+      throw createError(S3_STORE, `partSizeBytes must be an integer >= ${MIN_PART}`)
   }
 
   /** The SDK and its client, loaded on first use. */
@@ -164,22 +184,23 @@ export class S3ObjectStore implements ObjectStore {
         `put '${key}': conditional puts are disabled for this backend (conditionalPut: false)`,
       )
     const Key = this.keyOf(key)
-    const bytes = await toBytes(body)
-    const { sdk, client } = await this.sdk()
+    const conditions = {
+      IfNoneMatch: options.ifNoneMatch,
+      IfMatch: options.ifMatch === undefined ? undefined : `"${unquote(options.ifMatch)}"`,
+    }
     try {
-      const out = await client.send(
-        new sdk.PutObjectCommand({
-          Bucket: this.options.bucket,
-          Key,
-          Body: bytes,
-          ContentLength: bytes.byteLength,
-          ContentType: options.contentType,
-          Metadata: options.metadata,
-          IfNoneMatch: options.ifNoneMatch,
-          IfMatch: options.ifMatch === undefined ? undefined : `"${unquote(options.ifMatch)}"`,
-        }),
-      )
-      return { etag: unquote(out.ETag) }
+      if (typeof body === 'string' || body instanceof Uint8Array) {
+        const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body
+        return await this.putOnce(Key, bytes, options, conditions)
+      }
+      const it = parts(body, this.partSize)
+      const first = await it.next()
+      const firstPart = first.done ? Buffer.alloc(0) : first.value
+      if (firstPart.length < this.partSize) {
+        await it.return(undefined)
+        return await this.putOnce(Key, firstPart, options, conditions)
+      }
+      return await this.putMultipart(Key, firstPart, it, options, conditions)
     } catch (err) {
       const status = statusOf(err)
       // 412: the condition failed; 409: a concurrent conditional write won; 404: If-Match on a missing key.
@@ -189,6 +210,79 @@ export class S3ObjectStore implements ObjectStore {
       )
         throw new PreconditionFailedError(key)
       throw createError(S3_STORE, `put '${key}' failed`, { cause: err })
+    }
+  }
+
+  private async putOnce(
+    Key: string,
+    bytes: Uint8Array,
+    options: PutOptions,
+    conditions: { IfNoneMatch?: string; IfMatch?: string },
+  ): Promise<{ etag: string }> {
+    const { sdk, client } = await this.sdk()
+    const out = await client.send(
+      new sdk.PutObjectCommand({
+        Bucket: this.options.bucket,
+        Key,
+        Body: bytes,
+        ContentLength: bytes.byteLength,
+        ContentType: options.contentType,
+        Metadata: options.metadata,
+        ...conditions,
+      }),
+    )
+    return { etag: unquote(out.ETag) }
+  }
+
+  private async putMultipart(
+    Key: string,
+    firstPart: Buffer,
+    rest: AsyncGenerator<Buffer>,
+    options: PutOptions,
+    conditions: { IfNoneMatch?: string; IfMatch?: string },
+  ): Promise<{ etag: string }> {
+    const { sdk, client } = await this.sdk()
+    const Bucket = this.options.bucket
+    const { UploadId } = await client.send(
+      new sdk.CreateMultipartUploadCommand({
+        Bucket,
+        Key,
+        ContentType: options.contentType,
+        Metadata: options.metadata,
+      }),
+    )
+    if (!UploadId) throw createError(S3_STORE, `CreateMultipartUpload '${Key}' returned no UploadId`)
+    try {
+      const done: Array<{ PartNumber: number; ETag: string }> = []
+      const upload = async (part: Buffer) => {
+        const PartNumber = done.length + 1
+        const out = await client.send(
+          new sdk.UploadPartCommand({
+            Bucket,
+            Key,
+            UploadId,
+            PartNumber,
+            Body: part,
+            ContentLength: part.length,
+          }),
+        )
+        done.push({ PartNumber, ETag: out.ETag ?? '' })
+      }
+      await upload(firstPart)
+      for await (const part of rest) if (part.length > 0) await upload(part)
+      const out = await client.send(
+        new sdk.CompleteMultipartUploadCommand({
+          Bucket,
+          Key,
+          UploadId,
+          MultipartUpload: { Parts: done },
+          ...conditions,
+        }),
+      )
+      return { etag: unquote(out.ETag) }
+    } catch (err) {
+      await client.send(new sdk.AbortMultipartUploadCommand({ Bucket, Key, UploadId })).catch(() => {})
+      throw err
     }
   }
 

@@ -155,6 +155,31 @@ export function testObjectStore({ name, make }: ObjectStoreContractOptions) {
       expect(Buffer.from((await store.get('models/big.bin'))!).equals(Buffer.from(big))).toBe(true)
     })
 
+    it('streams a large object in under a condition', async () => {
+      const { store } = await setup()
+      const v1 = bytesOf(5 * 1024 * 1024 + 7, 1)
+      const v2 = bytesOf(5 * 1024 * 1024 + 9, 2)
+      const { etag } = await store.put('models/cas.bin', streamOf(v1))
+      if (!store.supportsConditionalPut) {
+        await expect(store.put('models/cas.bin', streamOf(v2), { ifMatch: etag })).rejects.toThrow()
+        expect((await store.head('models/cas.bin'))?.size).toBe(v1.length)
+        return
+      }
+      const exists = await store
+        .put('models/cas.bin', streamOf(v2), { ifNoneMatch: '*' })
+        .catch((e: unknown) => e)
+      expect(exists).toBeInstanceOf(PreconditionFailedError)
+      expect((await store.head('models/cas.bin'))?.etag).toBe(etag)
+      const swapped = await store.put('models/cas.bin', streamOf(v2), { ifMatch: etag })
+      expect(swapped.etag).not.toBe(etag)
+      const got = await readAll((await store.getStream('models/cas.bin'))!)
+      expect(got.bytes.equals(Buffer.from(v2))).toBe(true)
+      const stale = await store
+        .put('models/cas.bin', streamOf(v1), { ifMatch: etag })
+        .catch((e: unknown) => e)
+      expect(stale).toBeInstanceOf(PreconditionFailedError)
+    })
+
     it('keeps keys apart: nested, similar and unusual names', async () => {
       const { store } = await setup()
       // No `.` or `..` segments: HTTP clients and servers may normalize them away (S3's docs warn against them).

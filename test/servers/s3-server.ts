@@ -3,9 +3,10 @@
  * of 127.0.0.1 with a temporary folder and one bucket, started and stopped by
  * the test itself. Clients use path-style URLs and `credentials`.
  *
- * s3rver ignores If-None-Match and If-Match on PutObject, which S3 enforces
+ * s3rver ignores If-None-Match and If-Match on writes, which S3 enforces
  * (conditional writes: If-None-Match since August 2024, If-Match since
- * November 2024; 412 PreconditionFailed when the condition does not hold,
+ * November 2024, on PutObject and CompleteMultipartUpload; 412
+ * PreconditionFailed when the condition does not hold,
  * 404 NoSuchKey for If-Match on a missing key). This server enforces them in
  * front of s3rver: conditional PUTs of one key are serialized, the current
  * ETag is read from s3rver's store, and a failed condition is answered with
@@ -192,7 +193,11 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
       return
     }
     const conditional = req.headers['if-none-match'] !== undefined || req.headers['if-match'] !== undefined
-    if (enforce && req.method === 'PUT' && conditional && !req.headers['x-amz-copy-source']) {
+    // PutObject, or CompleteMultipartUpload (POST ?uploadId=), which S3 also conditions.
+    const write =
+      (req.method === 'PUT' && !req.headers['x-amz-copy-source'] && !url.searchParams.has('uploadId')) ||
+      (req.method === 'POST' && url.searchParams.has('uploadId'))
+    if (enforce && write && conditional) {
       conditionalPut(req, res).catch((err) => s3Error(res, 500, 'InternalError', String(err)))
       return
     }
