@@ -273,6 +273,27 @@ describe('sampling', () => {
       completion('tiny', 'The', { maxTokens: 20, repetitionPenalty: 5 }),
     )
     expect(penalised.choices[0].text).not.toBe(plain.choices[0].text)
+    const distinct = (t: string) => new Set(t).size
+    expect(distinct(penalised.choices[0].text)).toBeGreaterThan(distinct(plain.choices[0].text))
+  })
+
+  it('applies presence and frequency penalties to generated tokens', async () => {
+    const plain = await engine.generate(completion('tiny', 'The', { maxTokens: 20, logprobs: 0 }))
+    const freq = await engine.generate(
+      completion('tiny', 'The', { maxTokens: 20, frequencyPenalty: 2, logprobs: 0 }),
+    )
+    const pres = await engine.generate(
+      completion('tiny', 'The', { maxTokens: 20, presencePenalty: 2, logprobs: 0 }),
+    )
+    const distinctTokens = (o: typeof plain) =>
+      new Set(o.choices[0].logprobs!.map((lp) => lp.bytes!.join(','))).size
+    expect(distinctTokens(freq)).toBeGreaterThan(distinctTokens(plain))
+    expect(distinctTokens(pres)).toBeGreaterThan(distinctTokens(plain))
+  })
+
+  it('starts an empty prompt from the BOS token', async () => {
+    const out = await engine.generate(completion('tiny', '', { maxTokens: 3 }))
+    expect(out.usage).toEqual({ promptTokens: 1, completionTokens: 3 })
   })
 })
 
