@@ -5,15 +5,16 @@
  * Layout. A key's `/`-separated segments become folders, each segment escaped
  * (percent-encoding, plus `~`, `.` and `..`), so any key maps to a path inside
  * `root` and keys `a` and `a/b` can both exist. An object is one file,
- * `<segment>~obj`:
+ * `<segment>~obj`: the bytes, then a trailer
  *
- *   "PGPTOBJ1" | u32 big-endian header length | header JSON | the bytes
+ *   the bytes | header JSON | u32 big-endian header length | "PGPTOBJ1"
  *
  * The header holds size, etag (MD5 of the bytes, as S3's single-part ETag),
  * lastModified, contentType and metadata. Keeping them in the same file as the
  * bytes makes every write one atomic rename (temp file in the same folder,
  * then rename), and a reader that opened the file keeps a consistent
- * snapshot even if a writer replaces it meanwhile.
+ * snapshot even if a writer replaces it meanwhile. The trailer comes last so
+ * a streamed body is written and hashed as it arrives, in constant memory.
  *
  * Writes and deletes of one key are serialized by a lock file
  * (`<segment>~lock`, created with O_EXCL; a lock older than `staleLockMs` is
@@ -45,7 +46,8 @@ export interface FsObjectStoreOptions {
 }
 
 const MAGIC = Buffer.from('PGPTOBJ1')
-const PREFIX_LEN = MAGIC.length + 4
+/** u32 header length + magic, at the very end of the file. */
+const TAIL_LEN = 4 + MAGIC.length
 const OBJ = '~obj'
 const LOCK = '~lock'
 const TMP = '~tmp'
@@ -75,23 +77,32 @@ function decodeSegment(s: string): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-async function toBytes(body: Body): Promise<Uint8Array> {
-  if (typeof body === 'string') return Buffer.from(body, 'utf8')
-  if (body instanceof Uint8Array) return body
-  const chunks: Uint8Array[] = []
-  for await (const c of body as unknown as AsyncIterable<Uint8Array>) chunks.push(c)
-  return Buffer.concat(chunks)
+/** The body as chunks, without buffering a stream. */
+async function* chunksOf(body: Body): AsyncGenerator<Uint8Array> {
+  if (typeof body === 'string') yield Buffer.from(body, 'utf8')
+  else if (body instanceof Uint8Array) yield body
+  else for await (const c of body as unknown as AsyncIterable<Uint8Array>) yield c
 }
 
+async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.byteLength; )
+    off += (await fh.write(bytes, off, bytes.byteLength - off)).bytesWritten
+}
+
+/** Reads the trailer; the bytes are [0, header.size) of the file. */
 async function readHeader(fh: FileHandle, key: string): Promise<Header> {
-  const prefix = Buffer.alloc(PREFIX_LEN)
-  const { bytesRead } = await fh.read(prefix, 0, PREFIX_LEN, 0)
-  if (bytesRead < PREFIX_LEN || !prefix.subarray(0, MAGIC.length).equals(MAGIC))
+  const { size } = await fh.stat()
+  const tail = Buffer.alloc(TAIL_LEN)
+  if (size < TAIL_LEN) throw createError(FS_STORE, `object '${key}' is not in the store's format`)
+  await fh.read(tail, 0, TAIL_LEN, size - TAIL_LEN)
+  if (!tail.subarray(4).equals(MAGIC))
     throw createError(FS_STORE, `object '${key}' is not in the store's format`)
-  const len = prefix.readUInt32BE(MAGIC.length)
+  const len = tail.readUInt32BE(0)
   const json = Buffer.alloc(len)
-  await fh.read(json, 0, len, PREFIX_LEN)
-  return JSON.parse(json.toString('utf8')) as Header
+  await fh.read(json, 0, len, size - TAIL_LEN - len)
+  const header = JSON.parse(json.toString('utf8')) as Header
+  if (header.size !== size - TAIL_LEN - len) throw createError(FS_STORE, `object '${key}' is truncated`)
+  return header
 }
 
 const toInfo = (key: string, h: Header): ObjectInfo => ({
@@ -138,12 +149,10 @@ export class FsObjectStore implements ObjectStore {
     if (!fh) return null
     try {
       const h = await readHeader(fh, key)
-      const { size } = await fh.stat()
       const out = Buffer.alloc(h.size)
-      const start = size - h.size
       let off = 0
       while (off < h.size) {
-        const { bytesRead } = await fh.read(out, off, h.size - off, start + off)
+        const { bytesRead } = await fh.read(out, off, h.size - off, off)
         if (bytesRead === 0) throw createError(FS_STORE, `object '${key}' is truncated`)
         off += bytesRead
       }
@@ -159,10 +168,9 @@ export class FsObjectStore implements ObjectStore {
     const fh = await this.openObject(key)
     if (!fh) return null
     let h: Header
-    let pos: number
+    let pos = 0
     try {
       h = await readHeader(fh, key)
-      pos = (await fh.stat()).size - h.size
     } catch (cause) {
       await fh.close()
       throw createError(FS_STORE, `getStream '${key}' failed`, { cause })
@@ -207,24 +215,31 @@ export class FsObjectStore implements ObjectStore {
 
   async put(key: string, body: Body, options: PutOptions = {}): Promise<{ etag: string }> {
     const file = this.pathOf(key)
-    const bytes = await toBytes(body)
-    const header: Header = {
-      size: bytes.byteLength,
-      etag: createHash('md5').update(bytes).digest('hex'),
-      lastModified: Date.now(),
-      ...(options.contentType !== undefined ? { contentType: options.contentType } : {}),
-      ...(options.metadata !== undefined ? { metadata: { ...options.metadata } } : {}),
-    }
-    const json = Buffer.from(JSON.stringify(header), 'utf8')
-    const prefix = Buffer.alloc(PREFIX_LEN)
-    MAGIC.copy(prefix)
-    prefix.writeUInt32BE(json.length, MAGIC.length)
     const tmp = `${file}${TMP}${randomBytes(6).toString('hex')}`
+    let header: Header
     try {
       await mkdir(dirname(file), { recursive: true })
       const fh = await open(tmp, 'w')
       try {
-        await fh.writev([prefix, json, bytes])
+        const md5 = createHash('md5')
+        let size = 0
+        for await (const chunk of chunksOf(body)) {
+          md5.update(chunk)
+          size += chunk.byteLength
+          await writeAll(fh, chunk)
+        }
+        header = {
+          size,
+          etag: md5.digest('hex'),
+          lastModified: Date.now(),
+          ...(options.contentType !== undefined ? { contentType: options.contentType } : {}),
+          ...(options.metadata !== undefined ? { metadata: { ...options.metadata } } : {}),
+        }
+        const json = Buffer.from(JSON.stringify(header), 'utf8')
+        const tail = Buffer.alloc(TAIL_LEN)
+        tail.writeUInt32BE(json.length, 0)
+        MAGIC.copy(tail, 4)
+        await writeAll(fh, Buffer.concat([json, tail]))
         await fh.sync()
       } finally {
         await fh.close()
@@ -233,7 +248,7 @@ export class FsObjectStore implements ObjectStore {
         if (options.ifNoneMatch === '*' || options.ifMatch !== undefined) {
           const current = await this.head(key)
           if (options.ifNoneMatch === '*' && current) throw new PreconditionFailedError(key)
-          if (options.ifMatch !== undefined && current?.etag !== options.ifMatch)
+          if (options.ifMatch !== undefined && current?.etag !== options.ifMatch.replace(/^"(.*)"$/, '$1'))
             throw new PreconditionFailedError(key)
         }
         await rename(tmp, file)
