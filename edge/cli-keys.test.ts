@@ -45,3 +45,26 @@ describe('pgpt keys', () => {
     await expect(run('revoke', 'key_missing')).rejects.toThrow(/No key/)
   })
 })
+
+describe('pgpt keys on the local SQLite key store', () => {
+  it('a key created by one invocation is listed and verified by the next', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const { openLocalKeyStore } = await import('./local-key-store.js')
+    const dir = mkdtempSync(join(tmpdir(), 'pgpt-keys-'))
+    try {
+      const lines: string[] = []
+      const cmd = keysCommand({ open: async () => openLocalKeyStore(dir), out: (l) => lines.push(l) })
+      await runCommand(cmd, { rawArgs: ['create', '--tenant', 'acme', '--scopes', 'generate', '--json'] })
+      const { id, secret } = JSON.parse(lines.pop()!) as { id: string; secret: string }
+      await runCommand(cmd, { rawArgs: ['list', '--json'] })
+      expect((JSON.parse(lines.pop()!) as { id: string }[]).map((k) => k.id)).toEqual([id])
+      const store = openLocalKeyStore(dir)
+      expect((await verifyKey(store, secret))?.tenant).toBe('acme')
+      await store.close?.()
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})

@@ -1,34 +1,33 @@
 /**
- * The edge on Node: createApp served by @hono/node-server, wired to the local
- * profile's adapters (SQLite queue and job records, a folder object store, the
- * in-process events hub, in-memory rate limiter and response cache) unless
+ * The edge on Node: createApp served by @hono/node-server, wired to the
+ * adapters the config names (by default the local profile: SQLite queue, job
+ * records, keys and usage in <PGPT_DATA_DIR>/pgpt.db, a folder object store,
+ * the in-process events hub, in-memory rate limiter and response cache) unless
  * deps are passed in. Run directly (`tsx edge/node.ts`) or call startEdge().
  *
  *   const edge = await startEdge({ config, deps: { keys } })   // port 0: any free port
  *   console.log(edge.url); await edge.close()
  */
 import type { AddressInfo } from 'node:net'
-import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { serve } from '@hono/node-server'
-import { FsObjectStore } from '../core/adapters/fs-store.js'
 import { openLocalQueue } from '../core/adapters/local-queue.js'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
 import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
+import { openConfiguredStore, openObjectRecordStores } from '../core/adapters/object-stores.js'
 import { SqliteJobStore } from '../core/adapters/sqlite-job-store.js'
+import { SqliteUsageStore } from '../core/adapters/sqlite-usage-store.js'
+import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import type { Config } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
-import type { ObjectStore } from '../core/ports/object-store.js'
 import { createApp } from './app.js'
 import type { EdgeDeps } from './deps.js'
 import { ensureKey } from './keys.js'
-import { openLocalKeyStore } from './local-key-store.js'
+import { localDatabase, openLocalKeyStore } from './local-key-store.js'
 import { createModelCatalog } from './model-catalog.js'
-import { MemoryKeyStore } from './testing/memory-key-store.js'
-import { MemoryUsageStore } from './testing/memory-usage-store.js'
 
 export interface StartEdgeOptions {
   /** Default: loadConfig() (process.env and PGPT_CONFIG_FILE). */
@@ -48,35 +47,53 @@ export interface RunningEdge {
   close(): Promise<void>
 }
 
-/** The local profile's adapters, all under PGPT_DATA_DIR. */
+/**
+ * Adapters as the config names them: PGPT_QUEUE (local SQLite | sqs),
+ * PGPT_STORE (fs | s3), PGPT_RECORDS (sqlite: jobs, keys and usage in
+ * <PGPT_DATA_DIR>/pgpt.db | object: over the object store, shared with
+ * Lambda and Workers). Events: the in-process hub (workers in other
+ * processes publish through POST /internal/events).
+ */
 export async function createLocalDeps(config: Config): Promise<EdgeDeps & { close(): Promise<void> }> {
   const logger = createLogger({ service: 'edge', level: config.PGPT_LOG_LEVEL })
-  const db = join(config.PGPT_DATA_DIR, 'pgpt.db')
-  const { queue } = openLocalQueue({
-    file: db,
-    name: 'generation',
-    visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
-    maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
-  })
-  const jobs = new SqliteJobStore({ file: db })
-  const store = new FsObjectStore({ root: join(config.PGPT_DATA_DIR, 'store') })
-  let keys = await openLocalKeyStore(config.PGPT_DATA_DIR)
-  if (!keys) {
-    logger.warn('sqlite key store not available: keys live in memory and are lost on restart')
-    keys = new MemoryKeyStore()
-  }
+  const db = localDatabase(config.PGPT_DATA_DIR)
+  const queue =
+    config.PGPT_QUEUE === 'sqs'
+      ? createSqsQueue({
+          queueUrl: config.PGPT_SQS_QUEUE_URL!,
+          deadLetterQueueUrl: config.PGPT_SQS_DLQ_URL ?? config.PGPT_SQS_QUEUE_URL!,
+          region: config.AWS_REGION,
+          endpoint: config.PGPT_SQS_ENDPOINT,
+          visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
+          maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
+        }).queue
+      : openLocalQueue({
+          file: db,
+          name: 'generation',
+          visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
+          maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
+        }).queue
+  const store = openConfiguredStore(config)
+  const records =
+    config.PGPT_RECORDS === 'object'
+      ? openObjectRecordStores(config, store)
+      : {
+          jobs: new SqliteJobStore({ file: db }),
+          keys: openLocalKeyStore(config.PGPT_DATA_DIR),
+          usage: new SqliteUsageStore({ file: db }),
+        }
   const models = createModelCatalog(store, {
     onTokenizerError: (model, err) => logger.warn({ model, err }, 'tokenizer not loaded; estimating tokens'),
   })
   return {
     queue,
-    jobs,
+    jobs: records.jobs,
     events: new MemoryEvents(),
     store,
-    keys,
+    keys: records.keys,
     rateLimiter: new MemoryRateLimiter(),
     cache: new MemoryResponseCache(),
-    usage: new MemoryUsageStore(),
+    usage: records.usage,
     config,
     logger,
     metrics: createMetrics({ defaultMetrics: true }),
@@ -84,9 +101,10 @@ export async function createLocalDeps(config: Config): Promise<EdgeDeps & { clos
     async close() {
       await Promise.allSettled([
         queue.close?.(),
-        jobs.close?.(),
-        (store as ObjectStore).close?.(),
-        keys.close?.(),
+        records.jobs.close?.(),
+        records.keys.close?.(),
+        records.usage.close?.(),
+        store.close?.(),
       ])
     },
   }

@@ -12,12 +12,14 @@ import { promisify } from 'node:util'
 import { Miniflare, Response as MiniflareResponse } from 'miniflare'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { manifestKey } from '../core/model-manifest.js'
+import { PreconditionFailedError } from '../core/ports/object-store.js'
 import { testRateLimiter } from '../test/contracts/rate-limiter.js'
 import { testResponseCache } from '../test/contracts/response-cache.js'
 import {
   DurableObjectRateLimiter,
   type RateLimiterNamespace,
 } from './adapters/durable-object-rate-limiter.js'
+import { type R2BucketLike, R2ObjectStore } from './adapters/r2-store.js'
 import { type CacheLike, WorkersCache } from './adapters/workers-cache.js'
 import { manifest } from './testing/harness.js'
 
@@ -88,6 +90,29 @@ describe('the edge in workerd', () => {
     expect(res.headers.get('x-ratelimit-limit-requests')).toBe('5')
   })
 
+  it('keeps API keys and job records in R2 (the object-backed stores)', async () => {
+    const created = await call('/v1/admin/keys', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'from-workerd', scopes: ['generate'] }),
+    })
+    expect(created.status).toBe(201)
+    const { secret } = JSON.parse(created.text) as { secret: string }
+    const bucket = await (await ready).getR2Bucket('MODELS')
+    expect((await bucket.list({ prefix: 'keys/' })).objects.length).toBeGreaterThan(0)
+    const auth = { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }
+    const job = await call('/v1/jobs', {
+      method: 'POST',
+      headers: auth,
+      body: JSON.stringify({ model: 'echo-1', input: { prompt: 'hello' } }),
+    })
+    expect(job.status).toBe(201)
+    const { id } = JSON.parse(job.text) as { id: string }
+    const got = await call(`/v1/jobs/${id}`, { headers: auth })
+    expect(JSON.parse(got.text)).toMatchObject({ id, status: 'queued' })
+    expect((await bucket.list({ prefix: 'jobs/' })).objects.length).toBeGreaterThan(0)
+  })
+
   it('validates and rate-limits through the Durable Object', async () => {
     const bad = await call('/v1/chat/completions', {
       method: 'POST',
@@ -97,12 +122,32 @@ describe('the edge in workerd', () => {
     expect(bad.status).toBe(400)
     expect(JSON.parse(bad.text).error.param).toBe('messages')
     const statuses: number[] = []
-    for (let i = 0; i < 5; i++)
+    for (let i = 0; i < 6; i++)
       statuses.push((await call('/v1/models', { headers: { authorization: `Bearer ${KEY}` } })).status)
-    expect(statuses).toContain(429)
+    // 5 per minute for this key, 3 already spent: 2 more pass, then 429s.
+    expect(statuses).toEqual([200, 200, 429, 429, 429, 429])
     const limited = await call('/v1/models', { headers: { authorization: `Bearer ${KEY}` } })
     expect(limited.status).toBe(429)
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0)
+  })
+
+  it('R2 conditional puts are atomic: create-once and compare-and-swap', async () => {
+    const store = new R2ObjectStore((await (await ready).getR2Bucket('MODELS')) as unknown as R2BucketLike)
+    const { etag } = await store.put('cas/x', 'one', { ifNoneMatch: '*' })
+    await expect(store.put('cas/x', 'two', { ifNoneMatch: '*' })).rejects.toBeInstanceOf(
+      PreconditionFailedError,
+    )
+    await expect(store.put('cas/x', 'two', { ifMatch: 'stale' })).rejects.toBeInstanceOf(
+      PreconditionFailedError,
+    )
+    const next = await store.put('cas/x', 'two', { ifMatch: etag })
+    expect(next.etag).not.toBe(etag)
+    expect(new TextDecoder().decode((await store.get('cas/x'))!)).toBe('two')
+    const race = await Promise.allSettled(
+      Array.from({ length: 5 }, (_, i) => store.put('cas/y', String(i), { ifNoneMatch: '*' })),
+    )
+    expect(race.filter((r) => r.status === 'fulfilled')).toHaveLength(1)
+    expect((await store.list('cas/')).objects.map((o) => o.key)).toEqual(['cas/x', 'cas/y'])
   })
 })
 

@@ -1,17 +1,25 @@
 /**
  * The edge on Cloudflare Workers (wrangler.jsonc: main = edge/worker.ts).
  * Bindings become deps: RATE_LIMITER (Durable Object namespace) → the exact,
- * shared GCRA limiter; MODELS (R2 bucket) → the object store holding model
- * manifests; `caches.default` → the response cache; PGPT_* vars and secrets →
+ * shared GCRA limiter; MODELS (R2 bucket) → the object store (model manifests)
+ * and, over it with R2's atomic conditional writes, the job records, API keys
+ * and usage records (core/adapters/object-*-store.ts: the same layout the
+ * Node workers and Lambda read on S3); `caches.default` → the response cache;
+ * PGPT_QUEUE=sqs → the SQS queue the workers poll; PGPT_* vars and secrets →
  * Config. PGPT_API_KEY registers the bootstrap admin key.
  *
- * Not yet durable on Workers (in-isolate memory, documented limits): job
- * records, the queue, the events hub, the key store beyond PGPT_API_KEY, and
- * usage records. A missing binding falls back to memory and is logged once.
+ * Not yet shared between isolates: the events hub (in-isolate memory), so a
+ * synchronous or streaming request is answered only when the worker's events
+ * reach the isolate that holds it; a Durable Object hub is the next step.
+ * A missing binding falls back to memory and is logged once.
  */
 import { MemoryEvents } from '../core/adapters/memory-events.js'
 import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
+import { ObjectJobStore } from '../core/adapters/object-job-store.js'
+import { ObjectKeyStore } from '../core/adapters/object-key-store.js'
+import { ObjectUsageStore } from '../core/adapters/object-usage-store.js'
+import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import { parseConfig } from '../core/config.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
@@ -59,16 +67,27 @@ function build(env: WorkerEnv): Built {
   if (!env.MODELS) missing('MODELS')
   const defaultCache = (globalThis as { caches?: { default?: CacheLike } }).caches?.default
   const store = env.MODELS ? new R2ObjectStore(env.MODELS) : new MemoryObjectStore()
-  const keys = new MemoryKeyStore()
+  const keys = env.MODELS ? new ObjectKeyStore({ store }) : new MemoryKeyStore()
+  const queue =
+    config.PGPT_QUEUE === 'sqs' && config.PGPT_SQS_QUEUE_URL
+      ? createSqsQueue({
+          queueUrl: config.PGPT_SQS_QUEUE_URL,
+          deadLetterQueueUrl: config.PGPT_SQS_DLQ_URL ?? config.PGPT_SQS_QUEUE_URL,
+          region: config.AWS_REGION,
+          endpoint: config.PGPT_SQS_ENDPOINT,
+          visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
+          maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
+        }).queue
+      : new MemoryQueue('generation')
   const deps: EdgeDeps = {
-    queue: new MemoryQueue('generation'),
-    jobs: new MemoryJobStore(),
+    queue,
+    jobs: env.MODELS ? new ObjectJobStore({ store }) : new MemoryJobStore(),
     events: new MemoryEvents(),
     store,
     keys,
     rateLimiter: env.RATE_LIMITER ? new DurableObjectRateLimiter(env.RATE_LIMITER) : new MemoryRateLimiter(),
     cache: defaultCache ? new WorkersCache(defaultCache) : new MemoryResponseCache(),
-    usage: new MemoryUsageStore(),
+    usage: env.MODELS ? new ObjectUsageStore({ store }) : new MemoryUsageStore(),
     config,
     logger,
     metrics: createMetrics(),

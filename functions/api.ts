@@ -2,17 +2,18 @@
  * The edge on AWS Lambda (API Gateway HTTP API / function URL) via
  * hono/aws-lambda. `handler` buffers responses; `streamHandler` is for
  * function URLs with response streaming (SSE). Deps follow the config:
- * PGPT_QUEUE=sqs → SQS, PGPT_STORE=s3 → S3; PGPT_API_KEY registers the
- * bootstrap admin key.
+ * PGPT_QUEUE=sqs → SQS, PGPT_STORE=s3 → S3, PGPT_RECORDS=object → job
+ * records, keys and usage over that store (shared with the workers and the
+ * CLI); PGPT_API_KEY registers the bootstrap admin key.
  *
- * Not yet durable on Lambda (in-container memory, documented limits): job
- * records, the events hub, the key store beyond PGPT_API_KEY, rate-limit
- * buckets (per container), the response cache and usage records.
+ * Per container, in memory (documented limits): the events hub, rate-limit
+ * buckets and the response cache; without PGPT_RECORDS=object also records.
  */
 import { handle, streamHandle } from 'hono/aws-lambda'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
 import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
+import { openObjectRecordStores } from '../core/adapters/object-stores.js'
 import { S3ObjectStore } from '../core/adapters/s3-store.js'
 import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import { type Config, parseConfig } from '../core/config.js'
@@ -50,15 +51,19 @@ export function createLambdaDeps(config: Config): EdgeDeps {
           forcePathStyle: config.PGPT_S3_FORCE_PATH_STYLE,
         })
       : new MemoryObjectStore()
+  const records =
+    config.PGPT_RECORDS === 'object'
+      ? openObjectRecordStores(config, store)
+      : { jobs: new MemoryJobStore(), keys: new MemoryKeyStore(), usage: new MemoryUsageStore() }
   return {
     queue,
-    jobs: new MemoryJobStore(),
+    jobs: records.jobs,
     events: new MemoryEvents(),
     store,
-    keys: new MemoryKeyStore(),
+    keys: records.keys,
     rateLimiter: new MemoryRateLimiter(),
     cache: new MemoryResponseCache(),
-    usage: new MemoryUsageStore(),
+    usage: records.usage,
     config,
     logger,
     metrics: createMetrics(),

@@ -66,11 +66,17 @@ export class R2ObjectStore implements ObjectStore {
   }
 
   async put(key: string, body: Body, options: PutOptions = {}): Promise<{ etag: string }> {
-    if (options.ifNoneMatch === '*' && (await this.bucket.head(key))) throw new PreconditionFailedError(key)
+    // R2 checks the condition and writes atomically; '*' is If-None-Match: * (create-once).
+    const onlyIf =
+      options.ifNoneMatch === '*'
+        ? { etagDoesNotMatch: '*' }
+        : options.ifMatch !== undefined
+          ? { etagMatches: options.ifMatch.replace(/^"|"$/g, '') }
+          : undefined
     const res = await this.bucket.put(key, body, {
       httpMetadata: options.contentType ? { contentType: options.contentType } : undefined,
       customMetadata: options.metadata,
-      ...(options.ifMatch ? { onlyIf: { etagMatches: options.ifMatch } } : {}),
+      ...(onlyIf ? { onlyIf } : {}),
     })
     if (!res) throw new PreconditionFailedError(key)
     return { etag: res.etag }

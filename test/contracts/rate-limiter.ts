@@ -100,11 +100,11 @@ export function testRateLimiter({ name, make }: RateLimiterContractOptions) {
       'refills with time',
       withLimiter(async (l) => {
         const key = uniq('refill')
-        // One unit per 400 ms: slow enough for adapters behind a network hop.
-        const rule = { limit: 5, periodSeconds: 2 }
-        for (let i = 0; i < 5; i++) expect((await l.consume(key, 1, rule)).allowed).toBe(true)
+        // One unit per second: slow enough for adapters behind a network hop on a busy machine.
+        const rule = { limit: 3, periodSeconds: 3 }
+        for (let i = 0; i < 3; i++) expect((await l.consume(key, 1, rule)).allowed).toBe(true)
         expect((await l.consume(key, 1, rule)).allowed).toBe(false)
-        await new Promise((r) => setTimeout(r, 850))
+        await new Promise((r) => setTimeout(r, 2050))
         const d = await l.consume(key, 2, rule)
         expect(d.allowed).toBe(true)
       }),
