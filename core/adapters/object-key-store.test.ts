@@ -51,6 +51,33 @@ testKeyStore({
 })
 
 describe('ObjectKeyStore', () => {
+  it('two stores over one folder inserting one hash at once: exactly one key exists after', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'pgpt-objkeys-'))
+    try {
+      const a = new ObjectKeyStore({ store: new FsObjectStore({ root }) })
+      const b = new ObjectKeyStore({ store: new FsObjectStore({ root }) })
+      const rec = (id: string) => ({
+        id,
+        tenant: 't',
+        name: id,
+        scopes: ['generate' as const],
+        hash: 'ab'.repeat(32),
+        display: 'pgpt_x…y',
+        createdAt: 1,
+      })
+      const results = await Promise.allSettled([a.insert(rec('key_a')), b.insert(rec('key_b'))])
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1)
+      const listed = await a.list()
+      expect(listed).toHaveLength(1)
+      expect(await b.findByHash('ab'.repeat(32))).toEqual(listed[0])
+      // The loser's id claim was undone.
+      const loser = listed[0].id === 'key_a' ? 'key_b' : 'key_a'
+      expect(await a.get(loser)).toBeNull()
+    } finally {
+      await rm(root, { recursive: true, force: true })
+    }
+  })
+
   it('refuses a store that does not enforce conditional puts', () => {
     expect(() => new ObjectKeyStore({ store: s3('x/', false) })).toThrow(/does not enforce conditional puts/)
   })
