@@ -25,5 +25,16 @@ export function openSqlite(file: string, options: OpenSqliteOptions = {}): Sqlit
   db.pragma('journal_mode = WAL')
   // WAL + NORMAL is durable against process crashes (only an OS crash may lose the last commits).
   db.pragma('synchronous = NORMAL')
+  // The adapters prepare their SQL where they use it; compile each text once per connection.
+  const statements = new Map<string, Database.Statement>()
+  const prepare = db.prepare.bind(db)
+  db.prepare = ((sql: string) => {
+    let stmt = statements.get(sql)
+    if (!stmt) {
+      stmt = prepare(sql)
+      statements.set(sql, stmt)
+    }
+    return stmt
+  }) as typeof db.prepare
   return db
 }
