@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Batcher, type BatchSequence } from './batcher.js'
+import { Batcher, type BatchSequence, prefillInput } from './batcher.js'
 import { Decoder } from './decoder.js'
 import { argmax } from './sampling.js'
 import { buildTestModel } from './testing/models.js'
@@ -46,6 +46,42 @@ describe('Batcher', () => {
     expect(seqs.map((s) => s.tokens)).toEqual(alone)
     expect(batcher.maxBatchSeen).toBe(2)
     expect(batcher.batchSize).toBe(0)
+  })
+
+  it.each([true, false])(
+    'prefills prompts that arrive together in one padded run (batchPrefill %s)',
+    async (batchPrefill) => {
+      const alone: number[][] = []
+      const solo = new Batcher(decoder, { model: 't', maxBatchSize: 1 })
+      for (let i = 0; i < 4; i++) {
+        const seq = new Greedy(6)
+        await solo.submit(prompt(2 + 5 * i, i), [seq])
+        alone.push(seq.tokens)
+      }
+      const batcher = new Batcher(decoder, { model: 't', batchPrefill })
+      const forward = decoder.forward.bind(decoder)
+      const prefills: number[] = []
+      decoder.forward = (x) => {
+        if (x.seq > 1) prefills.push(x.batch)
+        return forward(x)
+      }
+      try {
+        const seqs = Array.from({ length: 4 }, () => new Greedy(6))
+        await Promise.all(seqs.map((s, i) => batcher.submit(prompt(2 + 5 * i, i), [s])))
+        expect(seqs.map((s) => s.tokens)).toEqual(alone)
+        expect(prefills).toEqual(batchPrefill ? [4] : [1, 1, 1, 1])
+      } finally {
+        decoder.forward = forward
+      }
+    },
+  )
+
+  it('left-pads a prefill group with per-row positions', () => {
+    const x = prefillInput([[7, 8, 9], [5]])
+    expect([x.batch, x.seq]).toEqual([2, 3])
+    expect([...x.attentionMask]).toEqual([1n, 1n, 1n, 0n, 0n, 1n])
+    expect([...x.positionIds]).toEqual([0n, 1n, 2n, 0n, 0n, 0n])
+    expect(x.inputIds[5]).toBe(5n)
   })
 
   it('shares one prefill between the sequences of a request', async () => {

@@ -1,23 +1,24 @@
 /**
  * Continuous batching for one model (the scheme of Orca / vLLM, without
  * paging): a single loop owns the session. Each iteration it
- *   1. admits waiting requests: prefills each prompt alone (batch 1, no
- *      padding) and turns its first logits into each choice's first token;
+ *   1. admits waiting requests: prefills their prompts (several in one
+ *      left-padded run, see `prefillInput`) and turns each prompt's last
+ *      logits into its choices' first tokens;
  *   2. merges the new rows into the running batch, LEFT-padding KV caches to
  *      the longest row (see decoder.ts: masked keys get a 0 softmax weight and
  *      position_ids count real tokens, so a row computes what it would alone);
  *   3. runs ONE decode step for every row together;
  *   4. lets each row pick its next token; finished, cancelled or failed rows
  *      leave, and padding that every remaining row has is trimmed away.
- * So sequences join after their own prefill and leave between steps. Limits:
+ * So sequences join after their prefill and leave between steps. Limits:
  * `maxBatchSize` rows decode together (a request's n choices count as n
  * rows); an idle loop waits up to `maxWaitMs` for company before it starts;
- * at most `prefillTokenBudget` prompt tokens are prefilled per iteration
- * (at least one request), so a burst of prompts does not stall decoding.
+ * a prefill run covers at most `prefillTokenBudget` padded prompt tokens
+ * (one request always fits), so a burst of prompts does not stall decoding.
  */
 import type { Logger } from '../../core/logger.js'
 import type { Metrics } from '../../core/metrics.js'
-import type { Decoder, KvCache, KvRowSource } from './decoder.js'
+import type { Decoder, ForwardInput, KvCache, KvRowSource } from './decoder.js'
 import { generationCancelled } from './errors.js'
 
 /** One sequence (one choice) as the batcher sees it. */
@@ -34,6 +35,8 @@ export interface BatcherOptions {
   maxBatchSize?: number
   maxWaitMs?: number
   prefillTokenBudget?: number
+  /** Prefill several waiting prompts in one left-padded run; default true. */
+  batchPrefill?: boolean
   logger?: Logger
   metrics?: Metrics
 }
@@ -70,6 +73,7 @@ export class Batcher {
   readonly maxBatchSize: number
   readonly maxWaitMs: number
   readonly prefillTokenBudget: number
+  readonly batchPrefill: boolean
 
   constructor(
     private readonly decoder: Decoder,
@@ -78,6 +82,7 @@ export class Batcher {
     this.maxBatchSize = o.maxBatchSize ?? 32
     this.maxWaitMs = o.maxWaitMs ?? 2
     this.prefillTokenBudget = o.prefillTokenBudget ?? 4096
+    this.batchPrefill = o.batchPrefill ?? true
     if (!(Number.isInteger(this.maxBatchSize) && this.maxBatchSize >= 1))
       throw new Error('Batcher: maxBatchSize must be an integer >= 1')
     if (!(this.maxWaitMs >= 0)) throw new Error('Batcher: maxWaitMs must be >= 0')
@@ -173,9 +178,10 @@ export class Batcher {
 
   /** Prefills waiting requests that fit, and merges their rows into the batch. */
   private async admit(): Promise<void> {
-    let budget = this.prefillTokenBudget
-    const joined: Array<{ row: Row; source: KvRowSource }> = []
-    let admitted = 0
+    const group: Request[] = []
+    let rows = this.rows.length
+    let maxLen = 0
+    const V = this.decoder.info.vocabSize
     while (this.waiting.length) {
       const next = this.waiting[0]
       if (next.signal?.aborted) {
@@ -183,38 +189,43 @@ export class Batcher {
         next.reject(generationCancelled())
         continue
       }
-      const rowsAfter = this.rows.length + joined.length + next.sequences.length
-      if (rowsAfter > this.maxBatchSize) break
-      if (admitted > 0 && next.promptIds.length > budget) break
+      if (rows + next.sequences.length > this.maxBatchSize) break
+      if (group.length) {
+        if (!this.batchPrefill) break
+        // Padded size of the group's prefill, and the logits it materialises, stay bounded.
+        const len = Math.max(maxLen, next.promptIds.length)
+        if ((group.length + 1) * len > this.prefillTokenBudget) break
+        if ((group.length + 1) * len * V * 4 > MAX_PREFILL_LOGITS_BYTES) break
+      }
       this.waiting.shift()
-      admitted++
-      budget -= next.promptIds.length
-      let prefill: { logits: Float32Array; present: KvCache }
-      try {
-        const L = next.promptIds.length
-        prefill = await this.decoder.forward({
-          batch: 1,
-          seq: L,
-          inputIds: BigInt64Array.from(next.promptIds, BigInt),
-          attentionMask: new BigInt64Array(L).fill(1n),
-          positionIds: BigInt64Array.from({ length: L }, (_, i) => BigInt(i)),
-          past: this.decoder.emptyCache(1),
-        })
-      } catch (err) {
-        this.fail(next, err)
-        continue
-      }
-      if (this.closed) {
-        this.fail(next, new Error('Batcher: closed'))
-        return
-      }
-      this.o.metrics?.promptTokens.inc({ model: this.o.model }, next.promptIds.length)
-      for (const seq of next.sequences) {
-        const row: Row = { request: next, seq, len: next.promptIds.length, pending: 0 }
-        if (this.advance(row, prefill.logits.slice())) continue
-        joined.push({ row, source: { src: prefill.present, row: 0, len: row.len } })
-      }
+      group.push(next)
+      rows += next.sequences.length
+      maxLen = Math.max(maxLen, next.promptIds.length)
     }
+    if (!group.length) return
+    let prefill: { logits: Float32Array; present: KvCache }
+    try {
+      prefill = await this.decoder.forward({
+        ...prefillInput(group.map((r) => r.promptIds)),
+        past: this.decoder.emptyCache(group.length),
+      })
+    } catch (err) {
+      for (const r of group) this.fail(r, err)
+      return
+    }
+    if (this.closed) {
+      for (const r of group) this.fail(r, new Error('Batcher: closed'))
+      return
+    }
+    const joined: Array<{ row: Row; source: KvRowSource }> = []
+    group.forEach((request, g) => {
+      this.o.metrics?.promptTokens.inc({ model: this.o.model }, request.promptIds.length)
+      for (const seq of request.sequences) {
+        const row: Row = { request, seq, len: request.promptIds.length, pending: 0 }
+        if (this.advance(row, prefill.logits.slice(g * V, (g + 1) * V))) continue
+        joined.push({ row, source: { src: prefill.present, row: g, len: row.len } })
+      }
+    })
     this.countTokens()
     if (!joined.length) return
     const sources: KvRowSource[] = this.rows.map((row, i) => ({ src: this.kv!, row: i, len: row.len }))
@@ -329,6 +340,33 @@ export class Batcher {
     r.failed = true
     r.reject(err)
   }
+}
+
+/** Prefill logits are [B, T, V] float32 unless the graph keeps only the last position. */
+const MAX_PREFILL_LOGITS_BYTES = 256 * 1024 * 1024
+
+/**
+ * One prefill for several prompts: LEFT-padded to the longest, attention_mask
+ * 0 on the padding, position_ids counting each row's real tokens from 0. The
+ * last position of every row is a real token, so its logits are the row's.
+ * Padding positions compute throw-away keys/values that later rebuilds drop.
+ */
+export function prefillInput(prompts: number[][]): Omit<ForwardInput, 'past'> {
+  const B = prompts.length
+  const T = Math.max(...prompts.map((p) => p.length))
+  const inputIds = new BigInt64Array(B * T)
+  const attentionMask = new BigInt64Array(B * T)
+  const positionIds = new BigInt64Array(B * T)
+  prompts.forEach((ids, b) => {
+    const pad = T - ids.length
+    for (let t = 0; t < T; t++) {
+      const real = t >= pad
+      inputIds[b * T + t] = BigInt(real ? ids[t - pad] : ids[0])
+      attentionMask[b * T + t] = real ? 1n : 0n
+      positionIds[b * T + t] = real ? BigInt(t - pad) : 0n
+    }
+  })
+  return { batch: B, seq: T, inputIds, attentionMask, positionIds }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
