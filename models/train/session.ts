@@ -1,7 +1,10 @@
 /**
  * Runs the train-step graph in onnxruntime and keeps the optimizer state
- * between steps. Updated parameters and moments come back as output tensors
- * and are fed straight back as the next step's inputs (no copy in JS).
+ * between steps. Updated parameters and moments are written by onnxruntime
+ * into preallocated output tensors (two sets, swapped every step: the
+ * IO-binding pattern), so a step allocates and copies no parameter-sized
+ * buffers; with `preallocate: false` they come back as fresh output tensors
+ * that are fed back as the next inputs. bench/train.ts measures both.
  */
 import * as ort from 'onnxruntime-node'
 import type { LlamaConfig } from '../config.js'
@@ -39,6 +42,8 @@ export interface SessionOptions {
   executionProviders?: string[]
   /** Intra-op threads; default onnxruntime's choice. */
   threads?: number
+  /** Write updated state into preallocated, swapped tensors; default true. */
+  preallocate?: boolean
 }
 
 /** Zeroed moments for the given parameters. */
@@ -50,6 +55,8 @@ export function freshState(params: Weights): OptimState {
 
 export class TrainSession {
   private tensors: Record<string, ort.Tensor> = {}
+  /** Output buffers for the next step (preallocate mode). */
+  private spare: Record<string, ort.Tensor> | null = null
   private step = 0
 
   private constructor(
@@ -60,6 +67,7 @@ export class TrainSession {
     private readonly shapes: Map<string, number[]>,
     readonly batch: number,
     readonly seqLen: number,
+    private readonly preallocate: boolean,
   ) {}
 
   static async create(
@@ -91,39 +99,54 @@ export class TrainSession {
       shapes,
       batch,
       seqLen,
+      o.preallocate ?? true,
     )
     s.load(state)
     return s
   }
 
-  /** Replaces the optimizer state (resume). */
+  /** Replaces the optimizer state (resume). The state's arrays are copied, never written. */
   load(state: OptimState): void {
     this.step = state.step
+    const spare: Record<string, ort.Tensor> = {}
     for (const n of this.names) {
       const f = (w: Weights, key: string) => {
         const t = w.get(n)
         if (!t) throw new Error(`train: state has no tensor '${n}'`)
-        this.tensors[key] = new ort.Tensor('float32', t.data, t.shape)
+        this.tensors[key] = new ort.Tensor('float32', Float32Array.from(t.data), t.shape)
+        spare[key] = new ort.Tensor('float32', new Float32Array(t.data.length), t.shape)
       }
       f(state.params, n)
       f(state.m, `${n}.m`)
       f(state.v, `${n}.v`)
     }
+    this.spare = this.preallocate ? spare : null
   }
 
   /** One optimizer step on one batch. */
   async run(b: Batch): Promise<StepMetrics> {
-    const out = await this.train.run({
+    const feeds = {
       ...this.fixed,
       ...this.tensors,
       input_ids: intTensor(b.inputs, [this.batch, this.seqLen]),
       targets: intTensor(b.targets, [this.batch, this.seqLen]),
       step: new ort.Tensor('int64', BigInt64Array.of(BigInt(this.step)), []),
-    })
-    for (const n of this.names) {
-      this.tensors[n] = out[`${n}.next`]
-      this.tensors[`${n}.m`] = out[`${n}.m.next`]
-      this.tensors[`${n}.v`] = out[`${n}.v.next`]
+    }
+    const keys = this.names.flatMap((n) => [n, `${n}.m`, `${n}.v`])
+    let out: ort.InferenceSession.OnnxValueMapType
+    if (this.spare) {
+      const fetches: Record<string, ort.Tensor | null> = {
+        loss: null,
+        tokens: null,
+        grad_norm: null,
+        lr: null,
+      }
+      for (const k of keys) fetches[`${k}.next`] = this.spare[k]
+      out = await this.train.run(feeds, fetches)
+      ;[this.tensors, this.spare] = [{ ...this.spare }, { ...this.tensors }]
+    } else {
+      out = await this.train.run(feeds)
+      for (const k of keys) this.tensors[k] = out[`${k}.next`]
     }
     this.step++
     return {
