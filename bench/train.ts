@@ -102,7 +102,7 @@ try {
   await writeFile(join(dir, 'init.safetensors'), writeSafetensors(init))
   const cat = (k: 'inputs' | 'targets') => {
     const all = new BigInt64Array(steps * B * T)
-    batches.forEach((b, i) => all.set(b[k], i * B * T))
+    for (const [i, b] of batches.entries()) all.set(b[k], i * B * T)
     return new Uint8Array(all.buffer)
   }
   await writeFile(join(dir, 'inputs.bin'), cat('inputs'))

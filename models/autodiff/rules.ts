@@ -73,7 +73,7 @@ function expandReduced(
   keepdims: boolean,
 ): Value {
   const xs = c.shape(x)
-  const all = axes && axes.length ? axes.map((a) => norm(a, xs.length)) : xs.map((_, i) => i)
+  const all = axes?.length ? axes.map((a) => norm(a, xs.length)) : xs.map((_, i) => i)
   const kept = xs.map((d, i) => (all.includes(i) ? 1 : d))
   const dyKept = keepdims ? dy : c.g.reshape(dy, kept)
   return c.g.expand(dyKept, c.g.ints(xs))
