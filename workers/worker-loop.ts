@@ -80,6 +80,14 @@ export interface RunWorkerOptions {
   maxReceiveCount: number
   /** Long-poll wait per receive, seconds (0–20). Default 20. */
   waitTimeSeconds?: number
+  /**
+   * Pass the shutdown signal into `receive`, ending a long poll at once. Only
+   * safe when an aborted receive cannot have taken messages (the local queue's
+   * receive is one transaction); with SQS an aborted request may still lease
+   * messages server-side, hidden for a visibility timeout, so by default the
+   * loop lets the last poll finish (≤ waitTimeSeconds) and releases what it got.
+   */
+  abortableReceive?: boolean
   /** How long in-flight jobs may run after shutdown starts before they are aborted and released. Default 25 000. */
   shutdownGraceMs?: number
   /** After aborting a job, how long to wait for its handler to return before releasing anyway. Default 2 000. */
@@ -307,15 +315,23 @@ export async function runWorker(options: RunWorkerOptions): Promise<void> {
     }
 
     let lastExtended = Date.now()
-    const heartbeat = async () => {
-      try {
-        await queue.extend(msg.receiptHandle, visibility)
-        lastExtended = Date.now()
-      } catch (err) {
-        log.warn({ err }, 'heartbeat failed')
-        // Past the visibility timeout another worker may hold the message now.
-        if (Date.now() - lastExtended >= visibility * 1000) abort('lease_lost')
-      }
+    let heartbeatsDone = false
+    // Extends still on the wire: awaited before the release/ack, which they must not overtake.
+    const inFlightBeats = new Set<Promise<void>>()
+    const heartbeat = (): Promise<void> => {
+      if (heartbeatsDone) return Promise.resolve()
+      const beat = (async () => {
+        try {
+          await queue.extend(msg.receiptHandle, visibility)
+          lastExtended = Date.now()
+        } catch (err) {
+          log.warn({ err }, 'heartbeat failed')
+          // Past the visibility timeout another worker may hold the message now.
+          if (Date.now() - lastExtended >= visibility * 1000) abort('lease_lost')
+        }
+      })()
+      inFlightBeats.add(beat)
+      return beat.finally(() => inFlightBeats.delete(beat))
     }
     const checkCancel = async () => {
       const now = await jobs.getById(job.id)
@@ -359,8 +375,10 @@ export async function runWorker(options: RunWorkerOptions): Promise<void> {
         abortWaitMs,
       )
     } finally {
+      heartbeatsDone = true
       clearInterval(hbTimer)
       clearInterval(cancelTimer)
+      await Promise.allSettled([...inFlightBeats])
     }
 
     const reason = ctrl.signal.aborted ? (ctrl.signal.reason as JobAbortError) : undefined
@@ -440,19 +458,35 @@ export async function runWorker(options: RunWorkerOptions): Promise<void> {
 
   // ---- the loop ----
   let receiveFailures = 0
+  /** Resolves when shutdown starts, to stop waiting on slots or a long poll. */
+  const shutdownStarted = new Promise<void>((resolve) => {
+    if (signal.aborted) resolve()
+    else signal.addEventListener('abort', () => resolve(), { once: true })
+  })
+  /** A long poll still open when shutdown started: whatever it returns is released. */
+  let orphanedReceive: Promise<unknown> | undefined
   logger.info({ queue: queue.name, concurrency, kinds: Object.keys(handlers) }, 'worker started')
   while (!signal.aborted) {
     while (inFlight.size >= concurrency && !signal.aborted)
-      await Promise.race([...inFlight.values()].map((f) => f.task))
+      await Promise.race([shutdownStarted, ...[...inFlight.values()].map((f) => f.task)])
     if (signal.aborted) break
     let messages: QueueMessage[]
     try {
-      messages = await queue.receive({
+      const receiving = queue.receive({
         maxMessages: Math.min(10, concurrency - inFlight.size),
         waitTimeSeconds,
         visibilityTimeoutSeconds: visibility,
-        signal,
+        signal: options.abortableReceive ? signal : undefined,
       })
+      const got = await Promise.race([receiving, shutdownStarted.then(() => null)])
+      if (got === null) {
+        orphanedReceive = receiving.then(
+          (late) => Promise.all(late.map((m) => returnMessage(m, 0, logger))),
+          () => {},
+        )
+        break
+      }
+      messages = got
       receiveFailures = 0
     } catch (err) {
       if (signal.aborted) break
@@ -490,6 +524,7 @@ export async function runWorker(options: RunWorkerOptions): Promise<void> {
     for (const f of inFlight.values()) f.ctrl.abort(new JobAbortError('shutdown'))
     await Promise.allSettled([...inFlight.values()].map((f) => f.task))
   }
+  await orphanedReceive
   if (statsTimer) clearInterval(statsTimer)
   logger.info('worker stopped')
 }

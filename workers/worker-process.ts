@@ -192,6 +192,8 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
     visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
     maxReceiveCount,
     waitTimeSeconds: settings.PGPT_WORKER_WAIT_S,
+    // The local queue's receive is one transaction: aborting a long poll cannot lose a lease.
+    abortableReceive: config.PGPT_QUEUE === 'local',
     unhandledDelaySeconds: settings.PGPT_WORKER_UNHANDLED_DELAY_S,
     shutdownGraceMs: config.PGPT_SHUTDOWN_GRACE_S * 1000,
     retryBackoff: { base: settings.PGPT_WORKER_RETRY_BASE_S, max: settings.PGPT_WORKER_RETRY_MAX_S },
