@@ -21,6 +21,11 @@
  * (GET /<bucket>?list-type=2, no delimiter) is answered here from s3rver's
  * store: the prefix's keys, sorted, after StartAfter or ContinuationToken,
  * at most MaxKeys. (This route skips signature checks.)
+ *
+ * Last, s3rver rewrites an object's file in place, so a GET racing a PUT of
+ * the same key can fail mid-body; S3 replaces objects atomically (a read sees
+ * the old or the new object). Requests on one object are served one at a
+ * time here.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -199,6 +204,17 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
       (req.method === 'POST' && url.searchParams.has('uploadId'))
     if (enforce && write && conditional) {
       conditionalPut(req, res).catch((err) => s3Error(res, 500, 'InternalError', String(err)))
+      return
+    }
+    // One object's reads and writes take turns (parts of a multipart upload are not the object yet).
+    const [, b, ...rest] = url.pathname.split('/')
+    const objectRequest = rest.length > 0 && !url.searchParams.has('uploadId') && req.method !== 'POST'
+    if (objectRequest) {
+      const key = `${b}/${decodeURIComponent(rest.join('/'))}`
+      void serialized(key, async () => {
+        handle(req, res)
+        await finished(res).catch(() => {})
+      })
       return
     }
     handle(req, res)
