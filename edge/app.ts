@@ -18,7 +18,9 @@ import { observe } from './middleware/observe/index.js'
 import { rateLimit } from './middleware/rate-limit/index.js'
 import { requestId } from './middleware/request-id/index.js'
 import { registerAdminKeys } from './routes/admin-keys.js'
+import { registerBatches } from './routes/batches.js'
 import { registerCompletions } from './routes/completions.js'
+import { registerFiles } from './routes/files.js'
 import { registerInternal } from './routes/internal.js'
 import { registerJobs } from './routes/jobs.js'
 import { registerModels } from './routes/models.js'
@@ -62,6 +64,8 @@ export function createApp(deps: EdgeDeps) {
   registerModels(app, ctx)
   registerCompletions(app, ctx)
   registerJobs(app, ctx)
+  registerFiles(app, ctx)
+  registerBatches(app, ctx)
   registerAdminKeys(app, ctx)
   return app
 }

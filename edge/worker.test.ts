@@ -13,8 +13,10 @@ import { Miniflare, Response as MiniflareResponse } from 'miniflare'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { manifestKey } from '../core/model-manifest.js'
 import { PreconditionFailedError } from '../core/ports/object-store.js'
+import { testEvents } from '../test/contracts/events.js'
 import { testRateLimiter } from '../test/contracts/rate-limiter.js'
 import { testResponseCache } from '../test/contracts/response-cache.js'
+import { DurableObjectEvents, type EventsNamespace } from './adapters/durable-object-events.js'
 import {
   DurableObjectRateLimiter,
   type RateLimiterNamespace,
@@ -24,6 +26,7 @@ import { type CacheLike, WorkersCache } from './adapters/workers-cache.js'
 import { manifest } from './testing/harness.js'
 
 const KEY = 'pgpt_workerdbootstrapkey0001'
+const INTERNAL = 'internal-token-workerd-0123456789'
 let dir: string
 let mf: Miniflare | undefined
 let resolveReady: (m: Miniflare) => void
@@ -46,9 +49,14 @@ beforeAll(async () => {
     modulesRoot: dir,
     compatibilityDate: '2025-09-01',
     compatibilityFlags: ['nodejs_compat'],
-    durableObjects: { RATE_LIMITER: 'RateLimiterDurableObject' },
+    durableObjects: { RATE_LIMITER: 'RateLimiterDurableObject', EVENTS: 'EventsHubDurableObject' },
     r2Buckets: ['MODELS'],
-    bindings: { PGPT_API_KEY: KEY, PGPT_LOG_LEVEL: 'silent', PGPT_RATE_LIMIT_RPM: '5' },
+    bindings: {
+      PGPT_API_KEY: KEY,
+      PGPT_LOG_LEVEL: 'silent',
+      PGPT_RATE_LIMIT_RPM: '5',
+      PGPT_INTERNAL_TOKEN: INTERNAL,
+    },
   })
   await mf.ready
   const bucket = await mf.getR2Bucket('MODELS')
@@ -113,6 +121,57 @@ describe('the edge in workerd', () => {
     expect((await bucket.list({ prefix: 'jobs/' })).objects.length).toBeGreaterThan(0)
   })
 
+  it('answers a synchronous chat completion when a worker posts its events to /internal/events', async () => {
+    const created = await call('/v1/admin/keys', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'sync', scopes: ['generate'] }),
+    })
+    const auth = {
+      authorization: `Bearer ${(JSON.parse(created.text) as { secret: string }).secret}`,
+      'content-type': 'application/json',
+    }
+    const listIds = async () =>
+      (
+        JSON.parse((await call('/v1/jobs?limit=100', { headers: auth })).text) as { data: { id: string }[] }
+      ).data.map((j) => j.id)
+    const before = new Set(await listIds())
+    const pending = call('/v1/chat/completions', {
+      method: 'POST',
+      headers: auth,
+      body: JSON.stringify({ model: 'echo-1', messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    // Play the worker: find the new job, then publish its result through the internal route.
+    let jobId: string | undefined
+    for (let i = 0; i < 100 && !jobId; i++) {
+      jobId = (await listIds()).find((id) => !before.has(id))
+      if (!jobId) await new Promise((r) => setTimeout(r, 50))
+    }
+    expect(jobId).toBeDefined()
+    const output = {
+      model: 'echo-1',
+      choices: [{ index: 0, text: 'hello from a worker', finishReason: 'stop', logprobs: null }],
+      usage: { promptTokens: 3, completionTokens: 4 },
+    }
+    const posted = await call('/internal/events', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${INTERNAL}`, 'content-type': 'application/json' },
+      body: JSON.stringify([
+        { jobId, seq: 1, type: 'start', data: {}, at: Date.now() },
+        { jobId, seq: 2, type: 'completed', data: output, at: Date.now() },
+      ]),
+    })
+    expect(posted.status).toBe(200)
+    const res = await pending
+    expect(res.status).toBe(200)
+    const body = JSON.parse(res.text) as {
+      choices: { message: { content: string } }[]
+      usage: { total_tokens: number }
+    }
+    expect(body.choices[0]!.message.content).toBe('hello from a worker')
+    expect(body.usage.total_tokens).toBe(7)
+  })
+
   it('validates and rate-limits through the Durable Object', async () => {
     const bad = await call('/v1/chat/completions', {
       method: 'POST',
@@ -121,12 +180,18 @@ describe('the edge in workerd', () => {
     })
     expect(bad.status).toBe(400)
     expect(JSON.parse(bad.text).error.param).toBe('messages')
+    const made = await call('/v1/admin/keys', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'limited', scopes: ['generate'], limits: { requests_per_minute: 3 } }),
+    })
+    const limitedKey = (JSON.parse(made.text) as { secret: string }).secret
     const statuses: number[] = []
-    for (let i = 0; i < 6; i++)
-      statuses.push((await call('/v1/models', { headers: { authorization: `Bearer ${KEY}` } })).status)
-    // 5 per minute for this key, 3 already spent: 2 more pass, then 429s.
-    expect(statuses).toEqual([200, 200, 429, 429, 429, 429])
-    const limited = await call('/v1/models', { headers: { authorization: `Bearer ${KEY}` } })
+    for (let i = 0; i < 5; i++)
+      statuses.push((await call('/v1/models', { headers: { authorization: `Bearer ${limitedKey}` } })).status)
+    // 3 per minute for this key (one back every 20 s): 3 pass, then 429s.
+    expect(statuses).toEqual([200, 200, 200, 429, 429])
+    const limited = await call('/v1/models', { headers: { authorization: `Bearer ${limitedKey}` } })
     expect(limited.status).toBe(429)
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0)
   })
@@ -156,6 +221,17 @@ testRateLimiter({
   make: async () => ({
     limiter: new DurableObjectRateLimiter(
       (await (await ready).getDurableObjectNamespace('RATE_LIMITER')) as unknown as RateLimiterNamespace,
+    ),
+  }),
+})
+
+let hub = 0
+testEvents({
+  name: 'durable-object (workerd)',
+  make: async () => ({
+    events: new DurableObjectEvents(
+      (await (await ready).getDurableObjectNamespace('EVENTS')) as unknown as EventsNamespace,
+      { prefix: `t${Date.now()}-${++hub}:` },
     ),
   }),
 })

@@ -8,9 +8,9 @@
  * PGPT_QUEUE=sqs → the SQS queue the workers poll; PGPT_* vars and secrets →
  * Config. PGPT_API_KEY registers the bootstrap admin key.
  *
- * Not yet shared between isolates: the events hub (in-isolate memory), so a
- * synchronous or streaming request is answered only when the worker's events
- * reach the isolate that holds it; a Durable Object hub is the next step.
+ * EVENTS (Durable Object namespace) → the events hub: one object per job, so
+ * events that workers post to any isolate's /internal/events reach the
+ * isolate holding the client's request or stream.
  * A missing binding falls back to memory and is logged once.
  */
 import { MemoryEvents } from '../core/adapters/memory-events.js'
@@ -23,6 +23,7 @@ import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import { parseConfig } from '../core/config.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
+import { DurableObjectEvents, type EventsNamespace } from './adapters/durable-object-events.js'
 import {
   DurableObjectRateLimiter,
   type RateLimiterNamespace,
@@ -39,10 +40,12 @@ import { MemoryObjectStore } from './testing/memory-object-store.js'
 import { MemoryQueue } from './testing/memory-queue.js'
 import { MemoryUsageStore } from './testing/memory-usage-store.js'
 
+export { EventsHubDurableObject } from './adapters/durable-object-events.js'
 export { RateLimiterDurableObject } from './adapters/durable-object-rate-limiter.js'
 
 export interface WorkerEnv {
   RATE_LIMITER?: RateLimiterNamespace
+  EVENTS?: EventsNamespace
   MODELS?: R2BucketLike
   [name: string]: unknown
 }
@@ -65,6 +68,7 @@ function build(env: WorkerEnv): Built {
     logger.warn({ binding: what }, `binding ${what} missing: using in-memory fallback`)
   if (!env.RATE_LIMITER) missing('RATE_LIMITER')
   if (!env.MODELS) missing('MODELS')
+  if (!env.EVENTS) missing('EVENTS')
   const defaultCache = (globalThis as { caches?: { default?: CacheLike } }).caches?.default
   const store = env.MODELS ? new R2ObjectStore(env.MODELS) : new MemoryObjectStore()
   const keys = env.MODELS ? new ObjectKeyStore({ store }) : new MemoryKeyStore()
@@ -82,7 +86,7 @@ function build(env: WorkerEnv): Built {
   const deps: EdgeDeps = {
     queue,
     jobs: env.MODELS ? new ObjectJobStore({ store }) : new MemoryJobStore(),
-    events: new MemoryEvents(),
+    events: env.EVENTS ? new DurableObjectEvents(env.EVENTS) : new MemoryEvents(),
     store,
     keys,
     rateLimiter: env.RATE_LIMITER ? new DurableObjectRateLimiter(env.RATE_LIMITER) : new MemoryRateLimiter(),

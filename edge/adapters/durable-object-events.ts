@@ -1,0 +1,166 @@
+/**
+ * Events on Cloudflare Workers: one Durable Object per job holds the job's
+ * events (in memory and in its storage) and streams them to subscribers, so a
+ * worker's events posted to any edge isolate (POST /internal/events) reach the
+ * isolate that holds the client's request. Same semantics as the in-process
+ * hub (core/adapters/memory-events.ts): replay after `afterSeq`, a repeated
+ * seq is ignored, a subscription ends at the terminal event.
+ *
+ * `EventsHubDurableObject` is the class the Worker exports (edge/worker.ts,
+ * wrangler.jsonc); `DurableObjectEvents` is the adapter. Plain fetch + NDJSON,
+ * no `cloudflare:workers` import. Storage of a finished job is deleted by an
+ * alarm after `RETAIN_MS`.
+ */
+import {
+  type Events,
+  type JobEvent,
+  type SubscribeOptions,
+  TERMINAL_EVENT_TYPES,
+} from '../../core/ports/events.js'
+
+export const DURABLE_OBJECT_EVENTS = 'durable-object-events'
+/** How long a finished job's events stay for late subscribers. */
+export const RETAIN_MS = 60 * 60 * 1000
+
+export interface EventsNamespace {
+  idFromName(name: string): unknown
+  get(id: never): { fetch(input: string, init?: RequestInit): Promise<Response> }
+}
+
+interface DoStorage {
+  get<T>(key: string): Promise<T | undefined>
+  put<T>(key: string, value: T): Promise<void>
+  list<T>(o: { prefix: string }): Promise<Map<string, T>>
+  deleteAll(): Promise<void>
+  setAlarm(at: number): Promise<void>
+}
+
+const isTerminal = (e: JobEvent) => TERMINAL_EVENT_TYPES.includes(e.type)
+const encoder = new TextEncoder()
+
+export class EventsHubDurableObject {
+  private events: JobEvent[] | undefined
+  private readonly subscribers = new Set<WritableStreamDefaultWriter<Uint8Array>>()
+
+  constructor(
+    private readonly state: { storage: DoStorage },
+    _env?: unknown,
+  ) {}
+
+  private async load(): Promise<JobEvent[]> {
+    if (!this.events) {
+      const stored = await this.state.storage.list<JobEvent>({ prefix: 'e:' })
+      this.events ??= [...stored.values()].sort((a, b) => a.seq - b.seq)
+    }
+    return this.events
+  }
+
+  async fetch(request: Request): Promise<Response> {
+    const url = new URL(request.url)
+    const events = await this.load()
+    if (url.pathname === '/publish' && request.method === 'POST') {
+      const batch = (await request.json()) as JobEvent[]
+      for (const e of batch) {
+        const last = events.at(-1)
+        if (last && (e.seq <= last.seq || isTerminal(last))) continue
+        events.push(e)
+        void this.state.storage.put(`e:${String(e.seq).padStart(12, '0')}`, e)
+        const line = encoder.encode(`${JSON.stringify(e)}\n`)
+        for (const w of this.subscribers) {
+          w.write(line).catch(() => this.subscribers.delete(w))
+          if (isTerminal(e)) {
+            w.close().catch(() => {})
+            this.subscribers.delete(w)
+          }
+        }
+        if (isTerminal(e)) void this.state.storage.setAlarm(Date.now() + RETAIN_MS)
+      }
+      return Response.json({ accepted: batch.length })
+    }
+    if (url.pathname === '/subscribe') {
+      const after = Number(url.searchParams.get('after') ?? 0)
+      const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>()
+      const writer = writable.getWriter()
+      let ended = false
+      for (const e of events) {
+        if (e.seq <= after) continue
+        void writer.write(encoder.encode(`${JSON.stringify(e)}\n`))
+        if (isTerminal(e)) ended = true
+      }
+      if (ended) void writer.close()
+      else this.subscribers.add(writer)
+      return new Response(readable, { headers: { 'content-type': 'application/x-ndjson' } })
+    }
+    return new Response('not found', { status: 404 })
+  }
+
+  async alarm(): Promise<void> {
+    this.events = undefined
+    await this.state.storage.deleteAll()
+  }
+}
+
+export interface DurableObjectEventsOptions {
+  /** Prepended to job ids when naming objects (keeps deployments or tests apart). */
+  prefix?: string
+}
+
+export class DurableObjectEvents implements Events {
+  readonly name = DURABLE_OBJECT_EVENTS
+  private readonly prefix: string
+
+  constructor(
+    private readonly ns: EventsNamespace,
+    o: DurableObjectEventsOptions = {},
+  ) {
+    this.prefix = o.prefix ?? ''
+  }
+
+  private stub(jobId: string) {
+    return this.ns.get(this.ns.idFromName(this.prefix + jobId) as never)
+  }
+
+  async publish(event: JobEvent): Promise<void> {
+    const res = await this.stub(event.jobId).fetch('https://events/publish', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify([event]),
+    })
+    if (!res.ok) throw new Error(`[${this.name}] publish: ${res.status}`)
+    await res.body?.cancel()
+  }
+
+  async *subscribe(jobId: string, options: SubscribeOptions = {}): AsyncIterable<JobEvent> {
+    const { signal } = options
+    if (signal?.aborted) return
+    const res = await this.stub(jobId).fetch(`https://events/subscribe?after=${options.afterSeq ?? 0}`)
+    if (!res.ok || !res.body) throw new Error(`[${this.name}] subscribe: ${res.status}`)
+    const reader = res.body.getReader()
+    const onAbort = () => void reader.cancel().catch(() => {})
+    signal?.addEventListener('abort', onAbort)
+    const decoder = new TextDecoder()
+    let buffer = ''
+    try {
+      while (!signal?.aborted) {
+        const { value, done } = await reader.read()
+        if (done) return
+        buffer += decoder.decode(value, { stream: true })
+        let nl = buffer.indexOf('\n')
+        while (nl >= 0) {
+          const line = buffer.slice(0, nl)
+          buffer = buffer.slice(nl + 1)
+          nl = buffer.indexOf('\n')
+          if (!line) continue
+          const e = JSON.parse(line) as JobEvent
+          yield e
+          if (isTerminal(e)) return
+        }
+      }
+    } catch (err) {
+      if (!signal?.aborted) throw err
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+      reader.cancel().catch(() => {})
+    }
+  }
+}
