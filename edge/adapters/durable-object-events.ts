@@ -121,13 +121,24 @@ export class DurableObjectEvents implements Events {
   }
 
   async publish(event: JobEvent): Promise<void> {
-    const res = await this.stub(event.jobId).fetch('https://events/publish', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify([event]),
-    })
-    if (!res.ok) throw new Error(`[${this.name}] publish: ${res.status}`)
-    await res.body?.cancel()
+    await this.publishMany([event])
+  }
+
+  /** One request per job for a batch (what POST /internal/events receives from a worker). */
+  async publishMany(events: JobEvent[]): Promise<void> {
+    const byJob = new Map<string, JobEvent[]>()
+    for (const e of events) byJob.set(e.jobId, [...(byJob.get(e.jobId) ?? []), e])
+    await Promise.all(
+      [...byJob].map(async ([jobId, batch]) => {
+        const res = await this.stub(jobId).fetch('https://events/publish', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(batch),
+        })
+        if (!res.ok) throw new Error(`[${this.name}] publish: ${res.status}`)
+        await res.body?.cancel()
+      }),
+    )
   }
 
   async *subscribe(jobId: string, options: SubscribeOptions = {}): AsyncIterable<JobEvent> {

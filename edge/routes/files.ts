@@ -15,7 +15,6 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { bodyLimit } from 'hono/body-limit'
 import { badRequest, forbidden, notFound, tooLarge } from '../../core/errors.js'
 import { describeProblems, validateJsonl } from '../../core/jsonl.js'
-import type { AppEnv } from '../deps.js'
 import { authErrors, errorResponseOf } from '../generation/schemas.js'
 import {
   createFile,
@@ -178,7 +177,7 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
   // Before the form is parsed: refuse by Content-Length, or count a chunked body.
   app.use('/v1/files', async (c, next) => {
     if (c.req.method !== 'POST') return next()
-    return bodyLimit<AppEnv>({ maxSize: maxBytes + 64 * 1024, onError: tooBig })(c, next)
+    return bodyLimit({ maxSize: maxBytes + 64 * 1024, onError: tooBig })(c, next)
   })
 
   app.openapi(

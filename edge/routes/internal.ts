@@ -46,7 +46,10 @@ export function registerInternal(app: EdgeApp, { deps }: RouteContext) {
     publish,
     h(async (c) => {
       const events = valid<JobEvent[]>(c, 'json')
-      for (const e of events) await deps.events.publish(e)
+      // Adapters that take a batch (the Durable Object hub) get one call per job; others one per event, in order.
+      const hub = deps.events as { publishMany?: (e: JobEvent[]) => Promise<void> }
+      if (hub.publishMany) await hub.publishMany(events)
+      else for (const e of events) await deps.events.publish(e)
       return json(c, { accepted: events.length })
     }),
   )

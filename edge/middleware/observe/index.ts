@@ -9,7 +9,9 @@ import type { AppEnv, EdgeMetrics } from '../../deps.js'
 export const observe = (metrics: EdgeMetrics): MiddlewareHandler<AppEnv> =>
   async function observe(c, next) {
     await next()
-    const route = c.req.routePath === '/*' || c.req.routePath === '*' ? 'unmatched' : c.req.routePath
+    // An unknown URL (404 with only middleware patterns matched) is labelled once, not per path;
+    // a request stopped by middleware (401, 429) keeps that middleware's pattern, e.g. /v1/*.
+    const route = c.res.status === 404 && c.req.routePath.endsWith('*') ? 'unmatched' : c.req.routePath
     const status = String(c.res.status)
     const method = c.req.method
     metrics.requests.inc({ route, method, status, model: c.get('model') ?? '' })
