@@ -1,0 +1,5 @@
+export * from './onnx-interface.js'
+export * from './publish.js'
+export * from './source.js'
+export * from './tar.js'
+export * from './validate.js'
