@@ -29,6 +29,11 @@ export const workerSettingsSchema = z.object({
   PGPT_WORKER_RETRY_MAX_S: int(0, 43_200).default(900),
   /** Delay before a message this worker cannot run (no handler for its kind, unparseable) is visible again, seconds. */
   PGPT_WORKER_UNHANDLED_DELAY_S: int(0, 900).default(5),
+  /**
+   * After a job's signal fired (cancel, shutdown past the grace period), how long its
+   * handler may take to wind down (save a checkpoint) before the loop moves on, seconds.
+   */
+  PGPT_WORKER_ABORT_WAIT_S: int(0, 600).default(2),
   /** Long-poll wait per receive, seconds. */
   PGPT_WORKER_WAIT_S: int(0, 20).default(20),
   /** Production job kinds this worker runs, comma-separated; `none` for none. Default generation. */

@@ -196,6 +196,7 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
     abortableReceive: config.PGPT_QUEUE === 'local',
     unhandledDelaySeconds: settings.PGPT_WORKER_UNHANDLED_DELAY_S,
     shutdownGraceMs: config.PGPT_SHUTDOWN_GRACE_S * 1000,
+    abortWaitMs: settings.PGPT_WORKER_ABORT_WAIT_S * 1000,
     retryBackoff: { base: settings.PGPT_WORKER_RETRY_BASE_S, max: settings.PGPT_WORKER_RETRY_MAX_S },
     deadLetter,
     logger,
