@@ -1,0 +1,163 @@
+import { OpenAPIHono } from '@hono/zod-openapi'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { AppEnv } from '../deps.js'
+import { fromZod, onError } from '../errors.js'
+import { apiKeyAuth } from '../middleware/auth/index.js'
+import { requestId } from '../middleware/request-id/index.js'
+import { makeTestEdge, type TestEdge } from '../testing/harness.js'
+import { registerFiles } from './files.js'
+import { fileContentKey, fileMetaKey } from './files-store.js'
+
+let t: TestEdge
+afterEach(async () => {
+  await t?.close()
+})
+
+const chatLine = (i: number) =>
+  JSON.stringify({
+    custom_id: `r${i}`,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: { model: 'echo-1', messages: [{ role: 'user', content: `hi ${i}` }] },
+  })
+
+function form(content: string, purpose: string, filename = 'in.jsonl') {
+  const f = new FormData()
+  f.set('purpose', purpose)
+  f.set('file', new File([content], filename, { type: 'application/jsonl' }))
+  return f
+}
+
+const upload = (secret: string, body: FormData, app = t.app) =>
+  app.request('/v1/files', { method: 'POST', headers: { authorization: `Bearer ${secret}` }, body })
+const get = (path: string, secret: string, init: RequestInit = {}) =>
+  t.app.request(path, { ...init, headers: { authorization: `Bearer ${secret}` } })
+
+describe('Files API', () => {
+  it('uploads, reads, lists, downloads and deletes a batch file, tenant-scoped', async () => {
+    t = await makeTestEdge({ worker: false })
+    const text = `${[1, 2, 3].map(chatLine).join('\n')}\n`
+    const res = await upload(t.keys.admin, form(text, 'batch', 'requests.jsonl'))
+    expect(res.status).toBe(200)
+    const f = (await res.json()) as Record<string, unknown>
+    expect(f).toMatchObject({
+      object: 'file',
+      bytes: new TextEncoder().encode(text).byteLength,
+      filename: 'requests.jsonl',
+      purpose: 'batch',
+      status: 'processed',
+    })
+    expect(f.id).toMatch(/^file-[a-z0-9]+$/)
+    const id = f.id as string
+    expect(await t.deps.store.head(fileContentKey('t1', id))).not.toBeNull()
+    expect(await t.deps.store.head(fileMetaKey('t1', id))).not.toBeNull()
+
+    expect(await (await get(`/v1/files/${id}`, t.keys.admin)).json()).toEqual(f)
+    const content = await get(`/v1/files/${id}/content`, t.keys.admin)
+    expect(content.status).toBe(200)
+    expect(await content.text()).toBe(text)
+
+    // Another tenant sees nothing.
+    expect((await get(`/v1/files/${id}`, t.keys.other)).status).toBe(404)
+    expect((await get(`/v1/files/${id}/content`, t.keys.other)).status).toBe(404)
+    expect((await get(`/v1/files/${id}`, t.keys.other, { method: 'DELETE' })).status).toBe(404)
+    const otherList = (await (await get('/v1/files', t.keys.other)).json()) as { data: unknown[] }
+    expect(otherList.data).toEqual([])
+
+    const del = await get(`/v1/files/${id}`, t.keys.admin, { method: 'DELETE' })
+    expect(await del.json()).toEqual({ id, object: 'file', deleted: true })
+    expect((await get(`/v1/files/${id}`, t.keys.admin)).status).toBe(404)
+    expect(await t.deps.store.head(fileContentKey('t1', id))).toBeNull()
+  })
+
+  it('lists newest first with a purpose filter and an after cursor', async () => {
+    t = await makeTestEdge({ worker: false })
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) {
+      const r = await upload(t.keys.admin, form(chatLine(i), 'batch'))
+      ids.push(((await r.json()) as { id: string }).id)
+      await new Promise((r) => setTimeout(r, 3))
+    }
+    const ft = await upload(
+      t.keys.admin,
+      form('{"prompt":"a","completion":"b"}\n{"prompt":"c","completion":"d"}\n', 'fine-tune'),
+    )
+    expect(ft.status).toBe(200)
+    const ftId = ((await ft.json()) as { id: string }).id
+    const page = async (q: string) =>
+      (await (await get(`/v1/files${q}`, t.keys.admin)).json()) as {
+        data: Array<{ id: string }>
+        has_more: boolean
+        last_id: string
+      }
+    expect((await page('')).data.map((f) => f.id)).toEqual([ftId, ...ids.reverse()])
+    const p1 = await page('?purpose=batch&limit=2')
+    expect(p1.data.map((f) => f.id)).toEqual(ids.slice(0, 2))
+    expect(p1.has_more).toBe(true)
+    const p2 = await page(`?purpose=batch&limit=2&after=${p1.last_id}`)
+    expect(p2.data.map((f) => f.id)).toEqual(ids.slice(2))
+    expect(p2.has_more).toBe(false)
+    expect((await page('?purpose=fine-tune')).data.map((f) => f.id)).toEqual([ftId])
+  })
+
+  it.each([
+    ['bad JSON on line 2', 'batch', `${chatLine(1)}\n{oops\n`, /line 2: invalid JSON/],
+    [
+      'a repeated custom_id',
+      'batch',
+      `${chatLine(1)}\n\n${chatLine(1)}\n`,
+      /line 3: custom_id 'r1' repeats line 1/,
+    ],
+    [
+      'an unknown url',
+      'batch',
+      JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/embeddings', body: {} }),
+      /line 1: 'url'/,
+    ],
+    [
+      'a fine-tune line without assistant',
+      'fine-tune',
+      '{"messages":[{"role":"user","content":"x"}]}',
+      /line 1: .*assistant/,
+    ],
+    ['an empty file', 'fine-tune', '\n\n', /no lines/],
+  ])('refuses %s with a 400 naming the line', async (_what, purpose, text, message) => {
+    t = await makeTestEdge({ worker: false })
+    const res = await upload(t.keys.admin, form(text, purpose))
+    expect(res.status).toBe(400)
+    const err = ((await res.json()) as { error: { message: string; param: string } }).error
+    expect(err.message).toMatch(message)
+    expect(err.param).toBe('file')
+    expect((await (await get('/v1/files', t.keys.admin)).json()) as { data: unknown[] }).toMatchObject({
+      data: [],
+    })
+  })
+
+  it('refuses an unknown purpose, a missing file and a key without the scope', async () => {
+    t = await makeTestEdge({ worker: false })
+    expect((await upload(t.keys.admin, form(chatLine(1), 'assistants'))).status).toBe(400)
+    const noFile = new FormData()
+    noFile.set('purpose', 'batch')
+    expect((await upload(t.keys.admin, noFile)).status).toBe(400)
+    const res = await upload(t.keys.generate, form(chatLine(1), 'batch'))
+    expect(res.status).toBe(403)
+  })
+
+  it('answers 413 beyond its own size limit', async () => {
+    t = await makeTestEdge({ worker: false })
+    const app = new OpenAPIHono<AppEnv>({
+      defaultHook: (r) => {
+        if (!r.success) throw fromZod(r.error, r.target)
+      },
+    })
+    app.onError(onError)
+    app.use('*', requestId({ logger: t.deps.logger }))
+    app.use('/v1/*', apiKeyAuth({ keys: t.deps.keys }))
+    registerFiles(app, { deps: t.deps, tokens: undefined as never }, { maxFileBytes: 400 })
+    const small = await upload(t.keys.admin, form(chatLine(1), 'batch'), app)
+    expect(small.status).toBe(200)
+    const big = await upload(t.keys.admin, form([1, 2, 3, 4, 5].map(chatLine).join('\n'), 'batch'), app)
+    expect(big.status).toBe(413)
+    expect(((await big.json()) as { error: { code: string } }).error.code).toBe('payload_too_large')
+  })
+})

@@ -1,0 +1,263 @@
+/**
+ * The Files API (OpenAI's): POST /v1/files (multipart: `file`, `purpose`
+ * `fine-tune` | `batch`), GET /v1/files (newest first, `purpose` filter,
+ * `after` cursor), GET /v1/files/{id}, GET /v1/files/{id}/content and
+ * DELETE /v1/files/{id}. Tenant-scoped: another tenant's id is a 404.
+ *
+ * Uploads are checked before they are stored (core/jsonl.ts): a bad line is a
+ * 400 naming its line number. The size limit of uploads is its own
+ * (`maxFileBytes`, default PGPT_MAX_FILE_BYTES when the config has it, else
+ * 100 MiB; beyond it a 413) — but the app-wide PGPT_MAX_BODY_BYTES limit runs
+ * first for every route, so uploads above that are refused until app.ts
+ * exempts this route from it. Storage: files-store.ts.
+ */
+import { createRoute, z } from '@hono/zod-openapi'
+import { bodyLimit } from 'hono/body-limit'
+import { badRequest, forbidden, notFound, tooLarge } from '../../core/errors.js'
+import { describeProblems, validateJsonl } from '../../core/jsonl.js'
+import { authErrors, errorResponseOf } from '../generation/schemas.js'
+import {
+  createFile,
+  deleteFile,
+  FILE_PURPOSES,
+  type FileObject,
+  getFileObject,
+  listFiles,
+  readFileStream,
+  UPLOAD_PURPOSES,
+} from './files-store.js'
+import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
+
+/** Default upload limit when neither the option nor the config sets one. */
+export const DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
+
+export interface FilesOptions {
+  /** Largest upload in bytes (a 413 beyond). */
+  maxFileBytes?: number
+}
+
+export const fileObjectSchema = z
+  .object({
+    id: z.string().openapi({ example: 'file-0mhd2k3c4x9a1b2c3d4e5f6' }),
+    object: z.literal('file'),
+    bytes: z.number().int(),
+    created_at: z.number().int(),
+    filename: z.string(),
+    purpose: z.enum(FILE_PURPOSES),
+    status: z.enum(['uploaded', 'processed', 'error']),
+    status_details: z.string().nullable(),
+    expires_at: z.number().int().nullable(),
+  })
+  .openapi('File')
+
+const idParam = z.object({ id: z.string().min(1).max(128) })
+const fileJson = { 'application/json': { schema: fileObjectSchema } }
+const notFoundErr = { 404: errorResponseOf('No such file for this tenant.') }
+
+const upload = createRoute({
+  method: 'post',
+  path: '/v1/files',
+  tags: ['Files'],
+  summary: 'Upload a file',
+  description:
+    'multipart/form-data with `file` (JSONL) and `purpose` (`fine-tune` or `batch`). Each line is checked; a bad one is a 400 that names its line number.',
+  security,
+  request: {
+    body: {
+      required: true,
+      content: {
+        'multipart/form-data': {
+          schema: z.object({
+            file: z.any().openapi({ type: 'string', format: 'binary' }),
+            purpose: z.enum(UPLOAD_PURPOSES),
+          }),
+        },
+      },
+    },
+  },
+  responses: {
+    200: { description: 'The file.', content: fileJson },
+    400: errorResponseOf('Invalid file (the message names the line) or purpose.'),
+    ...authErrors,
+    413: errorResponseOf('The file is too large.'),
+  },
+})
+
+const list = createRoute({
+  method: 'get',
+  path: '/v1/files',
+  tags: ['Files'],
+  summary: 'List files',
+  security,
+  request: {
+    query: z.object({
+      purpose: z.enum(FILE_PURPOSES).optional(),
+      after: z
+        .string()
+        .max(128)
+        .optional()
+        .openapi({ description: 'Cursor: the last id of the previous page.' }),
+      limit: z.coerce.number().int().min(1).max(10_000).default(10_000),
+      order: z.enum(['asc', 'desc']).default('desc'),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'A page of files.',
+      content: {
+        'application/json': {
+          schema: z.object({
+            object: z.literal('list'),
+            data: z.array(fileObjectSchema),
+            first_id: z.string().nullable(),
+            last_id: z.string().nullable(),
+            has_more: z.boolean(),
+          }),
+        },
+      },
+    },
+    ...authErrors,
+  },
+})
+
+const get = createRoute({
+  method: 'get',
+  path: '/v1/files/{id}',
+  tags: ['Files'],
+  summary: 'Retrieve a file object',
+  security,
+  request: { params: idParam },
+  responses: { 200: { description: 'The file.', content: fileJson }, ...authErrors, ...notFoundErr },
+})
+
+const content = createRoute({
+  method: 'get',
+  path: '/v1/files/{id}/content',
+  tags: ['Files'],
+  summary: "Download a file's content",
+  security,
+  request: { params: idParam },
+  responses: {
+    200: { description: 'The bytes.', content: { 'application/octet-stream': { schema: z.string() } } },
+    ...authErrors,
+    ...notFoundErr,
+  },
+})
+
+const del = createRoute({
+  method: 'delete',
+  path: '/v1/files/{id}',
+  tags: ['Files'],
+  summary: 'Delete a file',
+  security,
+  request: { params: idParam },
+  responses: {
+    200: {
+      description: 'Deleted.',
+      content: {
+        'application/json': {
+          schema: z.object({ id: z.string(), object: z.literal('file'), deleted: z.boolean() }),
+        },
+      },
+    },
+    ...authErrors,
+    ...notFoundErr,
+  },
+})
+
+const SCOPE_OF = { batch: 'batch', 'fine-tune': 'fine-tune' } as const
+
+export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOptions = {}) {
+  const configured = (deps.config as { PGPT_MAX_FILE_BYTES?: number }).PGPT_MAX_FILE_BYTES
+  const maxBytes = o.maxFileBytes ?? configured ?? DEFAULT_MAX_FILE_BYTES
+  if (!(maxBytes >= 1)) throw new Error('registerFiles: maxFileBytes must be >= 1')
+  const tooBig = () => {
+    throw tooLarge(`The file exceeds the upload limit of ${maxBytes} bytes.`)
+  }
+  // Before the form is parsed: refuse by Content-Length, or count a chunked body.
+  app.use('/v1/files', async (c, next) => {
+    if (c.req.method !== 'POST') return next()
+    return bodyLimit({ maxSize: maxBytes + 64 * 1024, onError: tooBig })(c, next)
+  })
+
+  app.openapi(
+    upload,
+    h(async (c) => {
+      const form = await c.req.parseBody().catch(() => {
+        throw badRequest('Send the upload as multipart/form-data with fields `file` and `purpose`.')
+      })
+      const purpose = form.purpose
+      if (typeof purpose !== 'string' || !(UPLOAD_PURPOSES as readonly string[]).includes(purpose))
+        throw badRequest(`purpose must be one of: ${UPLOAD_PURPOSES.join(', ')}.`, 'purpose', 'invalid_value')
+      const p = purpose as (typeof UPLOAD_PURPOSES)[number]
+      const key = c.get('key')
+      if (!key.scopes.includes(SCOPE_OF[p])) throw forbidden(`This API key lacks the '${SCOPE_OF[p]}' scope.`)
+      const file = form.file
+      if (!(file instanceof File))
+        throw badRequest('The `file` field is required.', 'file', 'missing_required_parameter')
+      if (file.size > maxBytes) tooBig()
+      const bytes = new Uint8Array(await file.arrayBuffer())
+      let text: string
+      try {
+        text = new TextDecoder('utf-8', { fatal: true }).decode(bytes)
+      } catch {
+        throw badRequest('The file is not valid UTF-8 text.', 'file', 'invalid_file')
+      }
+      const { problems } = validateJsonl(p, text)
+      if (problems.length)
+        throw badRequest(`Invalid ${p} file: ${describeProblems(problems)}`, 'file', 'invalid_file')
+      const record = await createFile(deps.store, key.tenant, {
+        filename: file.name || 'upload.jsonl',
+        purpose: p,
+        content: bytes,
+      })
+      c.get('log').info({ fileId: record.id, bytes: record.bytes, purpose: p }, 'file uploaded')
+      return json(c, record)
+    }),
+  )
+  app.openapi(
+    list,
+    h(async (c) => {
+      const q = valid<{
+        purpose?: FileObject['purpose']
+        after?: string
+        limit: number
+        order: 'asc' | 'desc'
+      }>(c, 'query')
+      const page = await listFiles(deps.store, c.get('key').tenant, q)
+      return json(c, {
+        object: 'list',
+        data: page.data,
+        first_id: page.data[0]?.id ?? null,
+        last_id: page.data.at(-1)?.id ?? null,
+        has_more: page.hasMore,
+      })
+    }),
+  )
+  app.openapi(
+    get,
+    h(async (c) => {
+      const { id } = valid<{ id: string }>(c, 'param')
+      const f = await getFileObject(deps.store, c.get('key').tenant, id)
+      if (!f) throw notFound('file', id, 'id')
+      return json(c, f)
+    }),
+  )
+  app.openapi(
+    content,
+    h(async (c) => {
+      const { id } = valid<{ id: string }>(c, 'param')
+      const body = await readFileStream(deps.store, c.get('key').tenant, id)
+      if (!body) throw notFound('file', id, 'id')
+      return c.body(body, 200, { 'content-type': 'application/octet-stream' })
+    }),
+  )
+  app.openapi(
+    del,
+    h(async (c) => {
+      const { id } = valid<{ id: string }>(c, 'param')
+      if (!(await deleteFile(deps.store, c.get('key').tenant, id))) throw notFound('file', id, 'id')
+      return json(c, { id, object: 'file', deleted: true })
+    }),
+  )
+}
