@@ -65,8 +65,11 @@ export async function trainLoop(o: LoopOptions): Promise<LoopResult> {
     await truncateMetrics(o.metricsPath, s.stepsDone)
   }
   const log = (x: object) => (o.metricsPath ? appendFile(o.metricsPath, `${JSON.stringify(x)}\n`) : undefined)
+  let pausedMs = 0 // time spent evaluating and checkpointing, left out of tokens/s and ETA
   const evaluate = async () => {
+    const t0 = performance.now()
     const r = await s.evaluate(valBatches(o.data, s.batch, o.evalBatches))
+    pausedMs += performance.now() - t0
     const e = { step: s.stepsDone, valLoss: r.loss, valPerplexity: Math.exp(r.loss), valTokens: r.tokens }
     evals.push(e)
     o.onEval?.(e)
@@ -79,8 +82,10 @@ export async function trainLoop(o: LoopOptions): Promise<LoopResult> {
     })
   }
   const checkpoint = async () => {
+    const t0 = performance.now()
     if (o.checkpointDir)
       await saveCheckpoint(o.checkpointDir, s.state(), { seed: o.seed, ...o.checkpointMeta })
+    pausedMs += performance.now() - t0
   }
   if (o.evalAtStart && s.stepsDone === 0 && o.data.valWindows.length) await evaluate()
   const started = performance.now()
@@ -96,11 +101,12 @@ export async function trainLoop(o: LoopOptions): Promise<LoopResult> {
     history.push(r)
     tokens += s.batch * s.seqLen
     const elapsedMs = performance.now() - started
-    const perStep = elapsedMs / (r.step - firstStep)
+    const trainingMs = elapsedMs - pausedMs
+    const perStep = trainingMs / (r.step - firstStep)
     o.onStep?.({
       ...r,
       totalSteps: o.steps,
-      tokensPerSecond: (tokens / elapsedMs) * 1000,
+      tokensPerSecond: (tokens / trainingMs) * 1000,
       elapsedMs,
       etaMs: perStep * (o.steps - r.step),
     })
@@ -110,7 +116,7 @@ export async function trainLoop(o: LoopOptions): Promise<LoopResult> {
       loss: r.loss,
       lr: r.lr,
       grad_norm: r.gradNorm,
-      tokens_per_s: (tokens / elapsedMs) * 1000,
+      tokens_per_s: (tokens / trainingMs) * 1000,
       time_s: elapsedMs / 1000,
     })
     if (!Number.isFinite(r.loss)) throw new Error(`train: loss is ${r.loss} at step ${r.step}`)

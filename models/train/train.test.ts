@@ -89,5 +89,17 @@ describe('train', () => {
     for (const [name, t] of straight.weights) expect(rest.weights.get(name)!.data).toEqual(t.data)
     const logged = (await readMetrics(join(dir, 'metrics.jsonl'))).filter((m) => m.type === 'train')
     expect(logged.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+    // A checkpoint of another model shape is refused, naming the tensor.
+    const wider = tinyConfig(tok, { hiddenSize: 16 })
+    await expect(
+      train({
+        config: wider,
+        data,
+        hyperparameters: h,
+        checkpointDir: ck,
+        resume: true,
+        session: { threads: 1 },
+      }),
+    ).rejects.toThrow(/checkpoint .* has 'model.embed_tokens.weight' as \[\d+,32\]/)
   })
 })

@@ -145,12 +145,22 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 
 /** The checkpoint's state when resuming from one, else a fresh state. */
 export async function startState(o: TrainHooks, fresh: () => OptimState): Promise<OptimState> {
+  const start = fresh()
   if (o.resume) {
     if (!o.checkpointDir) throw new Error('train: resume needs a checkpointDir')
     const ck = await loadCheckpoint(o.checkpointDir)
-    if (ck) return ck.state
+    if (ck) {
+      for (const [name, t] of start.params) {
+        const got = ck.state.params.get(name)?.shape
+        if (got?.join(',') !== t.shape.join(','))
+          throw new Error(
+            `train: checkpoint ${o.checkpointDir} has '${name}' as [${got ?? 'missing'}], the model needs [${t.shape}]`,
+          )
+      }
+      return ck.state
+    }
   }
-  return fresh()
+  return start
 }
 
 export function checkData(d: Dataset, h: Hyperparameters): void {
