@@ -21,6 +21,7 @@ import { registerAdminKeys } from './routes/admin-keys.js'
 import { registerBatches } from './routes/batches.js'
 import { registerCompletions } from './routes/completions.js'
 import { registerFiles } from './routes/files.js'
+import { registerFineTuning } from './routes/fine-tuning.js'
 import { registerInternal } from './routes/internal.js'
 import { registerJobs } from './routes/jobs.js'
 import { registerModels } from './routes/models.js'
@@ -64,6 +65,7 @@ export function createApp(deps: EdgeDeps) {
   registerModels(app, ctx)
   registerCompletions(app, ctx)
   registerJobs(app, ctx)
+  registerFineTuning(app, ctx)
   registerFiles(app, ctx)
   registerBatches(app, ctx)
   registerAdminKeys(app, ctx)

@@ -1,0 +1,343 @@
+/**
+ * Fine-tuning jobs, as OpenAI's API: POST /v1/fine_tuning/jobs, GET
+ * /v1/fine_tuning/jobs (cursor pagination), GET /v1/fine_tuning/jobs/{id},
+ * GET …/{id}/events and GET …/{id}/checkpoints (newest first, `after` +
+ * `limit`), POST …/{id}/cancel.
+ *
+ * A job is a `fine_tune` job record plus a queue message, like a generation
+ * job; a worker runs it (workers/fine-tuning) and publishes the result as the
+ * model `ft:<base>:<tenant>:<suffix>:<id>`, visible to this tenant only. Its
+ * events and checkpoints live in the ObjectStore (workers/fine-tuning/records.ts).
+ * Every read is tenant-scoped: another tenant's job, file or model is a 404.
+ */
+import { createRoute, z } from '@hono/zod-openapi'
+import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
+import { newId } from '../../core/ids.js'
+import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
+import type { QueueMessageBody } from '../../core/protocol.js'
+import {
+  AUTO_HYPERPARAMETERS,
+  appendEvent,
+  FINE_TUNE_KIND,
+  type FineTuneHyperparameters,
+  type FineTuneInput,
+  fineTunedModelName,
+  listCheckpoints,
+  listEvents,
+  readStatus,
+} from '../../workers/fine-tuning/records.js'
+import type { AppContext } from '../deps.js'
+import { authErrors, errorResponseOf } from '../generation/schemas.js'
+import { webhookUrlProblem } from '../lib/webhook-url.js'
+import { requireScope } from '../middleware/auth/index.js'
+import { getFileObject } from './files-store.js'
+import {
+  type CreateFineTuningBody,
+  createFineTuningBody,
+  fineTuningCheckpoint,
+  fineTuningEvent,
+  fineTuningJob,
+  fineTuningJobView,
+  type HyperparametersRequest,
+  listOf,
+} from './fine-tuning-view.js'
+import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
+
+const TAG = ['Fine-tuning']
+const idParam = z.object({ fine_tuning_job_id: z.string().min(1).max(128) })
+const jobJson = { 'application/json': { schema: fineTuningJob } }
+const notFoundErr = { 404: errorResponseOf('No such fine-tuning job for this tenant.') }
+const pageQuery = z.object({
+  after: z.string().max(160).optional().openapi({ description: 'Cursor: the last id of the previous page.' }),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+})
+type PageQuery = z.infer<typeof pageQuery>
+
+const create = createRoute({
+  method: 'post',
+  path: '/v1/fine_tuning/jobs',
+  tags: TAG,
+  summary: 'Create a fine-tuning job (LoRA)',
+  description:
+    'Trains LoRA adapters on an uploaded `fine-tune` file on a worker; the result is published as `ft:<base>:<tenant>:<suffix>:<id>` unless its validation loss is worse than the base model’s.',
+  security,
+  middleware: [requireScope('fine-tune')] as const,
+  request: { body: { required: true, content: { 'application/json': { schema: createFineTuningBody } } } },
+  responses: {
+    200: { description: 'The job.', content: jobJson },
+    400: errorResponseOf('Invalid request or file.'),
+    ...authErrors,
+    404: errorResponseOf('Unknown model.'),
+    422: errorResponseOf('The webhook URL is not allowed.'),
+  },
+})
+
+const list = createRoute({
+  method: 'get',
+  path: '/v1/fine_tuning/jobs',
+  tags: TAG,
+  summary: 'List fine-tuning jobs, newest first',
+  security,
+  request: { query: pageQuery },
+  responses: {
+    200: {
+      description: 'A page of jobs.',
+      content: { 'application/json': { schema: listOf(fineTuningJob) } },
+    },
+    ...authErrors,
+  },
+})
+
+const get = createRoute({
+  method: 'get',
+  path: '/v1/fine_tuning/jobs/{fine_tuning_job_id}',
+  tags: TAG,
+  summary: 'Retrieve a fine-tuning job',
+  security,
+  request: { params: idParam },
+  responses: { 200: { description: 'The job.', content: jobJson }, ...authErrors, ...notFoundErr },
+})
+
+const events = createRoute({
+  method: 'get',
+  path: '/v1/fine_tuning/jobs/{fine_tuning_job_id}/events',
+  tags: TAG,
+  summary: "A fine-tuning job's events, newest first",
+  description: 'Created, validating, each step’s training loss, validation losses, checkpoints, the end.',
+  security,
+  request: { params: idParam, query: pageQuery },
+  responses: {
+    200: {
+      description: 'A page of events.',
+      content: { 'application/json': { schema: listOf(fineTuningEvent) } },
+    },
+    ...authErrors,
+    ...notFoundErr,
+  },
+})
+
+const checkpoints = createRoute({
+  method: 'get',
+  path: '/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints',
+  tags: TAG,
+  summary: "A fine-tuning job's checkpoints, newest first",
+  security,
+  request: { params: idParam, query: pageQuery },
+  responses: {
+    200: {
+      description: 'A page of checkpoints.',
+      content: { 'application/json': { schema: listOf(fineTuningCheckpoint) } },
+    },
+    ...authErrors,
+    ...notFoundErr,
+  },
+})
+
+const cancel = createRoute({
+  method: 'post',
+  path: '/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel',
+  tags: TAG,
+  summary: 'Cancel a fine-tuning job',
+  description: 'A queued job is cancelled at once; a running one after its current step.',
+  security,
+  middleware: [requireScope('fine-tune')] as const,
+  request: { params: idParam },
+  responses: { 200: { description: 'The job.', content: jobJson }, ...authErrors, ...notFoundErr },
+})
+
+/** 'auto' and absent fields take AUTO_HYPERPARAMETERS. */
+function resolveHyperparameters(
+  ...given: (HyperparametersRequest | null | undefined)[]
+): FineTuneHyperparameters {
+  const out = { ...AUTO_HYPERPARAMETERS }
+  for (const g of given)
+    for (const [k, v] of Object.entries(g ?? {}))
+      if (v !== undefined && v !== 'auto') out[k as keyof FineTuneHyperparameters] = v as number
+  return out
+}
+
+async function checkFile(c: AppContext, ctx: RouteContext, id: string, param: string): Promise<void> {
+  const f = await getFileObject(ctx.deps.store, c.get('key').tenant, id)
+  if (!f) throw badRequest(`The file '${id}' does not exist.`, param, 'file_not_found')
+  if (f.purpose !== 'fine-tune')
+    throw badRequest(
+      `The file '${id}' has purpose '${f.purpose}', not 'fine-tune'.`,
+      param,
+      'invalid_file_purpose',
+    )
+}
+
+export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
+  const { deps } = ctx
+  const getJob = async (c: AppContext, id: string): Promise<JobRecord> => {
+    const r = await deps.jobs.get(c.get('key').tenant, id)
+    if (!r || r.kind !== FINE_TUNE_KIND) throw notFound('fine-tuning job', id, 'fine_tuning_job_id')
+    return r
+  }
+  const view = async (r: JobRecord) =>
+    fineTuningJobView(r, r.state === 'running' ? await readStatus(deps.store, r.id).catch(() => null) : null)
+
+  app.openapi(
+    create,
+    h(async (c) => {
+      const b = valid<CreateFineTuningBody>(c, 'json')
+      const key = c.get('key')
+      c.set('model', b.model)
+      const base = await deps.models.get(key.tenant, b.model)
+      if (!base)
+        throw new ApiError(404, `The model '${b.model}' does not exist or you do not have access to it.`, {
+          param: 'model',
+          code: 'model_not_found',
+        })
+      if (base.source === 'fine-tune')
+        throw badRequest(
+          'Fine-tuning a fine-tuned model is not supported; use its base model.',
+          'model',
+          'model_not_supported',
+        )
+      await checkFile(c, ctx, b.training_file, 'training_file')
+      if (b.validation_file) await checkFile(c, ctx, b.validation_file, 'validation_file')
+      if (b.webhook !== undefined) {
+        const problem = webhookUrlProblem(b.webhook, deps.config.PGPT_WEBHOOK_ALLOW_PRIVATE)
+        if (problem) throw unprocessable(`The webhook URL ${problem}.`, 'webhook', 'webhook_url_not_allowed')
+      }
+      const id = `ftjob-${newId('x').slice(2)}`
+      const input: FineTuneInput = {
+        model: b.model,
+        training_file: b.training_file,
+        validation_file: b.validation_file ?? null,
+        hyperparameters: resolveHyperparameters(b.hyperparameters, b.method?.supervised?.hyperparameters),
+        suffix: b.suffix ?? null,
+        seed: b.seed ?? Math.floor(Math.random() * 2_147_483_647),
+        fine_tuned_model: fineTunedModelName(b.model, key.tenant, b.suffix ?? null, id),
+      }
+      const requestId = c.get('requestId')
+      const job = await deps.jobs.create({
+        id,
+        tenant: key.tenant,
+        kind: FINE_TUNE_KIND,
+        model: b.model,
+        input,
+        requestId,
+        apiKeyId: key.id,
+        ...(b.webhook ? { webhook: { url: b.webhook, eventsFilter: b.webhook_events_filter ?? [] } } : {}),
+        ...(b.metadata ? { metadata: b.metadata } : {}),
+      })
+      await appendEvent(deps.store, job.id, { message: `Created fine-tuning job: ${job.id}` })
+      const message: QueueMessageBody = { jobId: job.id, kind: job.kind, requestId }
+      try {
+        await deps.queue.send(JSON.stringify(message))
+      } catch (err) {
+        await deps.jobs
+          .transition(job.id, 'failed', {
+            error: { message: 'could not enqueue', code: 'queue_unavailable' },
+          })
+          .catch(() => {})
+        throw new ApiError(503, 'The job queue is unavailable. Please retry.', {
+          code: 'queue_unavailable',
+          cause: err,
+        })
+      }
+      c.get('log').info({ jobId: job.id, model: b.model }, 'fine-tuning job enqueued')
+      return json(c, await view(job))
+    }),
+  )
+
+  app.openapi(
+    list,
+    h(async (c) => {
+      const q = valid<PageQuery>(c, 'query')
+      const page = await deps.jobs.list(c.get('key').tenant, {
+        after: q.after,
+        limit: q.limit,
+        kind: FINE_TUNE_KIND,
+      })
+      const data = await Promise.all(page.data.map(view))
+      return json(c, {
+        object: 'list',
+        data,
+        first_id: data[0]?.id ?? null,
+        last_id: data.at(-1)?.id ?? null,
+        has_more: page.hasMore,
+      })
+    }),
+  )
+
+  app.openapi(
+    get,
+    h(async (c) =>
+      json(
+        c,
+        await view(await getJob(c, valid<{ fine_tuning_job_id: string }>(c, 'param').fine_tuning_job_id)),
+      ),
+    ),
+  )
+
+  app.openapi(
+    events,
+    h(async (c) => {
+      const { fine_tuning_job_id: id } = valid<{ fine_tuning_job_id: string }>(c, 'param')
+      const q = valid<PageQuery>(c, 'query')
+      await getJob(c, id)
+      const page = await listEvents(deps.store, id, { after: q.after, limit: q.limit })
+      return json(c, {
+        object: 'list',
+        data: page.data,
+        first_id: page.data[0]?.id ?? null,
+        last_id: page.data.at(-1)?.id ?? null,
+        has_more: page.hasMore,
+      })
+    }),
+  )
+
+  app.openapi(
+    checkpoints,
+    h(async (c) => {
+      const { fine_tuning_job_id: id } = valid<{ fine_tuning_job_id: string }>(c, 'param')
+      const q = valid<PageQuery>(c, 'query')
+      await getJob(c, id)
+      const all = (await listCheckpoints(deps.store, id)).reverse()
+      let start = 0
+      if (q.after) start = all.findIndex((k) => k.id === q.after) + 1
+      const data = all.slice(start, start + q.limit).map((k) => ({
+        object: k.object,
+        id: k.id,
+        created_at: k.created_at,
+        fine_tuned_model_checkpoint: k.fine_tuned_model_checkpoint,
+        fine_tuning_job_id: k.fine_tuning_job_id,
+        step_number: k.step_number,
+        metrics: k.metrics,
+      }))
+      return json(c, {
+        object: 'list',
+        data,
+        first_id: data[0]?.id ?? null,
+        last_id: data.at(-1)?.id ?? null,
+        has_more: start + q.limit < all.length,
+      })
+    }),
+  )
+
+  app.openapi(
+    cancel,
+    h(async (c) => {
+      const { fine_tuning_job_id: id } = valid<{ fine_tuning_job_id: string }>(c, 'param')
+      const before = await getJob(c, id)
+      if (isTerminal(before.state))
+        throw badRequest(
+          `The job is already ${before.state === 'canceled' ? 'cancelled' : before.state}.`,
+          'fine_tuning_job_id',
+          'job_finished',
+        )
+      const r = await deps.jobs.requestCancel(c.get('key').tenant, id)
+      if (!r) throw notFound('fine-tuning job', id, 'fine_tuning_job_id')
+      await appendEvent(deps.store, id, {
+        message:
+          r.state === 'canceled'
+            ? 'Fine-tuning job cancelled.'
+            : 'Cancellation requested; the job stops after its current step.',
+      })
+      return json(c, await view(r))
+    }),
+  )
+}

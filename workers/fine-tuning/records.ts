@@ -1,0 +1,236 @@
+/**
+ * What a fine-tuning job keeps, shared by the edge routes
+ * (edge/routes/fine-tuning.ts) and the `fine_tune` worker handler: the job
+ * input (the job record's `input`, validated on both sides), the model name of
+ * the result, and the job's objects in the ObjectStore:
+ *
+ *   fine-tuning/<jobId>/status.json                  phase, step, trained tokens (worker-written)
+ *   fine-tuning/<jobId>/events/<eventId>.json        one object per event, ids sort by time
+ *   fine-tuning/<jobId>/checkpoints/<step>/…         adapter, optimizer state, checkpoint.json last
+ *
+ * Runtime-neutral (zod and the ObjectStore port only): the edge runs on
+ * Workers and Lambda too. Events follow OpenAI's `fine_tuning.job.event`;
+ * checkpoints its `fine_tuning.job.checkpoint`.
+ */
+import { z } from 'zod'
+import type { ObjectStore } from '../../core/ports/object-store.js'
+
+export const FINE_TUNE_KIND = 'fine_tune'
+
+/** Resolved hyper-parameters ('auto' replaced by the edge). */
+export const hyperparametersSchema = z.object({
+  n_epochs: z.number().int().min(1).max(50),
+  batch_size: z.number().int().min(1).max(64),
+  /** Multiplies BASE_LEARNING_RATE. */
+  learning_rate_multiplier: z.number().gt(0).max(100),
+  /** Extension: rank of the LoRA update; alpha is twice the rank. */
+  lora_rank: z.number().int().min(1).max(64),
+  /** Extension: tokens per training sequence (capped by the model's context). */
+  seq_len: z.number().int().min(8).max(4096),
+})
+export type FineTuneHyperparameters = z.infer<typeof hyperparametersSchema>
+
+export const AUTO_HYPERPARAMETERS: FineTuneHyperparameters = {
+  n_epochs: 3,
+  batch_size: 4,
+  learning_rate_multiplier: 1,
+  lora_rank: 8,
+  seq_len: 64,
+}
+/** Peak learning rate at multiplier 1 (LoRA adapters, AdamW, warmup + cosine). */
+export const BASE_LEARNING_RATE = 1e-2
+
+/** Input of a `fine_tune` job. */
+export const fineTuneInputSchema = z.object({
+  model: z.string().min(1),
+  training_file: z.string().min(1),
+  validation_file: z.string().min(1).nullable(),
+  hyperparameters: hyperparametersSchema,
+  suffix: z.string().nullable(),
+  seed: z.number().int(),
+  /** The name the result is published under (fixed at creation). */
+  fine_tuned_model: z.string().min(1),
+})
+export type FineTuneInput = z.infer<typeof fineTuneInputSchema>
+
+/** Output of a succeeded `fine_tune` job. */
+export const fineTuneOutputSchema = z.object({
+  fine_tuned_model: z.string(),
+  trained_tokens: z.number().int(),
+  steps: z.number().int(),
+  base_valid_loss: z.number().nullable(),
+  valid_loss: z.number().nullable(),
+})
+export type FineTuneOutput = z.infer<typeof fineTuneOutputSchema>
+
+const clean = (s: string) => s.replace(/[^A-Za-z0-9._-]/g, '-')
+
+/** `ft:<base>:<tenant>:<suffix>:<short id>`, as OpenAI names fine-tunes; within the model id limit (128). */
+export function fineTunedModelName(
+  base: string,
+  tenant: string,
+  suffix: string | null,
+  jobId: string,
+): string {
+  const short = jobId.replace(/^ftjob[-_]/, '').slice(-12)
+  const name = `ft:${base}:${clean(tenant).slice(0, 32)}:${clean(suffix ?? '')}:${short}`
+  return name.slice(0, 128)
+}
+
+export const jobPrefix = (jobId: string) => `fine-tuning/${jobId}/`
+const statusKey = (jobId: string) => `${jobPrefix(jobId)}status.json`
+const eventsPrefix = (jobId: string) => `${jobPrefix(jobId)}events/`
+export const checkpointsPrefix = (jobId: string) => `${jobPrefix(jobId)}checkpoints/`
+export const checkpointDirKey = (jobId: string, step: number) =>
+  `${checkpointsPrefix(jobId)}${String(step).padStart(8, '0')}/`
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+const readJson = async <T>(store: ObjectStore, key: string): Promise<T | null> => {
+  const b = await store.get(key)
+  return b ? (JSON.parse(dec.decode(b)) as T) : null
+}
+const putJson = (store: ObjectStore, key: string, value: unknown, ifNoneMatch?: '*') =>
+  store.put(key, enc.encode(JSON.stringify(value)), {
+    contentType: 'application/json',
+    ...(ifNoneMatch ? { ifNoneMatch } : {}),
+  })
+
+async function listAll(store: ObjectStore, prefix: string): Promise<string[]> {
+  const keys: string[] = []
+  let cursor: string | undefined
+  do {
+    const page = await store.list(prefix, { cursor })
+    for (const o of page.objects) keys.push(o.key)
+    cursor = page.cursor
+  } while (cursor)
+  return keys.sort()
+}
+
+// ---- status ----
+
+export interface FineTuneStatus {
+  phase: 'validating_files' | 'running'
+  step: number
+  total_steps: number | null
+  trained_tokens: number
+  /** Epoch seconds. */
+  updated_at: number
+}
+
+export const readStatus = (store: ObjectStore, jobId: string) =>
+  readJson<FineTuneStatus>(store, statusKey(jobId))
+
+export const writeStatus = (store: ObjectStore, jobId: string, s: Omit<FineTuneStatus, 'updated_at'>) =>
+  putJson(store, statusKey(jobId), { ...s, updated_at: Math.floor(Date.now() / 1000) })
+
+// ---- events ----
+
+export interface FineTuneEvent {
+  object: 'fine_tuning.job.event'
+  id: string
+  /** Epoch seconds. */
+  created_at: number
+  level: 'info' | 'warn' | 'error'
+  message: string
+  type: 'message' | 'metrics'
+  data: Record<string, unknown> | null
+}
+
+let lastMs = 0
+let counter = 0
+/** Time-ordered: 10 base-36 chars of ms, then a per-process counter, then 4 random chars. */
+function eventId(): string {
+  const now = Date.now()
+  if (now > lastMs) {
+    lastMs = now
+    counter = 0
+  } else counter++
+  const rand = Math.floor(Math.random() * 36 ** 4)
+    .toString(36)
+    .padStart(4, '0')
+  return `ftevent-${lastMs.toString(36).padStart(10, '0')}${counter.toString(36).padStart(3, '0')}${rand}`
+}
+
+export type NewFineTuneEvent = Pick<FineTuneEvent, 'message'> &
+  Partial<Pick<FineTuneEvent, 'level' | 'type' | 'data'>>
+
+/** Stores one event durably (create-once) and returns it. */
+export async function appendEvent(
+  store: ObjectStore,
+  jobId: string,
+  e: NewFineTuneEvent,
+): Promise<FineTuneEvent> {
+  const event: FineTuneEvent = {
+    object: 'fine_tuning.job.event',
+    id: eventId(),
+    created_at: Math.floor(Date.now() / 1000),
+    level: e.level ?? 'info',
+    message: e.message,
+    type: e.type ?? 'message',
+    data: e.data ?? null,
+  }
+  await putJson(store, `${eventsPrefix(jobId)}${event.id}.json`, event, '*')
+  return event
+}
+
+export interface EventPage {
+  data: FineTuneEvent[]
+  hasMore: boolean
+}
+
+/** Newest first, as OpenAI lists them; `after` is the id of the last event of the previous page. */
+export async function listEvents(
+  store: ObjectStore,
+  jobId: string,
+  o: { after?: string; limit: number },
+): Promise<EventPage> {
+  const keys = (await listAll(store, eventsPrefix(jobId))).reverse()
+  let start = 0
+  if (o.after) {
+    const key = `${eventsPrefix(jobId)}${o.after}.json`
+    // Keys sort by time: the page starts at the first key older than the cursor's.
+    start = keys.findIndex((k) => k < key)
+    if (start < 0) start = keys.length
+  }
+  const slice = keys.slice(start, start + o.limit)
+  const data: FineTuneEvent[] = []
+  for (const k of slice) {
+    const e = await readJson<FineTuneEvent>(store, k)
+    if (e) data.push(e)
+  }
+  return { data, hasMore: start + o.limit < keys.length }
+}
+
+// ---- checkpoints ----
+
+export const CHECKPOINT_META = 'checkpoint.json'
+
+export interface FineTuneCheckpoint {
+  object: 'fine_tuning.job.checkpoint'
+  id: string
+  created_at: number
+  fine_tuned_model_checkpoint: string
+  fine_tuning_job_id: string
+  step_number: number
+  metrics: { step: number; train_loss: number; valid_loss?: number }
+  /** Extensions, used to resume. */
+  trained_tokens: number
+  base_valid_loss: number | null
+}
+
+/** Complete checkpoints (those whose checkpoint.json exists), by ascending step. */
+export async function listCheckpoints(store: ObjectStore, jobId: string): Promise<FineTuneCheckpoint[]> {
+  const keys = (await listAll(store, checkpointsPrefix(jobId))).filter((k) =>
+    k.endsWith(`/${CHECKPOINT_META}`),
+  )
+  const out: FineTuneCheckpoint[] = []
+  for (const k of keys) {
+    const c = await readJson<FineTuneCheckpoint>(store, k)
+    if (c) out.push(c)
+  }
+  return out.sort((a, b) => a.step_number - b.step_number)
+}
+
+export const writeCheckpointMeta = (store: ObjectStore, jobId: string, c: FineTuneCheckpoint) =>
+  putJson(store, `${checkpointDirKey(jobId, c.step_number)}${CHECKPOINT_META}`, c)
