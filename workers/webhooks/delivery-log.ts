@@ -174,6 +174,13 @@ export class DeliveryLog {
     return row?.t ?? null
   }
 
+  /** Delete finished deliveries (succeeded or failed) last updated before `before` (epoch ms). Returns how many. */
+  prune(before: number): number {
+    return this.db
+      .prepare(`DELETE FROM webhook_deliveries WHERE status IN ('succeeded', 'failed') AND updated_at < ?`)
+      .run(before).changes
+  }
+
   close(): void {
     this.db.close()
   }

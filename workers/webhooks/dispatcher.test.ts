@@ -219,6 +219,34 @@ describe('WebhookDispatcher', () => {
     expect(m?.values.find((v) => v.labels.outcome === 'refused')?.value).toBe(1)
   })
 
+  it('prunes finished deliveries past the retention, keeping pending ones', async () => {
+    const s = await setup(() => 200, { retentionMs: 50 })
+    const { d, log } = s.make()
+    const target = { url: s.receiver.url, eventsFilter: [] }
+    d.onJobEvent(job({ webhook: target }), ev('start', 1))
+    d.start()
+    const id = webhookId('job_abc', 'start')
+    await waitFor(() => log.get(id)?.status === 'succeeded')
+    await d.stop()
+    log.enqueue(
+      {
+        id: 'msg_pending',
+        jobId: 'job_x',
+        requestId: null,
+        tenant: 't',
+        event: 'start',
+        url: 'x',
+        payload: '{}',
+      },
+      Date.now() + 60_000,
+    )
+    await new Promise((r) => setTimeout(r, 60))
+    const second = s.make()
+    second.d.start() // prunes on its first idle moment
+    await waitFor(() => second.log.get(id) === null)
+    expect(second.log.get('msg_pending')).not.toBeNull()
+  })
+
   it('connects to the address the guard checked (pinned lookup), never re-resolving the name', async () => {
     let lookups = 0
     const s = await setup(() => 200, {

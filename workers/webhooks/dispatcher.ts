@@ -50,6 +50,8 @@ export interface WebhookDispatcherOptions {
   pollIntervalMs?: number
   /** Deliveries sent at once. Default 8. */
   concurrency?: number
+  /** Finished deliveries are kept this long in the log, ms. Default 7 days. */
+  retentionMs?: number
   logger: Logger
   metrics?: Metrics
 }
@@ -73,6 +75,8 @@ export class WebhookDispatcher {
   private readonly timeoutMs: number
   private readonly pollIntervalMs: number
   private readonly concurrency: number
+  private readonly retentionMs: number
+  private lastPrune = 0
   private stopped = true
   private loop: Promise<void> | undefined
   private wakeCtrl = new AbortController()
@@ -83,6 +87,7 @@ export class WebhookDispatcher {
     this.timeoutMs = o.timeoutMs ?? 10_000
     this.pollIntervalMs = o.pollIntervalMs ?? 1_000
     this.concurrency = o.concurrency ?? 8
+    this.retentionMs = o.retentionMs ?? 7 * 24 * 3_600_000
     if (this.schedule.some((ms) => !(ms >= 0)))
       throw new Error('WebhookDispatcher: retryScheduleMs must be >= 0')
     if (this.jitter < 0 || this.jitter >= 1) throw new Error('WebhookDispatcher: jitter must be in [0, 1)')
@@ -139,11 +144,19 @@ export class WebhookDispatcher {
         this.o.logger.error({ err }, 'webhook dispatcher pass failed')
       }
       if (this.stopped) break
+      this.pruneHourly()
       const next = safe(() => this.o.log.nextDueAt())
       const wait =
         next === null ? this.pollIntervalMs : Math.min(this.pollIntervalMs, Math.max(0, next - Date.now()))
       await sleep(wait, this.wakeCtrl.signal)
     }
+  }
+
+  private pruneHourly(): void {
+    if (Date.now() - this.lastPrune < 3_600_000) return
+    this.lastPrune = Date.now()
+    const n = safe(() => this.o.log.prune(Date.now() - this.retentionMs))
+    if (n) this.o.logger.info({ deleted: n }, 'pruned finished webhook deliveries')
   }
 
   /** One pass: send every delivery due now (up to `concurrency` per claim). Returns how many were attempted. */
