@@ -52,6 +52,17 @@ async function main(): Promise<void> {
         })
         handlers.generation = createGenerationHandler(engine) as JobHandler
       }
+      if (settings.PGPT_WORKER_KINDS.includes('fine_tune')) {
+        const { createFineTuneHandler } = await import('./fine-tuning/index.js')
+        handlers.fine_tune = createFineTuneHandler({
+          store: await openStore(config),
+          workDir: join(
+            config.PGPT_MODEL_CACHE_DIR ?? join(config.PGPT_DATA_DIR, 'model-cache'),
+            'fine-tuning',
+          ),
+          logger,
+        })
+      }
       return handlers
     },
   })
