@@ -81,10 +81,28 @@ export async function createKey(
   return { secret, record }
 }
 
+/**
+ * Digests of recently presented secrets, so a busy key is not re-hashed on
+ * every request (Web Crypto's digest is the largest part of authentication).
+ * Only the digest is memoised: the record (and so a revocation) is read from
+ * the store every time.
+ */
+const DIGESTS_MAX = 1024
+const digests = new Map<string, string>()
+
+async function secretDigest(secret: string): Promise<string> {
+  const known = digests.get(secret)
+  if (known) return known
+  const hash = await sha256Hex(secret)
+  if (digests.size >= DIGESTS_MAX) digests.delete(digests.keys().next().value!)
+  digests.set(secret, hash)
+  return hash
+}
+
 /** The key a secret belongs to, or null (unknown, malformed or revoked). */
 export async function verifyKey(store: KeyStore, secret: string): Promise<ApiKeyRecord | null> {
   if (!SECRET_PATTERN.test(secret)) return null
-  const hash = await sha256Hex(secret)
+  const hash = await secretDigest(secret)
   const rec = await store.findByHash(hash)
   if (!rec || !timingSafeEqualString(rec.hash, hash) || rec.revokedAt !== undefined) return null
   return rec
