@@ -34,7 +34,7 @@ import {
   sampleToken,
   topKIndices,
 } from './sampling.js'
-import { IncrementalDetokenizer, StopMatcher } from './text.js'
+import { ByteStreamDetokenizer, type Detokenizer, IncrementalDetokenizer, StopMatcher } from './text.js'
 import { loadTokenizer, type ModelTokenizer } from './tokenizer.js'
 
 export interface GenerationEngineOptions {
@@ -255,7 +255,7 @@ class Choice implements BatchSequence {
   private finishReason: 'stop' | 'length' | null = null
   private readonly logprobs: TokenLogprob[] | null
   private readonly processors: LogitsProcessor[]
-  private readonly detok: IncrementalDetokenizer
+  private readonly detok: Detokenizer
   private readonly stops: StopMatcher
   private readonly topLogprobs: number | null
   private readonly promptLength: number
@@ -268,7 +268,10 @@ class Choice implements BatchSequence {
     this.ids = [...o.promptIds]
     this.promptLength = o.promptIds.length
     this.processors = createLogitsProcessors(s, this.promptLength)
-    this.detok = new IncrementalDetokenizer((ids) => o.model.tokenizer.decode(ids), o.promptIds)
+    const tok = o.model.tokenizer
+    this.detok = tok.plainByteLevel
+      ? new ByteStreamDetokenizer((id) => tok.decodeBytes(id))
+      : new IncrementalDetokenizer((ids) => tok.decode(ids), o.promptIds)
     this.stops = new StopMatcher(s.stop)
     this.topLogprobs = s.logprobs
     this.logprobs = s.logprobs === null ? null : []

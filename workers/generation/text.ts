@@ -57,6 +57,28 @@ export class IncrementalDetokenizer {
   }
 }
 
+/**
+ * The same contract for byte-level tokenizers, without re-decoding: each
+ * token's bytes go through a streaming UTF-8 decoder, which holds back an
+ * incomplete character until its last byte arrives. (WHATWG streaming decode
+ * concatenates to the one-shot decode, U+FFFD for invalid bytes included.)
+ */
+export class ByteStreamDetokenizer {
+  private readonly decoder = new TextDecoder('utf-8')
+
+  constructor(private readonly bytesOf: (id: number) => Uint8Array) {}
+
+  push(id: number): string {
+    return this.decoder.decode(this.bytesOf(id), { stream: true })
+  }
+
+  flush(): string {
+    return this.decoder.decode()
+  }
+}
+
+export type Detokenizer = Pick<IncrementalDetokenizer, 'push' | 'flush'>
+
 export interface StopResult {
   /** Text safe to emit now. */
   text: string

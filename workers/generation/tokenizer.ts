@@ -51,6 +51,13 @@ export class ModelTokenizer {
   private readonly specialTokens: Record<string, string>
   readonly eosTokenIds: number[]
   readonly bosTokenId: number | null
+  /**
+   * The decoder is exactly ByteLevel (GPT-2, Llama 3, Qwen2, ours): decoding
+   * is "token bytes, concatenated, as UTF-8", so text can stream from bytes.
+   */
+  readonly plainByteLevel: boolean
+  private readonly specialIds: Set<number>
+  private readonly bytesCache = new Map<number, Uint8Array>()
 
   constructor(
     private readonly tokenizer: Tokenizer,
@@ -59,6 +66,10 @@ export class ModelTokenizer {
     chatTemplate: string | null,
   ) {
     this.byteDecoder = usesByteLevel(tokenizerJson.decoder) ? byteLevelDecoder() : null
+    this.plainByteLevel = (tokenizerJson.decoder as Json | null)?.type === 'ByteLevel'
+    this.specialIds = new Set(
+      [...tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id),
+    )
     this.template = chatTemplate ? new Template(chatTemplate) : null
     this.specialTokens = {}
     for (const key of [
@@ -93,6 +104,7 @@ export class ModelTokenizer {
 
   /** Text of ids, special tokens skipped. */
   decode(ids: number[]): string {
+    if (!ids.length) return ''
     return this.tokenizer.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false })
   }
 
@@ -118,6 +130,21 @@ export class ModelTokenizer {
       }
     }
     return [...Buffer.from(this.tokenText(id), 'utf8')]
+  }
+
+  /** Whether `decode` skips this id (a special added token). */
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id)
+  }
+
+  /** `tokenBytes`, cached, as the bytes `decode` would produce (empty for special tokens). */
+  decodeBytes(id: number): Uint8Array {
+    let bytes = this.bytesCache.get(id)
+    if (!bytes) {
+      bytes = this.specialIds.has(id) ? new Uint8Array(0) : Uint8Array.from(this.tokenBytes(id))
+      this.bytesCache.set(id, bytes)
+    }
+    return bytes
   }
 
   /** The prompt text for chat messages, ending with the assistant's turn opening. */

@@ -1,0 +1,50 @@
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { saveTokenizer } from '../../models/index.js'
+import { createRng } from './prng.js'
+import { testTokenizer } from './testing/models.js'
+import { ByteStreamDetokenizer, IncrementalDetokenizer } from './text.js'
+import { loadTokenizer, type ModelTokenizer } from './tokenizer.js'
+
+let tok: ModelTokenizer
+let vocabSize: number
+beforeAll(async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pgpt-tok-'))
+  const files = testTokenizer()
+  await saveTokenizer(dir, files)
+  tok = await loadTokenizer(dir)
+  vocabSize = Object.keys((files.tokenizer as { model: { vocab: object } }).model.vocab).length
+})
+
+describe('ModelTokenizer', () => {
+  it('reads special tokens and the chat template', () => {
+    expect(tok.plainByteLevel).toBe(true)
+    expect(tok.hasChatTemplate).toBe(true)
+    expect(tok.eosTokenIds).toHaveLength(1)
+    expect(tok.isSpecial(tok.eosTokenIds[0])).toBe(true)
+    expect(tok.decodeBytes(tok.eosTokenIds[0])).toHaveLength(0)
+  })
+
+  it('streams random id sequences to exactly decode(ids), with both detokenizers', () => {
+    const rng = createRng(99)
+    for (let trial = 0; trial < 200; trial++) {
+      const ids = Array.from({ length: 1 + Math.floor(rng.next() * 12) }, () =>
+        Math.floor(rng.next() * vocabSize),
+      )
+      const want = tok.decode(ids)
+      const bytes = new ByteStreamDetokenizer((id) => tok.decodeBytes(id))
+      const text = new IncrementalDetokenizer((x) => tok.decode(x))
+      const a = ids.map((id) => bytes.push(id)).join('') + bytes.flush()
+      const b = ids.map((id) => text.push(id)).join('') + text.flush()
+      expect(a).toBe(want)
+      expect(b).toBe(want)
+    }
+  })
+
+  it('gives each token its bytes, partial characters included', () => {
+    const ids = tok.encode('€')
+    expect(ids.flatMap((id) => tok.tokenBytes(id))).toEqual([0xe2, 0x82, 0xac])
+  })
+})
