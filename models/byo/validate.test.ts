@@ -39,9 +39,10 @@ async function variant(edit: (dir: string) => Promise<void>): Promise<string> {
 }
 
 /** The good graph with its ModelProto changed by `edit`, written as onnx/model.onnx. */
-const withGraph = (edit: (m: OnnxTypes.ModelProto) => void) => async (dir: string) => {
+type Io = { input: OnnxTypes.IValueInfoProto[]; output: OnnxTypes.IValueInfoProto[] }
+const withGraph = (edit: (m: { graph: Io }) => void) => async (dir: string) => {
   const m = toOnnxModel(buildByoGraph(shapeConfig(base), base))
-  edit(m)
+  edit(m as unknown as { graph: Io })
   await writeFile(join(dir, 'onnx/model.onnx'), onnx.ModelProto.encode(m).finish())
 }
 
