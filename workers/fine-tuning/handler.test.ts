@@ -1,0 +1,184 @@
+/**
+ * The `fine_tune` handler on the bundled prometheus-mini, over an in-memory
+ * store and a hand-made JobContext: it trains, lowers the domain validation
+ * loss, publishes the merged model for the tenant; a drained run resumes from
+ * its checkpoint; the quality gate refuses a fine-tune that makes the
+ * validation data worse.
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createLogger } from '../../core/logger.js'
+import { readManifest } from '../../core/model-manifest.js'
+import { publishModelFolder } from '../../core/model-publish.js'
+import type { JobRecord } from '../../core/ports/job-store.js'
+import { createFile } from '../../edge/routes/files-store.js'
+import { capitalsJsonl, MINI_DIR, templateCorpus } from '../../models/train/fixtures.js'
+import { PermanentError } from '../errors.js'
+import { MemoryObjectStore } from '../generation/testing/memory-store.js'
+import { JobAbortError, type JobContext } from '../worker-loop.js'
+import { createFineTuneHandler } from './handler.js'
+import { AUTO_HYPERPARAMETERS, type FineTuneInput, listCheckpoints, listEvents } from './records.js'
+
+let dir: string
+const store = new MemoryObjectStore()
+const logger = createLogger({ service: 'test', level: 'silent' })
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pgpt-ft-'))
+  await publishModelFolder(store, MINI_DIR, { id: 'prometheus-mini', owner: null, contextLength: 256 })
+  await createFile(store, 'acme', {
+    id: 'file-train',
+    filename: 'train.jsonl',
+    purpose: 'fine-tune',
+    content: capitalsJsonl(64, 1),
+  })
+  await createFile(store, 'acme', {
+    id: 'file-valid',
+    filename: 'valid.jsonl',
+    purpose: 'fine-tune',
+    content: capitalsJsonl(24, 2),
+  })
+  // General English: what overfitting the capitals should make worse.
+  await createFile(store, 'acme', {
+    id: 'file-prose',
+    filename: 'prose.jsonl',
+    purpose: 'fine-tune',
+    content: templateCorpus(40, 3)
+      .map((t) => JSON.stringify({ prompt: '', completion: t }))
+      .join('\n'),
+  })
+}, 60_000)
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+let n = 0
+function job(over: Partial<FineTuneInput> = {}): JobRecord {
+  const id = `ftjob-test${++n}`
+  const input: FineTuneInput = {
+    model: 'prometheus-mini',
+    training_file: 'file-train',
+    validation_file: 'file-valid',
+    hyperparameters: { ...AUTO_HYPERPARAMETERS, n_epochs: 2, seq_len: 32 },
+    suffix: 'caps',
+    seed: 1,
+    fine_tuned_model: `ft:prometheus-mini:acme:caps:test${n}`,
+    ...over,
+  }
+  return {
+    id,
+    tenant: 'acme',
+    kind: 'fine_tune',
+    state: 'running',
+    input,
+    attempts: 1,
+    cancelRequested: false,
+    createdAt: Date.now(),
+    updatedAt: Date.now(),
+  }
+}
+
+function context(j: JobRecord, ctrl = new AbortController()): JobContext & { progress: unknown[] } {
+  const progress: unknown[] = []
+  return {
+    job: j,
+    signal: ctrl.signal,
+    logger,
+    progress,
+    publish: async (type, data) => {
+      if (type === 'progress') progress.push(data)
+    },
+    heartbeat: async () => {},
+    checkCancel: async () => {},
+    receiveCount: 1,
+  }
+}
+
+const allEvents = async (id: string) => (await listEvents(store, id, { limit: 1000 })).data.reverse()
+
+describe('fine_tune handler', () => {
+  it('trains LoRA adapters, lowers the validation loss and publishes the merged model for the tenant', async () => {
+    const handler = createFineTuneHandler({ store, workDir: dir, threads: 1 })
+    const j = job()
+    const out = await handler(context(j))
+    const input = j.input as FineTuneInput
+    expect(out).toMatchObject({ fine_tuned_model: input.fine_tuned_model })
+    const r = out as { valid_loss: number; base_valid_loss: number; steps: number; trained_tokens: number }
+    expect(r.valid_loss).toBeLessThan(r.base_valid_loss - 0.5)
+    expect(r.trained_tokens).toBe(r.steps * 4 * 32)
+    const m = await readManifest(store, input.fine_tuned_model)
+    expect(m).toMatchObject({ owner: 'acme', source: 'fine-tune', base_model: 'prometheus-mini' })
+    expect(m!.files.map((f) => f.path)).toEqual(
+      expect.arrayContaining([
+        'onnx/model.onnx',
+        'model.safetensors',
+        'tokenizer.json',
+        'adapter/adapter_model.safetensors',
+      ]),
+    )
+    const events = await allEvents(j.id)
+    const steps = events.filter((e) => e.message.startsWith('Step '))
+    expect(steps).toHaveLength(r.steps)
+    expect(events.at(-1)?.message).toBe('The job has successfully completed.')
+    const ck = await listCheckpoints(store, j.id)
+    expect(ck.at(-1)?.step_number).toBe(r.steps)
+  }, 90_000)
+
+  it('a drained run saves a checkpoint and the next run resumes from it', async () => {
+    const handler = createFineTuneHandler({ store, workDir: dir, threads: 1, checkpointEvery: 1000 })
+    const j = job()
+    const ctrl = new AbortController()
+    const ctx = context(j, ctrl)
+    const first = handler({
+      ...ctx,
+      publish: async (type, data) => {
+        if (type === 'progress' && (data as { step: number }).step === 3)
+          ctrl.abort(new JobAbortError('shutdown'))
+      },
+    })
+    await expect(first).rejects.toBeInstanceOf(JobAbortError)
+    expect((await listCheckpoints(store, j.id)).map((c) => c.step_number)).toEqual([3])
+
+    const second = context(j)
+    const out = (await handler(second)) as { steps: number; valid_loss: number; base_valid_loss: number }
+    expect(second.progress.map((p) => (p as { step: number }).step)[0]).toBe(4)
+    expect(out.valid_loss).toBeLessThan(out.base_valid_loss)
+    const messages = (await allEvents(j.id)).map((e) => e.message)
+    expect(messages).toContain('Resuming from the checkpoint at step 3.')
+  }, 90_000)
+
+  it('the quality gate fails a fine-tune that is worse than the base on the validation file', async () => {
+    const handler = createFineTuneHandler({ store, workDir: dir, threads: 1 })
+    const j = job({
+      validation_file: 'file-prose',
+      hyperparameters: { ...AUTO_HYPERPARAMETERS, n_epochs: 3, seq_len: 32, learning_rate_multiplier: 3 },
+    })
+    const err = await handler(context(j)).catch((e) => e)
+    expect(err).toBeInstanceOf(PermanentError)
+    expect(err.code).toBe('quality_gate')
+    expect(await readManifest(store, (j.input as FineTuneInput).fine_tuned_model)).toBeNull()
+    const last = (await allEvents(j.id)).at(-1)
+    expect(last).toMatchObject({ level: 'error' })
+    expect(last?.message).toMatch(/worse than the base model/)
+  }, 90_000)
+
+  it('fails at once on a missing or invalid file', async () => {
+    const handler = createFineTuneHandler({ store, workDir: dir })
+    await createFile(store, 'acme', {
+      id: 'file-bad',
+      filename: 'b.jsonl',
+      purpose: 'fine-tune',
+      content: '{"x":1}\n',
+    })
+    const missing = await handler(context(job({ training_file: 'file-nope' }))).catch((e) => e)
+    expect(missing).toMatchObject({ code: 'invalid_training_file' })
+    const bad = await handler(context(job({ training_file: 'file-bad' }))).catch((e) => e)
+    expect(bad).toMatchObject({ code: 'invalid_training_file' })
+    expect(bad.message).toMatch(/line 1/)
+    // Another tenant's file does not exist for this tenant.
+    const other = await handler(context({ ...job(), tenant: 'other' })).catch((e) => e)
+    expect(other).toMatchObject({ code: 'invalid_training_file' })
+  }, 30_000)
+})
