@@ -139,7 +139,9 @@ describe('request ids', () => {
 describe('authentication and scopes', () => {
   it('401 without a key, with a bad key and with a revoked key', async () => {
     await edge()
-    const missing = await get('/v1/models')
+    const missing = await get('/v1/models', undefined, { 'x-request-id': 'who-am-i' })
+    expect(missing.headers.get('x-request-id')).toBe('who-am-i')
+    expect(missing.headers.get('x-ratelimit-limit-requests')).toBeNull()
     await expectError(missing, 401, 'missing_api_key')
     await expectError(await get('/v1/models', 'pgpt_wrongwrongwrongwrongwrong'), 401, 'invalid_api_key')
     await expectError(await get('/v1/models', 'not-even-a-key'), 401, 'invalid_api_key')
