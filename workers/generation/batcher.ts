@@ -269,7 +269,8 @@ export class Batcher {
     rows.forEach((row, b) => {
       row.len++
       if (row.request.failed) return
-      if (!this.advance(row, out.logits.slice(b * V, (b + 1) * V))) keep.push(row)
+      // forward() returns fresh logits: each row may own (and modify) its slice in place.
+      if (!this.advance(row, out.logits.subarray(b * V, (b + 1) * V))) keep.push(row)
     })
     this.countTokens()
     if (this.closed) return

@@ -216,6 +216,9 @@ export class Decoder {
     const V = info.vocabSize
     const rows = logitsTensor.dims[1] as number // T, or 1 with logits_to_keep
     const all = logitsTensor.data as Float32Array | Uint16Array
+    // One position per row in fp32: the output is already [B, V].
+    if (rows === 1 && all instanceof Float32Array)
+      return { logits: all, present: this.presentOf(out, B, P + T) }
     const logits = new Float32Array(B * V)
     for (let b = 0; b < B; b++) {
       const start = (b * rows + rows - 1) * V
@@ -223,13 +226,17 @@ export class Decoder {
       if (row instanceof Float32Array) logits.set(row, b * V)
       else for (let v = 0; v < V; v++) logits[b * V + v] = halfToFloat(row[v])
     }
-    const present: KvCache = { batch: B, length: P + T, keys: [], values: [] }
+    return { logits, present: this.presentOf(out, B, P + T) }
+  }
+
+  private presentOf(out: ort.InferenceSession.OnnxValueMapType, batch: number, length: number): KvCache {
+    const { info } = this
+    const present: KvCache = { batch, length, keys: [], values: [] }
     for (let i = 0; i < info.numLayers; i++) {
       present.keys.push(out[info.presentKeyName(i)].data as KvArray)
       present.values.push(out[info.presentValueName(i)].data as KvArray)
     }
-    // Outputs we do not read (all-position logits etc.) are freed with their tensors.
-    return { logits, present }
+    return present
   }
 
   /**
