@@ -52,61 +52,71 @@ export async function drainDeadLetter(o: DrainDeadLetterOptions): Promise<DrainR
   return out
 }
 
-async function handleDeadLetter(
-  msg: QueueMessage,
-  o: DrainDeadLetterOptions,
-  out: DrainResult,
-): Promise<void> {
+export type DeadLetterOutcome = 'failed' | 'already_finished' | 'dropped'
+
+export type FailDeadLetteredOptions = Omit<DrainDeadLetterOptions, 'deadLetter' | 'limit'>
+
+/**
+ * One dead-lettered message body: mark its job failed. For callers that get
+ * the messages themselves (the Lambda SQS handler, which then acks by
+ * returning). Store errors throw, so the message stays for another try.
+ */
+export async function failDeadLetteredJob(
+  rawBody: string,
+  o: FailDeadLetteredOptions,
+  messageId?: string,
+): Promise<{ outcome: DeadLetterOutcome; jobId?: string }> {
   let body: { jobId: string; kind: string; requestId?: string }
   try {
-    body = queueMessageSchema.parse(JSON.parse(msg.body))
+    body = queueMessageSchema.parse(JSON.parse(rawBody))
   } catch {
     o.logger.error(
-      { messageId: msg.id, body: msg.body.slice(0, 500) },
+      { messageId, body: rawBody.slice(0, 500) },
       'dead-lettered message is not a job pointer; dropped',
     )
-    out.dropped++
-    await o.deadLetter.ack(msg.receiptHandle)
-    return
+    return { outcome: 'dropped' }
   }
-  const log = o.logger.child({
-    requestId: body.requestId,
-    jobId: body.jobId,
-    kind: body.kind,
-    messageId: msg.id,
-  })
-  // Store errors propagate: the message stays in the dead-letter queue for the next pass.
+  const log = o.logger.child({ requestId: body.requestId, jobId: body.jobId, kind: body.kind, messageId })
   const job = await o.jobs.getById(body.jobId)
   if (!job) {
     log.error('dead-lettered message points at no job; dropped')
-    out.dropped++
-    await o.deadLetter.ack(msg.receiptHandle)
-    return
+    return { outcome: 'dropped', jobId: body.jobId }
   }
   if (isTerminal(job.state)) {
     log.info({ state: job.state, error: job.error }, 'dead-lettered job had already finished')
-    out.alreadyFinished++
-    await o.deadLetter.ack(msg.receiptHandle)
-    return
+    return { outcome: 'already_finished', jobId: job.id }
   }
   const error = {
     code: 'dead_lettered',
     message: `dead-lettered after ${o.maxReceiveCount} ${o.maxReceiveCount === 1 ? 'delivery' : 'deliveries'}`,
   }
+  let failed: JobRecord
   try {
-    const failed = await o.jobs.transition(job.id, 'failed', { error })
-    o.metrics?.jobs.inc({ kind: job.kind, state: 'failed' })
-    out.failed.push(job.id)
-    log.warn({ attempts: failed.attempts }, 'job dead-lettered; marked failed')
-    // seq: after anything an earlier run may have published; subscribers drop lower seqs.
-    const event: JobEvent = { jobId: job.id, seq: 1_000_000_000, type: 'failed', data: error, at: Date.now() }
-    await o.events?.publish(event).catch((err) => log.warn({ err }, 'event publish failed'))
-    await Promise.resolve(o.onJobEvent?.(failed, event)).catch((err) =>
-      log.warn({ err }, 'onJobEvent hook failed'),
-    )
+    failed = await o.jobs.transition(job.id, 'failed', { error })
   } catch (err) {
     if (!(err instanceof IllegalTransitionError)) throw err
-    out.alreadyFinished++
+    return { outcome: 'already_finished', jobId: job.id }
   }
+  o.metrics?.jobs.inc({ kind: job.kind, state: 'failed' })
+  log.warn({ attempts: failed.attempts }, 'job dead-lettered; marked failed')
+  // seq: after anything an earlier run may have published (subscribers drop lower seqs),
+  // as the edge does for a job canceled before it ran.
+  const event: JobEvent = { jobId: job.id, seq: 1_000_000_000, type: 'failed', data: error, at: Date.now() }
+  await o.events?.publish(event).catch((err) => log.warn({ err }, 'event publish failed'))
+  await Promise.resolve(o.onJobEvent?.(failed, event)).catch((err) =>
+    log.warn({ err }, 'onJobEvent hook failed'),
+  )
+  return { outcome: 'failed', jobId: job.id }
+}
+
+async function handleDeadLetter(
+  msg: QueueMessage,
+  o: DrainDeadLetterOptions,
+  out: DrainResult,
+): Promise<void> {
+  const r = await failDeadLetteredJob(msg.body, o, msg.id)
+  if (r.outcome === 'failed' && r.jobId) out.failed.push(r.jobId)
+  else if (r.outcome === 'already_finished') out.alreadyFinished++
+  else out.dropped++
   await o.deadLetter.ack(msg.receiptHandle)
 }
