@@ -21,13 +21,13 @@ export interface Doc {
   train?: boolean[]
 }
 
-export type Record_ =
+export type DataRecord =
   | { text: string }
   | { prompt: string; completion: string }
   | { messages: { role: string; content: string }[] }
 
 /** Tokenizes one JSONL record or plain text. */
-export function tokenizeRecord(tok: PrometheusTokenizer, r: Record_ | string): Doc {
+export function tokenizeRecord(tok: PrometheusTokenizer, r: DataRecord | string): Doc {
   if (typeof r === 'string') return { ids: tok.encode(r) }
   if ('text' in r) return { ids: tok.encode(r.text) }
   if ('prompt' in r) {
@@ -48,7 +48,7 @@ export async function readDocs(paths: string[], tok: PrometheusTokenizer): Promi
       text.split('\n').forEach((line, i) => {
         if (!line.trim()) return
         try {
-          docs.push(tokenizeRecord(tok, JSON.parse(line) as Record_))
+          docs.push(tokenizeRecord(tok, JSON.parse(line) as DataRecord))
         } catch (e) {
           throw new Error(`data: ${path}:${i + 1}: ${(e as Error).message}`)
         }
