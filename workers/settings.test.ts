@@ -6,7 +6,7 @@ import { SVIX_SCHEDULE_MS } from './webhooks/dispatcher.js'
 describe('parseWorkerSettings', () => {
   it('defaults', () => {
     const s = parseWorkerSettings({})
-    expect(s.PGPT_WORKER_KINDS).toEqual(['generation'])
+    expect(s.PGPT_WORKER_KINDS).toEqual(['generation', 'fine_tune'])
     expect(s.PGPT_WORKER_METRICS_PORT).toBeUndefined()
     expect(s.PGPT_WEBHOOK_RETRY_SCHEDULE_MS).toEqual(SVIX_SCHEDULE_MS)
     expect(s.PGPT_TEST_HANDLERS).toBe('0')
@@ -25,7 +25,7 @@ describe('parseWorkerSettings', () => {
   })
 
   it.each([
-    ['PGPT_WORKER_KINDS', 'fine_tune'],
+    ['PGPT_WORKER_KINDS', 'generation,training'],
     ['PGPT_WEBHOOK_SIGNING_KEY', 'short'],
     ['PGPT_WEBHOOK_RETRY_SCHEDULE_MS', '5,soon'],
     ['PGPT_WORKER_METRICS_PORT', '70000'],
