@@ -1,14 +1,28 @@
 /**
- * `pgpt model`: create, export and inspect PrometheusGPT Mini model folders.
+ * `pgpt model`: create, export and inspect PrometheusGPT Mini model folders,
+ * and publish any decoder-with-past ONNX folder (Optimum layout) for serving.
  *
  *   pgpt model init --out dir [--config config.json | --hidden-size 256 ...] [--tokenizer dir]
  *   pgpt model export dir [--dtype fp32|fp16]
  *   pgpt model inspect dir
+ *   pgpt model validate dir [--onnx onnx/model.onnx]
+ *   pgpt model publish dir [--name id] [--tenant t | --public] [--onnx path] [--replace]
+ *   pgpt model list [--tenant t] [--json]
+ *
+ * publish and list use the configured ObjectStore (PGPT_STORE; the local
+ * profile's is `<PGPT_DATA_DIR>/store`, the one `npm start` serves from).
  */
 import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { defineCommand } from 'citty'
+import { openConfiguredStore } from '../core/adapters/object-stores.js'
+import { loadConfig as loadEnvConfig } from '../core/config-node.js'
+import { listManifests, type ModelManifest } from '../core/model-manifest.js'
+import type { ObjectStore } from '../core/ports/object-store.js'
+import { dirSource } from '../models/byo/fs-source.js'
+import { publishByoModel } from '../models/byo/publish.js'
+import { type ModelSummary, validateModelFolder } from '../models/byo/validate.js'
 import {
   describeOnnx,
   exportModelFolder,
@@ -137,7 +151,115 @@ const inspect = defineCommand({
   },
 })
 
+/** The configured ObjectStore, closed after `fn`. */
+async function withStore<T>(fn: (store: ObjectStore) => Promise<T>): Promise<T> {
+  const store = openConfiguredStore(loadEnvConfig())
+  try {
+    return await fn(store)
+  } finally {
+    await store.close?.()
+  }
+}
+
+const summary = (s: ModelSummary) =>
+  [
+    `  layers ${s.layers}, key/value heads ${s.kvHeads}, head size ${s.headDim}, vocabulary ${s.vocabSize} (tokenizer ${s.tokenizerVocabSize})`,
+    `  context ${s.contextLength}, ${s.dtype}, position_ids ${s.positionIds ? 'yes' : 'no (computed in the graph)'}, chat template ${s.chatTemplate ? 'yes' : 'no'}`,
+    `  eos ids ${s.eosTokenIds.join(', ') || '(none)'}${s.externalData.length ? `, external data ${s.externalData.join(', ')}` : ''}`,
+  ].join('\n')
+
+const validate = defineCommand({
+  meta: { name: 'validate', description: 'Check that a decoder-with-past ONNX folder can be served' },
+  args: {
+    dir: {
+      type: 'positional',
+      required: true,
+      description: 'Model folder (Optimum / transformers.js layout)',
+    },
+    onnx: {
+      type: 'string',
+      description: 'The graph to serve, relative to the folder (default: onnx/model.onnx, model.onnx, ...)',
+    },
+  },
+  async run({ args }) {
+    const v = await validateModelFolder(dirSource(args.dir), { onnx: args.onnx })
+    console.log(`${args.dir}: servable (${v.graph})`)
+    console.log(summary(v.info))
+    if (v.skipped.length) console.log(`  not uploaded: ${v.skipped.join(', ')}`)
+  },
+})
+
+const publish = defineCommand({
+  meta: {
+    name: 'publish',
+    description: 'Validate a model folder and publish it into the ObjectStore for serving',
+  },
+  args: {
+    dir: {
+      type: 'positional',
+      required: true,
+      description: 'Model folder (Optimum / transformers.js layout)',
+    },
+    name: { type: 'string', description: 'Model id (default: the folder name)' },
+    tenant: { type: 'string', description: 'Only this tenant may use the model' },
+    public: { type: 'boolean', description: 'Every tenant may use the model' },
+    onnx: {
+      type: 'string',
+      description: 'The graph to serve, relative to the folder (default: onnx/model.onnx, model.onnx, ...)',
+    },
+    replace: { type: 'boolean', description: 'Replace a model of the same id and owner' },
+  },
+  async run({ args }) {
+    if (!args.tenant === !args.public) throw new Error('pass exactly one of --tenant <t> or --public')
+    const id = args.name ?? basename(resolve(args.dir))
+    const { manifest, validated } = await withStore((store) =>
+      publishByoModel(store, dirSource(args.dir), {
+        id,
+        owner: args.public ? null : args.tenant!,
+        onnx: args.onnx,
+        replace: args.replace ?? false,
+      }),
+    )
+    const bytes = manifest.files.reduce((a, f) => a + f.size, 0)
+    console.log(
+      `published ${manifest.id} for ${manifest.owner === null ? 'every tenant' : `tenant ${manifest.owner}`}: ${manifest.files.length} files, ${(bytes / 1e6).toFixed(1)} MB`,
+    )
+    console.log(summary(validated.info))
+    if (validated.skipped.length) console.log(`  not uploaded: ${validated.skipped.join(', ')}`)
+  },
+})
+
+const row = (m: ModelManifest) =>
+  [
+    m.id,
+    m.owner ?? '(public)',
+    m.source,
+    m.context_length,
+    new Date(m.created * 1000).toISOString(),
+    `${(m.files.reduce((a, f) => a + f.size, 0) / 1e6).toFixed(1)} MB`,
+  ].join('\t')
+
+const list = defineCommand({
+  meta: { name: 'list', description: 'List the models in the ObjectStore' },
+  args: {
+    tenant: {
+      type: 'string',
+      description: 'Only the models this tenant may use (its own and the public ones)',
+    },
+    json: { type: 'boolean', description: 'Print the manifests as JSON' },
+  },
+  async run({ args }) {
+    const all = await withStore((store) => listManifests(store))
+    const models = all
+      .filter((m) => !args.tenant || m.owner === null || m.owner === args.tenant)
+      .sort((a, b) => a.id.localeCompare(b.id))
+    if (args.json) return console.log(JSON.stringify(models, null, 2))
+    console.log(['id', 'owner', 'source', 'context', 'created', 'size'].join('\t'))
+    for (const m of models) console.log(row(m))
+  },
+})
+
 export default defineCommand({
-  meta: { name: 'model', description: 'Create, export and inspect model folders' },
-  subCommands: { init, export: exportCmd, inspect },
+  meta: { name: 'model', description: 'Create, export, inspect, validate, publish and list models' },
+  subCommands: { init, export: exportCmd, inspect, validate, publish, list },
 })
