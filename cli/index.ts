@@ -13,6 +13,7 @@ const main = defineCommand({
     model: () => import('./model.js').then((m) => m.default),
     tokenizer: () => import('./tokenizer.js').then((m) => m.default),
     keys: () => import('./keys.js').then((m) => m.default),
+    train: () => import('./train.js').then((m) => m.default),
   },
 })
 
