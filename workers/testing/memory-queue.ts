@@ -25,10 +25,6 @@ export class MemoryQueue implements Queue {
   readonly messages = new Map<string, Stored>()
   private seq = 0
   private waiters = new Set<() => void>()
-  /** Calls for tests to inspect. */
-  readonly calls = { extend: [] as Array<[string, number]>, ack: [] as string[], release: [] as string[] }
-  /** Set to make the next receives throw (connection error simulation). */
-  failReceives = 0
 
   constructor(
     readonly name: string,
@@ -83,10 +79,6 @@ export class MemoryQueue implements Queue {
   }
 
   async receive(options: ReceiveOptions = {}): Promise<QueueMessage[]> {
-    if (this.failReceives > 0) {
-      this.failReceives--
-      throw new Error('ECONNREFUSED (simulated)')
-    }
     const max = options.maxMessages ?? 1
     const visibility = options.visibilityTimeoutSeconds ?? this.visibilityTimeoutSeconds
     const deadline = Date.now() + (options.waitTimeSeconds ?? 0) * 1000
@@ -113,18 +105,15 @@ export class MemoryQueue implements Queue {
   }
 
   async extend(handle: string, seconds: number): Promise<void> {
-    this.calls.extend.push([handle, seconds])
     this.byReceipt(handle).visibleAt = Date.now() + seconds * 1000
     if (seconds === 0) this.wake()
   }
 
   async ack(handle: string): Promise<void> {
-    this.calls.ack.push(handle)
     this.messages.delete(this.byReceipt(handle).id)
   }
 
   async release(handle: string): Promise<void> {
-    this.calls.release.push(handle)
     this.byReceipt(handle).visibleAt = Date.now()
     this.wake()
   }
