@@ -96,6 +96,15 @@ function context(j: JobRecord, ctrl = new AbortController()): JobContext & { pro
   }
 }
 
+/** The error a run fails with (a run that succeeds fails the test). */
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => {
+      throw new Error('expected the job to fail')
+    },
+    (e: unknown) => e as PermanentError,
+  )
+
 const allEvents = async (id: string) => (await listEvents(store, id, { limit: 1000 })).data.reverse()
 
 describe('fine_tune handler', () => {
@@ -155,7 +164,7 @@ describe('fine_tune handler', () => {
       validation_file: 'file-prose',
       hyperparameters: { ...AUTO_HYPERPARAMETERS, n_epochs: 3, seq_len: 32, learning_rate_multiplier: 3 },
     })
-    const err = await handler(context(j)).catch((e) => e)
+    const err = await failure(handler(context(j)))
     expect(err).toBeInstanceOf(PermanentError)
     expect(err.code).toBe('quality_gate')
     expect(await readManifest(store, (j.input as FineTuneInput).fine_tuned_model)).toBeNull()
@@ -172,13 +181,13 @@ describe('fine_tune handler', () => {
       purpose: 'fine-tune',
       content: '{"x":1}\n',
     })
-    const missing = await handler(context(job({ training_file: 'file-nope' }))).catch((e) => e)
+    const missing = await failure(handler(context(job({ training_file: 'file-nope' }))))
     expect(missing).toMatchObject({ code: 'invalid_training_file' })
-    const bad = await handler(context(job({ training_file: 'file-bad' }))).catch((e) => e)
+    const bad = await failure(handler(context(job({ training_file: 'file-bad' }))))
     expect(bad).toMatchObject({ code: 'invalid_training_file' })
     expect(bad.message).toMatch(/line 1/)
     // Another tenant's file does not exist for this tenant.
-    const other = await handler(context({ ...job(), tenant: 'other' })).catch((e) => e)
+    const other = await failure(handler(context({ ...job(), tenant: 'other' })))
     expect(other).toMatchObject({ code: 'invalid_training_file' })
   }, 30_000)
 })

@@ -1,0 +1,254 @@
+/**
+ * Fine-tuning end to end over real pieces, driven by the official `openai`
+ * client: the edge on @hono/node-server (local profile: SQLite queue and job
+ * store, folder store), a worker PROCESS running the `fine_tune` and
+ * `generation` handlers, and the bundled prometheus-mini as the base.
+ *
+ * Upload a small domain file (capital cities) through the Files API, create a
+ * job, page through its events (falling training loss, a validation loss
+ * below the base model's), get the succeeded job with `fine_tuned_model`,
+ * generate with that model (it answers in the domain's form; the base does not),
+ * cancel a second job mid-training, and check that another tenant sees none
+ * of the file, the job or the model.
+ */
+import { join } from 'node:path'
+import OpenAI, { toFile } from 'openai'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parseConfig } from '../../core/config.js'
+import { publishModelFolder } from '../../core/model-publish.js'
+import { createKey } from '../../edge/keys.js'
+import { type RunningEdge, startEdge } from '../../edge/node.js'
+import { MemoryKeyStore } from '../../edge/testing/memory-key-store.js'
+import { MemoryUsageStore } from '../../edge/testing/memory-usage-store.js'
+import { capitalsJsonl, MINI_DIR } from '../../models/train/fixtures.js'
+import {
+  createHarness,
+  type Harness,
+  type WorkerChild,
+  waitFor,
+} from '../../workers/testing/process-harness.js'
+import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+
+const TOKEN = 'fine-tuning-internal-token-0123456789'
+const PROMPT = 'Q: What is the capital of France?\nA:'
+let h: Harness
+let edge: RunningEdge
+let worker: WorkerChild
+let acme: OpenAI
+let other: OpenAI
+let receiver: Receiver
+
+beforeAll(async () => {
+  h = createHarness()
+  receiver = await startReceiver()
+  const config = parseConfig({
+    PGPT_DATA_DIR: h.dir,
+    PGPT_LOG_LEVEL: 'silent',
+    HOST: '127.0.0.1',
+    PGPT_INTERNAL_TOKEN: TOKEN,
+    PGPT_WEBHOOK_ALLOW_PRIVATE: 'true',
+  })
+  edge = await startEdge({
+    config,
+    port: 0,
+    deps: { keys: new MemoryKeyStore(), usage: new MemoryUsageStore() },
+  })
+  await publishModelFolder(edge.deps.store, MINI_DIR, {
+    id: 'prometheus-mini',
+    owner: null,
+    contextLength: 256,
+    source: 'bundled',
+  })
+  const key = async (tenant: string) =>
+    (await createKey(edge.deps.keys, { tenant, name: 'e2e', scopes: ['generate', 'fine-tune'] })).secret
+  const client = (apiKey: string) => new OpenAI({ apiKey, baseURL: `${edge.url}/v1`, maxRetries: 0 })
+  acme = client(await key('acme'))
+  other = client(await key('globex'))
+  worker = h.spawnWorker({
+    PGPT_WORKER_KINDS: 'generation,fine_tune',
+    PGPT_TEST_HANDLERS: '0',
+    PGPT_EDGE_URL: edge.url,
+    PGPT_INTERNAL_TOKEN: TOKEN,
+    PGPT_VISIBILITY_TIMEOUT_S: '30',
+    PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),
+    PGPT_LOG_LEVEL: 'info',
+  })
+  await worker.waitForLog((l) => l.msg === 'worker started', 30_000)
+}, 120_000)
+
+afterAll(async () => {
+  worker?.kill('SIGTERM')
+  await worker?.exited
+  await edge?.close()
+  await receiver?.close()
+  await h?.cleanup()
+})
+
+const upload = async (name: string, text: string) =>
+  acme.files.create({ file: await toFile(Buffer.from(text), name), purpose: 'fine-tune' })
+
+const settle = (id: string, timeoutMs = 120_000) =>
+  waitFor(
+    async () => {
+      const j = await acme.fineTuning.jobs.retrieve(id)
+      return ['succeeded', 'failed', 'cancelled'].includes(j.status) ? j : null
+    },
+    timeoutMs,
+    `fine-tuning job ${id}`,
+  )
+
+/** Every event of a job, oldest first, paging with `after` (10 a page). */
+async function allEvents(id: string) {
+  const out: OpenAI.FineTuning.FineTuningJobEvent[] = []
+  for await (const e of acme.fineTuning.jobs.listEvents(id, { limit: 10 })) out.push(e)
+  return out.reverse()
+}
+
+const complete = (client: OpenAI, model: string) =>
+  client.completions.create({ model, prompt: PROMPT, max_tokens: 10, temperature: 0 })
+
+describe('fine-tuning through the API (openai client, edge, worker process)', () => {
+  let jobId: string
+  let fileId: string
+  let ftModel: string
+
+  it('trains a LoRA fine-tune whose loss falls and publishes ft:<base>:<tenant>:<suffix>:<id>', async () => {
+    const train = await upload('capitals.jsonl', capitalsJsonl(96, 1))
+    const valid = await upload('capitals-valid.jsonl', capitalsJsonl(24, 2))
+    fileId = train.id
+    const created = await acme.fineTuning.jobs.create({
+      model: 'prometheus-mini',
+      training_file: train.id,
+      validation_file: valid.id,
+      suffix: 'capitals',
+      seed: 1,
+      hyperparameters: { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 1 },
+      // Extensions: a webhook, as for other jobs.
+      webhook: receiver.url,
+      webhook_events_filter: ['completed'],
+    } as OpenAI.FineTuning.JobCreateParams)
+    jobId = created.id
+    expect(created).toMatchObject({
+      object: 'fine_tuning.job',
+      model: 'prometheus-mini',
+      status: 'queued',
+      fine_tuned_model: null,
+      training_file: train.id,
+      validation_file: valid.id,
+      hyperparameters: { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 1 },
+    })
+    const done = await settle(jobId)
+    expect(done.error).toBeNull()
+    expect(done.status).toBe('succeeded')
+    ftModel = done.fine_tuned_model!
+    expect(ftModel).toMatch(/^ft:prometheus-mini:acme:capitals:[a-z0-9]+$/)
+    expect(done.trained_tokens).toBeGreaterThan(0)
+    expect(done.finished_at).toBeGreaterThanOrEqual(done.created_at)
+
+    // Events, paged: created → validating → steps with falling loss → validation → model → done.
+    const events = await allEvents(jobId)
+    expect(new Set(events.map((e) => e.id)).size).toBe(events.length)
+    expect(events.length).toBeGreaterThan(20)
+    const messages = events.map((e) => e.message)
+    expect(messages[0]).toBe(`Created fine-tuning job: ${jobId}`)
+    expect(messages[1]).toBe(`Validating training file: ${train.id}`)
+    expect(messages).toContain(`New fine-tuned model created: ${ftModel}`)
+    expect(messages.at(-1)).toBe('The job has successfully completed.')
+    expect(messages.some((m) => m.startsWith('Checkpoint created at step'))).toBe(true)
+    const losses = events
+      .filter((e) => e.type === 'metrics' && (e.data as { train_loss?: number }).train_loss !== undefined)
+      .map((e) => (e.data as { train_loss: number }).train_loss)
+    expect(losses.length).toBeGreaterThanOrEqual(20)
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length
+    expect(mean(losses.slice(-5))).toBeLessThan(mean(losses.slice(0, 5)) - 1)
+    const validation = events.find((e) => e.message.startsWith('Validation loss'))!.data as {
+      valid_loss: number
+      base_valid_loss: number
+    }
+    expect(validation.valid_loss).toBeLessThan(validation.base_valid_loss - 1)
+
+    const checkpoints = await acme.fineTuning.jobs.checkpoints.list(jobId)
+    expect(checkpoints.data.length).toBeGreaterThanOrEqual(1)
+    expect(checkpoints.data[0].fine_tuned_model_checkpoint).toMatch(
+      /^ft:prometheus-mini:acme:capitals:.+:ckpt-step-\d+$/,
+    )
+    const steps = checkpoints.data.map((c) => c.step_number)
+    expect([...steps].sort((a, b) => b - a)).toEqual(steps)
+
+    // The completed webhook (signed by the worker; its body is the job record).
+    await waitFor(() => receiver.received.length >= 1, 10_000, 'the completed webhook')
+    expect(JSON.parse(receiver.received[0].body)).toMatchObject({
+      id: jobId,
+      kind: 'fine_tune',
+      status: 'succeeded',
+      output: { fine_tuned_model: ftModel },
+    })
+
+    const list = await acme.fineTuning.jobs.list({ limit: 10 })
+    expect(list.data.map((j) => j.id)).toContain(jobId)
+  }, 180_000)
+
+  it('the fine-tuned model is listed for its tenant and answers in the domain (completions and chat)', async () => {
+    const models = (await acme.models.list()).data.map((m) => m.id)
+    expect(models).toContain(ftModel)
+    expect(models).toContain('prometheus-mini')
+    const tuned = await complete(acme, ftModel)
+    const base = await complete(acme, 'prometheus-mini')
+    expect(tuned.model).toBe(ftModel)
+    // The answers of the domain start " The capital of …"; the base model's do not.
+    expect(tuned.choices[0].text).toMatch(/^ The capital of /)
+    expect(base.choices[0].text).not.toMatch(/^ The capital of /)
+    const chat = await acme.chat.completions.create({
+      model: ftModel,
+      messages: [{ role: 'user', content: 'What is the capital of Italy?' }],
+      max_tokens: 8,
+    })
+    expect(chat.choices[0].message.role).toBe('assistant')
+    expect(typeof chat.choices[0].message.content).toBe('string')
+  }, 60_000)
+
+  it('another tenant sees neither the file, nor the job, nor the model', async () => {
+    await expect(other.files.retrieve(fileId)).rejects.toMatchObject({ status: 404 })
+    await expect(other.fineTuning.jobs.retrieve(jobId)).rejects.toMatchObject({ status: 404 })
+    await expect(other.fineTuning.jobs.listEvents(jobId)).rejects.toMatchObject({ status: 404 })
+    await expect(other.fineTuning.jobs.checkpoints.list(jobId)).rejects.toMatchObject({ status: 404 })
+    await expect(other.fineTuning.jobs.cancel(jobId)).rejects.toMatchObject({ status: 404 })
+    expect((await other.fineTuning.jobs.list()).data).toEqual([])
+    expect((await other.models.list()).data.map((m) => m.id)).not.toContain(ftModel)
+    await expect(other.models.retrieve(ftModel)).rejects.toMatchObject({ status: 404 })
+    await expect(complete(other, ftModel)).rejects.toMatchObject({ status: 404 })
+    // Nor can it train on acme's file.
+    await expect(
+      other.fineTuning.jobs.create({ model: 'prometheus-mini', training_file: fileId }),
+    ).rejects.toMatchObject({ status: 400 })
+  }, 30_000)
+
+  it('cancels a job mid-training: it stops, ends cancelled, and publishes nothing', async () => {
+    const created = await acme.fineTuning.jobs.create({
+      model: 'prometheus-mini',
+      training_file: fileId,
+      suffix: 'cancelme',
+      seed: 2,
+      hyperparameters: { n_epochs: 50 },
+    })
+    await waitFor(
+      async () => (await allEvents(created.id)).some((e) => /^Step 3\//.test(e.message)),
+      60_000,
+      'step 3',
+    )
+    expect((await acme.fineTuning.jobs.retrieve(created.id)).status).toBe('running')
+    const canceled = await acme.fineTuning.jobs.cancel(created.id)
+    expect(canceled.id).toBe(created.id)
+    const done = await settle(created.id, 30_000)
+    expect(done.status).toBe('cancelled')
+    expect(done.fine_tuned_model).toBeNull()
+    const events = await allEvents(created.id)
+    expect(events.at(-1)?.message).toBe('Fine-tuning job cancelled.')
+    const stepEvents = events.filter((e) => e.message.startsWith('Step '))
+    const total = (stepEvents[0].data as { total_steps: number }).total_steps
+    expect(stepEvents.length).toBeLessThan(total)
+    expect((await acme.models.list()).data.map((m) => m.id).some((id) => id.includes(':cancelme:'))).toBe(
+      false,
+    )
+  }, 120_000)
+})
