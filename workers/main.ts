@@ -37,20 +37,32 @@ async function main(): Promise<void> {
   const config = loadConfig()
   const settings = parseWorkerSettings()
   const logger = createLogger({ service: 'worker', level: config.PGPT_LOG_LEVEL })
+  let batches: import('./batches/worker.js').BatchWorker | undefined
   const worker = await startWorkerProcess({
     config,
     settings,
     logger,
     handlers: async ({ metrics }) => {
       const handlers: Record<string, JobHandler> = {}
-      if (settings.PGPT_WORKER_KINDS.includes('generation')) {
+      const kinds = settings.PGPT_WORKER_KINDS
+      if (kinds.includes('generation') || kinds.includes('batch')) {
         const { GenerationEngine, createGenerationHandler } = await import('./generation/index.js')
-        const engine = GenerationEngine.fromConfig(config, {
-          store: await openStore(config),
-          logger,
-          metrics,
-        })
-        handlers.generation = createGenerationHandler(engine) as JobHandler
+        const store = await openStore(config)
+        const engine = GenerationEngine.fromConfig(config, { store, logger, metrics })
+        if (kinds.includes('generation')) handlers.generation = createGenerationHandler(engine) as JobHandler
+        if (kinds.includes('batch')) {
+          // Batch lines share the engine (continuous batching); chunks run in their own loop.
+          const { startBatchWorker } = await import('./batches/index.js')
+          batches = startBatchWorker({
+            config,
+            store,
+            engine,
+            logger,
+            metrics,
+            waitTimeSeconds: settings.PGPT_WORKER_WAIT_S,
+          })
+          Object.assign(handlers, batches.handlers)
+        }
       }
       if (settings.PGPT_WORKER_KINDS.includes('fine_tune')) {
         const { createFineTuneHandler } = await import('./fine-tuning/index.js')
@@ -75,10 +87,12 @@ async function main(): Promise<void> {
     }
     logger.info({ signal: sig }, 'signal received: draining')
     void worker.shutdown()
+    void batches?.shutdown()
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
   await worker.done
+  await batches?.shutdown()
   process.exit(0)
 }
 

@@ -36,7 +36,7 @@ export const workerSettingsSchema = z.object({
   PGPT_WORKER_ABORT_WAIT_S: int(0, 600).default(2),
   /** Long-poll wait per receive, seconds. */
   PGPT_WORKER_WAIT_S: int(0, 20).default(20),
-  /** Production job kinds this worker runs, comma-separated; `none` for none. Default generation,fine_tune. */
+  /** Production job kinds this worker runs, comma-separated; `none` for none. Default generation,fine_tune,batch. */
   PGPT_WORKER_KINDS: z
     .string()
     .transform((s) =>
@@ -47,8 +47,8 @@ export const workerSettingsSchema = z.object({
             .map((k) => k.trim())
             .filter(Boolean),
     )
-    .pipe(z.array(z.enum(['generation', 'fine_tune'])))
-    .default(['generation', 'fine_tune']),
+    .pipe(z.array(z.enum(['generation', 'fine_tune', 'batch'])))
+    .default(['generation', 'fine_tune', 'batch']),
   /** Register the test job kinds (test.sleep, test.fail, test.crash). Never in production. */
   PGPT_TEST_HANDLERS: z.enum(['0', '1']).default('0'),
 })

@@ -1,4 +1,323 @@
-/** The Batch API (OpenAI's): being built; registers nothing yet. */
-import type { EdgeApp, RouteContext } from './util.js'
+/**
+ * The Batch API (OpenAI's): POST /v1/batches, GET /v1/batches/{id},
+ * GET /v1/batches (newest first, `after` cursor) and POST /v1/batches/{id}/cancel.
+ *
+ * Creating a batch stores its record (status `validating`, batches-store.ts)
+ * and enqueues one `batch` job; a worker (workers/batches/) checks every line,
+ * writes the bad ones to the error file's results, fans the rest out as
+ * `batch_chunk` jobs, and the last chunk to finish writes the output and error
+ * files. Extension: `webhook`, a URL told once the batch ends (its body is the
+ * batch object). Tenant-scoped: another tenant's id is a 404.
+ */
+import { createRoute, z } from '@hono/zod-openapi'
+import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
+import { BATCH_URLS } from '../../core/jsonl.js'
+import type { QueueMessageBody } from '../../core/protocol.js'
+import { authErrors, errorResponseOf } from '../generation/schemas.js'
+import { webhookUrlProblem } from '../lib/webhook-url.js'
+import { requireScope } from '../middleware/auth/index.js'
+import {
+  BATCH_STATUSES,
+  type BatchRecord,
+  batchView,
+  getBatch,
+  isTerminalBatch,
+  listBatches,
+  newBatchId,
+  parseCompletionWindow,
+  putNewBatch,
+  updateBatch,
+} from './batches-store.js'
+import { getFileObject } from './files-store.js'
+import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
-export function registerBatches(_app: EdgeApp, _ctx: RouteContext) {}
+const createBody = z
+  .object({
+    input_file_id: z.string().min(1).max(128),
+    endpoint: z.enum(BATCH_URLS),
+    completion_window: z
+      .string()
+      .openapi({
+        description: '"24h" (extension: a shorter window such as "30m" or "90s").',
+        example: '24h',
+      }),
+    metadata: z
+      .record(z.string().max(64), z.string().max(512))
+      .refine((m) => Object.keys(m).length <= 16, 'at most 16 keys')
+      .nullish(),
+    webhook: z
+      .string()
+      .max(2048)
+      .optional()
+      .openapi({ description: 'Extension: a URL notified once the batch ends, with the batch object.' }),
+  })
+  .openapi('CreateBatchRequest')
+type CreateBody = z.infer<typeof createBody>
+
+const counts = z.object({ total: z.number().int(), completed: z.number().int(), failed: z.number().int() })
+const ts = z.number().int().nullable()
+
+export const batchSchema = z
+  .object({
+    id: z.string(),
+    object: z.literal('batch'),
+    endpoint: z.enum(BATCH_URLS),
+    errors: z
+      .object({
+        object: z.literal('list'),
+        data: z.array(
+          z.object({
+            code: z.string(),
+            message: z.string(),
+            param: z.string().nullable(),
+            line: z.number().int().nullable(),
+          }),
+        ),
+      })
+      .nullable(),
+    input_file_id: z.string(),
+    completion_window: z.string(),
+    status: z.enum(BATCH_STATUSES),
+    output_file_id: z.string().nullable(),
+    error_file_id: z.string().nullable(),
+    created_at: z.number().int(),
+    in_progress_at: ts,
+    expires_at: z.number().int(),
+    finalizing_at: ts,
+    completed_at: ts,
+    failed_at: ts,
+    expired_at: ts,
+    cancelling_at: ts,
+    cancelled_at: ts,
+    request_counts: counts,
+    metadata: z.record(z.string(), z.string()).nullable(),
+    webhook: z.string().nullable(),
+  })
+  .openapi('Batch')
+
+const idParam = z.object({ id: z.string().min(1).max(128) })
+const batchJson = { 'application/json': { schema: batchSchema } }
+const notFoundErr = { 404: errorResponseOf('No such batch for this tenant.') }
+
+const create = createRoute({
+  method: 'post',
+  path: '/v1/batches',
+  tags: ['Batches'],
+  summary: 'Create a batch',
+  description:
+    'Runs every request of a `batch` file at lower priority than interactive traffic; results arrive in the output and error files.',
+  security,
+  middleware: [requireScope('batch')] as const,
+  request: { body: { required: true, content: { 'application/json': { schema: createBody } } } },
+  responses: {
+    200: { description: 'The batch (status validating).', content: batchJson },
+    400: errorResponseOf('Invalid request or input file.'),
+    ...authErrors,
+    404: errorResponseOf('No such input file.'),
+    422: errorResponseOf('The webhook URL is not allowed.'),
+    503: errorResponseOf('The queue is unavailable.'),
+  },
+})
+
+const get = createRoute({
+  method: 'get',
+  path: '/v1/batches/{id}',
+  tags: ['Batches'],
+  summary: 'Retrieve a batch',
+  security,
+  request: { params: idParam },
+  responses: { 200: { description: 'The batch.', content: batchJson }, ...authErrors, ...notFoundErr },
+})
+
+const list = createRoute({
+  method: 'get',
+  path: '/v1/batches',
+  tags: ['Batches'],
+  summary: 'List batches, newest first',
+  security,
+  request: {
+    query: z.object({
+      after: z
+        .string()
+        .max(128)
+        .optional()
+        .openapi({ description: 'Cursor: the last id of the previous page.' }),
+      limit: z.coerce.number().int().min(1).max(100).default(20),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'A page of batches.',
+      content: {
+        'application/json': {
+          schema: z.object({
+            object: z.literal('list'),
+            data: z.array(batchSchema),
+            first_id: z.string().nullable(),
+            last_id: z.string().nullable(),
+            has_more: z.boolean(),
+          }),
+        },
+      },
+    },
+    ...authErrors,
+  },
+})
+
+const cancel = createRoute({
+  method: 'post',
+  path: '/v1/batches/{id}/cancel',
+  tags: ['Batches'],
+  summary: 'Cancel a batch',
+  description:
+    'Moves the batch to `cancelling`; requests not yet started are skipped, and the batch ends `cancelled` with the output of what was done.',
+  security,
+  middleware: [requireScope('batch')] as const,
+  request: { params: idParam },
+  responses: {
+    200: { description: 'The batch.', content: batchJson },
+    ...authErrors,
+    ...notFoundErr,
+    409: errorResponseOf('The batch has ended or is finalizing.'),
+  },
+})
+
+const now = () => Math.floor(Date.now() / 1000)
+
+export function registerBatches(app: EdgeApp, { deps }: RouteContext) {
+  app.openapi(
+    create,
+    h(async (c) => {
+      const b = valid<CreateBody>(c, 'json')
+      const key = c.get('key')
+      const window = parseCompletionWindow(b.completion_window)
+      if (window === null)
+        throw badRequest(
+          'completion_window must be "24h" (or, as an extension, a shorter window such as "30m").',
+          'completion_window',
+          'invalid_value',
+        )
+      const file = await getFileObject(deps.store, key.tenant, b.input_file_id)
+      if (!file) throw notFound('file', b.input_file_id, 'input_file_id')
+      if (file.purpose !== 'batch')
+        throw badRequest(
+          `The input file must have purpose 'batch' (it has '${file.purpose}').`,
+          'input_file_id',
+          'invalid_input_file',
+        )
+      if (b.webhook !== undefined) {
+        const problem = webhookUrlProblem(b.webhook, deps.config.PGPT_WEBHOOK_ALLOW_PRIVATE)
+        if (problem) throw unprocessable(`The webhook URL ${problem}.`, 'webhook', 'webhook_url_not_allowed')
+      }
+      const id = newBatchId()
+      const created = now()
+      const requestId = c.get('requestId')
+      const record: BatchRecord = {
+        id,
+        object: 'batch',
+        endpoint: b.endpoint,
+        errors: null,
+        input_file_id: b.input_file_id,
+        completion_window: b.completion_window,
+        status: 'validating',
+        output_file_id: null,
+        error_file_id: null,
+        created_at: created,
+        in_progress_at: null,
+        expires_at: created + window,
+        finalizing_at: null,
+        completed_at: null,
+        failed_at: null,
+        expired_at: null,
+        cancelling_at: null,
+        cancelled_at: null,
+        request_counts: { total: 0, completed: 0, failed: 0 },
+        metadata: b.metadata ?? null,
+        webhook: b.webhook ?? null,
+        internal: {
+          tenant: key.tenant,
+          jobId: id,
+          requestId,
+          apiKeyId: key.id,
+          chunks: null,
+          done: {},
+          invalid: 0,
+        },
+      }
+      await putNewBatch(deps.store, record)
+      // The job that validates and fans out; its id is the batch's (GET /v1/jobs/{batch id} shows it).
+      const job = await deps.jobs.create({
+        id,
+        tenant: key.tenant,
+        kind: 'batch',
+        input: { batchId: id },
+        requestId,
+        apiKeyId: key.id,
+      })
+      const message: QueueMessageBody = { jobId: job.id, kind: job.kind, requestId }
+      try {
+        await deps.queue.send(JSON.stringify(message))
+      } catch (err) {
+        const error = { code: 'queue_unavailable', message: 'could not enqueue', param: null, line: null }
+        await updateBatch(deps.store, key.tenant, id, (cur) => ({
+          ...cur,
+          status: 'failed',
+          failed_at: now(),
+          errors: { object: 'list', data: [error] },
+        })).catch(() => {})
+        await deps.jobs.transition(job.id, 'failed', { error }).catch(() => {})
+        throw new ApiError(503, 'The job queue is unavailable. Please retry.', {
+          code: 'queue_unavailable',
+          cause: err,
+        })
+      }
+      c.get('log').info({ batchId: id, inputFileId: b.input_file_id }, 'batch created')
+      return json(c, batchView(record))
+    }),
+  )
+  app.openapi(
+    list,
+    h(async (c) => {
+      const q = valid<{ after?: string; limit: number }>(c, 'query')
+      const page = await listBatches(deps.store, c.get('key').tenant, q)
+      return json(c, {
+        object: 'list',
+        data: page.data.map(batchView),
+        first_id: page.data[0]?.id ?? null,
+        last_id: page.data.at(-1)?.id ?? null,
+        has_more: page.hasMore,
+      })
+    }),
+  )
+  app.openapi(
+    get,
+    h(async (c) => {
+      const { id } = valid<{ id: string }>(c, 'param')
+      const b = await getBatch(deps.store, c.get('key').tenant, id)
+      if (!b) throw notFound('batch', id, 'id')
+      return json(c, batchView(b))
+    }),
+  )
+  app.openapi(
+    cancel,
+    h(async (c) => {
+      const { id } = valid<{ id: string }>(c, 'param')
+      const tenant = c.get('key').tenant
+      const before = await getBatch(deps.store, tenant, id)
+      if (!before) throw notFound('batch', id, 'id')
+      const after = await updateBatch(deps.store, tenant, id, (cur) =>
+        cur.status === 'validating' || cur.status === 'in_progress'
+          ? { ...cur, status: 'cancelling', cancelling_at: now() }
+          : null,
+      )
+      if (!after) throw notFound('batch', id, 'id')
+      if (after.status !== 'cancelling' && after.status !== 'cancelled')
+        throw new ApiError(
+          409,
+          `The batch ${id} cannot be cancelled: its status is ${after.status}${isTerminalBatch(after.status) ? '' : ' (finalizing)'}.`,
+          { code: 'batch_not_cancellable' },
+        )
+      return json(c, batchView(after))
+    }),
+  )
+}

@@ -1,0 +1,367 @@
+/**
+ * The worker side of batches: two job kinds.
+ *
+ * - `batch` (one per batch, on the main queue): reads the input file, checks
+ *   every line (request.ts), writes each bad line's result at once, stores the
+ *   good ones as chunks of `linesPerChunk`, moves the batch to `in_progress`
+ *   and enqueues one `batch_chunk` job per chunk. Short: it only plans.
+ * - `batch_chunk`: runs its lines through the same generation engine as
+ *   interactive requests, concurrently, so the engine's continuous batching
+ *   decodes them together (and with interactive requests). Each line's result
+ *   is written create-once (batches-store.ts), so a chunk delivered again
+ *   (worker killed, lease lost) skips the lines already done: nothing is run
+ *   into the output twice, nothing is lost. The chunk then marks itself done
+ *   in the batch record (compare-and-swap); the chunk that completes the set
+ *   finalizes the batch (finalize.ts).
+ *
+ * Priority (lower than interactive traffic), two limits, both per process:
+ * chunks run in their own loop with few slots (worker.ts: the main loop's
+ * slots never wait behind a chunk), and batch lines hold at most
+ * `maxLinesInFlight` (default half) of the engine's rows, so an interactive
+ * request always finds rows free and joins the running batch at once.
+ *
+ * Cancel and expiry are checked before each line starts (the batch record is
+ * re-read at most every `statusPollMs`): lines not started are left out and
+ * finalization writes them to the error file (batch_cancelled, batch_expired).
+ */
+import { ApiError } from '../../core/errors.js'
+import { splitJsonl } from '../../core/jsonl.js'
+import type { Logger } from '../../core/logger.js'
+import { isTerminal, type JobStore } from '../../core/ports/job-store.js'
+import type { ObjectStore } from '../../core/ports/object-store.js'
+import type { Queue } from '../../core/ports/queue.js'
+import type { GenerationOutput, QueueMessageBody } from '../../core/protocol.js'
+import { chatBody, completionBody } from '../../edge/generation/format.js'
+import type { ModelCatalog } from '../../edge/model-catalog.js'
+import {
+  type BatchRecord,
+  getBatch,
+  getChunk,
+  getResult,
+  isTerminalBatch,
+  liveCounts,
+  type PlannedLine,
+  putChunk,
+  putResult,
+  type StoredResult,
+  updateBatch,
+} from '../../edge/routes/batches-store.js'
+import { readFileText } from '../../edge/routes/files-store.js'
+import { PermanentError } from '../errors.js'
+import type { GenerationEngine } from '../generation/engine.js'
+import type { JobContext, JobHandler } from '../worker-loop.js'
+import { finalizeBatch } from './finalize.js'
+import { Limiter } from './limiter.js'
+import { checkLine } from './request.js'
+
+export const BATCH_KIND = 'batch'
+export const BATCH_CHUNK_KIND = 'batch_chunk'
+export const DEFAULT_LINES_PER_CHUNK = 32
+
+export interface BatchHandlerDeps {
+  store: ObjectStore
+  jobs: JobStore
+  /** Where `batch_chunk` messages go (worker.ts: their own queue when the profile has one). */
+  chunkQueue: Queue
+  engine: Pick<GenerationEngine, 'generate' | 'maxBatchSize'>
+  /** Model visibility and token counts for line checks (edge/model-catalog.ts). */
+  models: ModelCatalog
+  /** Deliveries after which the queue dead-letters a message: on the last one, a line's unexpected error is recorded instead of retried. */
+  maxReceiveCount: number
+  /** Told once a batch ends (webhooks). Must not throw. */
+  notify?: (b: BatchRecord) => void | Promise<void>
+  /** Default 32. */
+  linesPerChunk?: number
+  /** Batch lines generating at once in this process; default half the engine's rows (at least 1). */
+  maxLinesInFlight?: number
+  /** How often a running chunk re-reads the batch for cancel. Default 500 ms. */
+  statusPollMs?: number
+  logger?: Logger
+}
+
+export interface BatchHandlers {
+  batch: JobHandler
+  batch_chunk: JobHandler
+}
+
+const now = () => Math.floor(Date.now() / 1000)
+export const requestIdOf = (batchId: string, line: number) =>
+  `batch_req_${batchId.slice('batch_'.length)}_${line}`
+export const chunkJobId = (batchId: string, n: number) => `${batchId}_c${n}`
+
+function inputOf(ctx: JobContext): { batchId: string; chunk?: number } {
+  const i = ctx.job.input as { batchId?: unknown; chunk?: unknown } | null
+  if (!i || typeof i.batchId !== 'string')
+    throw new PermanentError('batch job input lacks batchId', { code: 'invalid_input' })
+  return { batchId: i.batchId, ...(typeof i.chunk === 'number' ? { chunk: i.chunk } : {}) }
+}
+
+export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
+  const perChunk = d.linesPerChunk ?? DEFAULT_LINES_PER_CHUNK
+  const lines = new Limiter(d.maxLinesInFlight ?? Math.max(1, Math.floor(d.engine.maxBatchSize / 2)))
+  const pollMs = d.statusPollMs ?? 500
+  const { store } = d
+
+  const finalize = (tenant: string, batchId: string, log?: Logger) =>
+    finalizeBatch({ store, notify: d.notify, logger: log ?? d.logger }, tenant, batchId)
+
+  async function failBatch(tenant: string, batchId: string, code: string, message: string): Promise<void> {
+    const b = await updateBatch(store, tenant, batchId, (cur) =>
+      isTerminalBatch(cur.status)
+        ? null
+        : {
+            ...cur,
+            status: 'failed',
+            failed_at: now(),
+            errors: { object: 'list', data: [{ code, message, param: 'input_file_id', line: null }] },
+          },
+    )
+    if (b?.status === 'failed') await d.notify?.(b)
+  }
+
+  /** Creates the chunk's job unless it exists, and sends its message (again after a crash: harmless, results are create-once). */
+  async function enqueueChunk(b: BatchRecord, n: number, log: Logger | undefined): Promise<void> {
+    const id = chunkJobId(b.id, n)
+    let job = await d.jobs.getById(id)
+    if (!job) {
+      try {
+        job = await d.jobs.create({
+          id,
+          tenant: b.internal.tenant,
+          kind: BATCH_CHUNK_KIND,
+          input: { batchId: b.id, chunk: n },
+          ...(b.internal.requestId ? { requestId: b.internal.requestId } : {}),
+          ...(b.internal.apiKeyId ? { apiKeyId: b.internal.apiKeyId } : {}),
+        })
+      } catch (err) {
+        job = await d.jobs.getById(id)
+        if (!job) throw err
+      }
+    }
+    if (isTerminal(job.state)) {
+      log?.warn({ chunkJobId: id, state: job.state }, 'chunk job ended without marking its chunk done')
+      return
+    }
+    const message: QueueMessageBody = {
+      jobId: id,
+      kind: BATCH_CHUNK_KIND,
+      requestId: b.internal.requestId ?? undefined,
+    }
+    await d.chunkQueue.send(JSON.stringify(message))
+  }
+
+  async function plan(ctx: JobContext, b: BatchRecord): Promise<BatchRecord | null> {
+    const tenant = b.internal.tenant
+    const text = await readFileText(store, tenant, b.input_file_id)
+    if (text === null) {
+      await failBatch(
+        tenant,
+        b.id,
+        'invalid_input_file',
+        `The input file ${b.input_file_id} no longer exists.`,
+      )
+      return null
+    }
+    const all = splitJsonl(text)
+    if (!all.length) {
+      await failBatch(tenant, b.id, 'empty_file', 'The input file has no lines.')
+      return null
+    }
+    const seen = new Set<string>()
+    const planned: PlannedLine[] = []
+    let invalid = 0
+    for (const l of all) {
+      const r = await checkLine(d.models, tenant, b.endpoint, l.text, seen)
+      if (r.ok) {
+        planned.push({ line: l.line, custom_id: r.request.custom_id, input: r.input })
+        continue
+      }
+      invalid++
+      const id = requestIdOf(b.id, l.line)
+      await putResult(store, tenant, b.id, {
+        ok: false,
+        line: l.line,
+        result:
+          r.stage === 'line'
+            ? {
+                id,
+                custom_id: r.custom_id,
+                response: null,
+                error: { code: r.code, message: `line ${l.line}: ${r.message}` },
+              }
+            : {
+                id,
+                custom_id: r.custom_id,
+                response: {
+                  status_code: r.status,
+                  request_id: id,
+                  body: new ApiError(r.status, r.message, { code: r.code }).toJSON(),
+                },
+                error: null,
+              },
+      })
+    }
+    const chunks = Math.ceil(planned.length / perChunk)
+    for (let n = 0; n < chunks; n++) {
+      await putChunk(store, tenant, b.id, n, planned.slice(n * perChunk, (n + 1) * perChunk))
+      if (n % 16 === 15) await ctx.heartbeat()
+    }
+    ctx.logger.info({ batchId: b.id, lines: all.length, invalid, chunks }, 'batch planned')
+    return updateBatch(store, tenant, b.id, (cur) =>
+      cur.internal.chunks !== null || isTerminalBatch(cur.status)
+        ? null
+        : {
+            ...cur,
+            status: cur.status === 'validating' ? 'in_progress' : cur.status,
+            in_progress_at: cur.status === 'validating' ? now() : cur.in_progress_at,
+            request_counts: { total: all.length, completed: 0, failed: invalid },
+            internal: { ...cur.internal, chunks, invalid },
+          },
+    )
+  }
+
+  const batch: JobHandler = async (ctx) => {
+    const { batchId } = inputOf(ctx)
+    const tenant = ctx.job.tenant
+    let b = await getBatch(store, tenant, batchId)
+    if (!b) throw new PermanentError(`no batch ${batchId} for this tenant`, { code: 'batch_not_found' })
+    if (isTerminalBatch(b.status)) return { batchId, status: b.status }
+    if (b.internal.chunks === null) {
+      if (b.status === 'cancelling') {
+        const done = await finalize(tenant, batchId, ctx.logger)
+        return { batchId, status: done?.status }
+      }
+      b = await plan(ctx, b)
+      if (!b) return { batchId, status: 'failed' }
+    }
+    if (isTerminalBatch(b.status)) return { batchId, status: b.status }
+    const chunks = b.internal.chunks ?? 0
+    for (let n = 0; n < chunks; n++) if (!b.internal.done[n]) await enqueueChunk(b, n, ctx.logger)
+    if (Object.keys(b.internal.done).length >= chunks) await finalize(tenant, batchId, ctx.logger)
+    return { batchId, chunks }
+  }
+
+  function resultOf(batchId: string, pl: PlannedLine, out: GenerationOutput): StoredResult {
+    const id = requestIdOf(batchId, pl.line)
+    const completionId = `${batchId}_${pl.line}`
+    const body =
+      pl.input.endpoint === 'completions' ? completionBody(completionId, out) : chatBody(completionId, out)
+    return {
+      ok: true,
+      line: pl.line,
+      result: {
+        id,
+        custom_id: pl.custom_id,
+        response: { status_code: 200, request_id: id, body },
+        error: null,
+      },
+    }
+  }
+
+  function failureOf(batchId: string, pl: PlannedLine, err: ApiError): StoredResult {
+    const id = requestIdOf(batchId, pl.line)
+    return {
+      ok: false,
+      line: pl.line,
+      result: {
+        id,
+        custom_id: pl.custom_id,
+        response: { status_code: err.status, request_id: id, body: err.toJSON() },
+        error: null,
+      },
+    }
+  }
+
+  const batch_chunk: JobHandler = async (ctx) => {
+    const { batchId, chunk: n } = inputOf(ctx)
+    if (n === undefined) throw new PermanentError('batch_chunk input lacks chunk', { code: 'invalid_input' })
+    const tenant = ctx.job.tenant
+    const b = await getBatch(store, tenant, batchId)
+    if (!b) throw new PermanentError(`no batch ${batchId} for this tenant`, { code: 'batch_not_found' })
+    if (isTerminalBatch(b.status)) return { batchId, chunk: n, skipped: b.status }
+    const planned = await getChunk(store, tenant, batchId, n)
+    if (!planned) throw new PermanentError(`batch ${batchId} has no chunk ${n}`, { code: 'chunk_not_found' })
+    const done = new Map<number, StoredResult>()
+    for (const pl of planned) {
+      const r = await getResult(store, tenant, batchId, pl.line)
+      if (r) done.set(pl.line, r)
+    }
+    const todo = planned.filter((pl) => !done.has(pl.line))
+    if (done.size)
+      ctx.logger.info(
+        { batchId, chunk: n, alreadyDone: done.size },
+        'chunk resumed: skipping lines already done',
+      )
+
+    let stopped: 'cancelled' | 'expired' | null = null
+    let checkedAt = Date.now()
+    let current: BatchRecord = b
+    const refresh = async () => {
+      if (Date.now() - checkedAt >= pollMs) {
+        checkedAt = Date.now()
+        current = (await getBatch(store, tenant, batchId)) ?? current
+      }
+      if (current.status === 'cancelling' || current.status === 'cancelled') stopped = 'cancelled'
+      else if (Date.now() >= current.expires_at * 1000) stopped = 'expired'
+    }
+
+    const runLine = async (pl: PlannedLine): Promise<void> => {
+      await lines.acquire(ctx.signal)
+      try {
+        await refresh()
+        if (stopped || ctx.signal.aborted) return
+        let r: StoredResult
+        try {
+          r = resultOf(batchId, pl, await d.engine.generate(pl.input, { signal: ctx.signal }))
+        } catch (err) {
+          if (ctx.signal.aborted) throw err
+          if (err instanceof ApiError) r = failureOf(batchId, pl, err)
+          else if (ctx.receiveCount >= d.maxReceiveCount) {
+            ctx.logger.error(
+              { err, batchId, line: pl.line },
+              'batch line failed on the last delivery; recorded as failed',
+            )
+            r = failureOf(
+              batchId,
+              pl,
+              new ApiError(500, 'The request failed in the worker.', { code: 'internal_error' }),
+            )
+          } else throw err
+        }
+        if (!(await putResult(store, tenant, batchId, r)))
+          r = (await getResult(store, tenant, batchId, pl.line)) ?? r
+        done.set(pl.line, r)
+      } finally {
+        lines.release()
+      }
+    }
+    const settled = await Promise.allSettled(todo.map(runLine))
+    if (ctx.signal.aborted) throw ctx.signal.reason
+    const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
+    if (failure) throw failure.reason
+
+    let completed = 0
+    let failed = 0
+    for (const r of done.values()) r.ok ? completed++ : failed++
+    const after = await updateBatch(store, tenant, batchId, (cur) => {
+      if (isTerminalBatch(cur.status)) return null
+      const next: BatchRecord = {
+        ...cur,
+        internal: { ...cur.internal, done: { ...cur.internal.done, [n]: { completed, failed } } },
+      }
+      next.request_counts = liveCounts(next)
+      return next
+    })
+    ctx.logger.info({ batchId, chunk: n, completed, failed, stopped }, 'batch chunk done')
+    if (
+      after &&
+      !isTerminalBatch(after.status) &&
+      after.internal.chunks !== null &&
+      Object.keys(after.internal.done).length >= after.internal.chunks
+    )
+      await finalize(tenant, batchId, ctx.logger)
+    return { batchId, chunk: n, completed, failed, stopped }
+  }
+
+  return { batch, batch_chunk }
+}

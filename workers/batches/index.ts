@@ -1,0 +1,5 @@
+export * from './finalize.js'
+export * from './handlers.js'
+export * from './limiter.js'
+export * from './request.js'
+export * from './worker.js'

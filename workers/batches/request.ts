@@ -1,0 +1,122 @@
+/**
+ * One batch line → the generation input a worker runs, with the same checks
+ * and defaults as the interactive routes: the body is parsed with the
+ * routes' own schemas (edge/generation/schemas.ts) and turned into a
+ * GenerationInput by the edge's `prepareGeneration` (model visible to the
+ * tenant, context length, default max_tokens, sampling). A line that fails
+ * gets the reason an interactive request would get as a 4xx.
+ */
+import { ApiError } from '../../core/errors.js'
+import { type BatchRequestLine, type BatchUrl, checkBatchLine, parseJsonLine } from '../../core/jsonl.js'
+import type { GenerationInput } from '../../core/protocol.js'
+import type { EdgeDeps } from '../../edge/deps.js'
+import { fromZod } from '../../edge/errors.js'
+import { type GenerationRequest, prepareGeneration } from '../../edge/generation/run.js'
+import {
+  type ChatRequest,
+  type CompletionRequest,
+  chatRequest,
+  completionRequest,
+} from '../../edge/generation/schemas.js'
+import type { ModelCatalog } from '../../edge/model-catalog.js'
+
+export type LineCheck =
+  | { ok: true; request: BatchRequestLine; input: GenerationInput }
+  | {
+      ok: false
+      custom_id: string | null
+      /** 'line': the line itself is malformed (error file's `error`); 'body': the request is invalid (a 4xx `response`). */
+      stage: 'line' | 'body'
+      status: number
+      code: string
+      message: string
+    }
+
+const fail = (custom_id: string | null, status: number, code: string, message: string): LineCheck => ({
+  ok: false,
+  custom_id,
+  stage:
+    code === 'invalid_json' ||
+    code === 'invalid_request' ||
+    code === 'duplicate_custom_id' ||
+    code === 'invalid_url'
+      ? 'line'
+      : 'body',
+  status,
+  code,
+  message,
+})
+
+/** The interactive request a body stands for (as edge/routes/completions.ts builds it). */
+export function toGenerationRequest(url: BatchUrl, body: Record<string, unknown>): GenerationRequest {
+  if (url === '/v1/completions') {
+    const parsed = completionRequest.safeParse(body)
+    if (!parsed.success) throw fromZod(parsed.error, 'json')
+    const b: CompletionRequest = parsed.data
+    const prompt = typeof b.prompt === 'string' ? b.prompt : b.prompt[0]
+    return {
+      endpoint: 'completions',
+      model: b.model,
+      prompt,
+      fields: b,
+      maxTokens: b.max_tokens,
+      logprobs: b.logprobs ?? null,
+      echo: b.echo ?? false,
+      stream: false,
+    }
+  }
+  const parsed = chatRequest.safeParse(body)
+  if (!parsed.success) throw fromZod(parsed.error, 'json')
+  const b: ChatRequest = parsed.data
+  if (b.top_logprobs != null && !b.logprobs)
+    throw new ApiError(400, 'top_logprobs requires logprobs to be true.', { param: 'top_logprobs' })
+  return {
+    endpoint: 'chat.completions',
+    model: b.model,
+    messages: b.messages,
+    fields: b,
+    maxTokens: b.max_completion_tokens ?? b.max_tokens,
+    logprobs: b.logprobs ? (b.top_logprobs ?? 0) : null,
+    echo: false,
+    stream: false,
+  }
+}
+
+/**
+ * Checks one line of a batch whose endpoint is `endpoint`. `seen` collects
+ * custom_ids: a repeated one fails (the first stands).
+ */
+export async function checkLine(
+  models: ModelCatalog,
+  tenant: string,
+  endpoint: BatchUrl,
+  text: string,
+  seen: Set<string>,
+): Promise<LineCheck> {
+  const j = parseJsonLine(text)
+  if (!j.ok) return fail(null, 400, 'invalid_json', j.reason)
+  const customId = typeof j.value.custom_id === 'string' ? j.value.custom_id : null
+  const env = checkBatchLine(j.value)
+  if (!env.ok) return fail(customId, 400, 'invalid_request', env.reason)
+  const r = env.request
+  if (seen.has(r.custom_id))
+    return fail(null, 400, 'duplicate_custom_id', `custom_id '${r.custom_id}' repeats an earlier line`)
+  seen.add(r.custom_id)
+  if (r.url !== endpoint)
+    return fail(
+      r.custom_id,
+      400,
+      'invalid_url',
+      `url ${r.url} does not match the batch's endpoint ${endpoint}`,
+    )
+  try {
+    const g = toGenerationRequest(r.url, r.body)
+    // prepareGeneration reads only `deps.models` (catalog and token counter).
+    const prep = await prepareGeneration({ models } as EdgeDeps, tenant, g)
+    return { ok: true, request: r, input: prep.input }
+  } catch (err) {
+    if (err instanceof ApiError && err.status < 500)
+      return fail(r.custom_id, err.status, err.code ?? 'invalid_body', err.message)
+    throw err
+  }
+}

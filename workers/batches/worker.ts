@@ -1,0 +1,148 @@
+/**
+ * Batches in a worker process (workers/main.ts calls this when
+ * PGPT_WORKER_KINDS has `batch`): the `batch` handler for the main loop, and
+ * the `batch_chunk` loop.
+ *
+ * Priority: in the local profile chunks have their own queue
+ * (`batch-chunks` in the same SQLite file) and their own worker loop with
+ * `chunkConcurrency` slots (default 2), so a chunk never takes one of the
+ * main loop's slots and interactive jobs never wait behind chunks; batch
+ * lines also hold at most half of the engine's rows (handlers.ts). With SQS
+ * (one queue URL so far) chunks share the main queue and loop, and only the
+ * engine-row limit applies.
+ *
+ * Webhooks: a batch with a `webhook` gets one `completed` delivery when it
+ * ends, written to the durable delivery log that the process's dispatcher
+ * sends from (same webhook-id on every retry and on a second finalizer).
+ */
+import { openLocalQueue } from '../../core/adapters/local-queue.js'
+import { MemoryEvents } from '../../core/adapters/memory-events.js'
+import { SqliteJobStore } from '../../core/adapters/sqlite-job-store.js'
+import type { Config } from '../../core/config.js'
+import type { Logger } from '../../core/logger.js'
+import type { Metrics } from '../../core/metrics.js'
+import type { ObjectStore } from '../../core/ports/object-store.js'
+import { createModelCatalog } from '../../edge/model-catalog.js'
+import { type BatchRecord, batchView } from '../../edge/routes/batches-store.js'
+import type { GenerationEngine } from '../generation/engine.js'
+import { DeliveryLog } from '../webhooks/delivery-log.js'
+import { webhookId } from '../webhooks/dispatcher.js'
+import { type JobHandler, runWorker } from '../worker-loop.js'
+import { localDbFile, openQueue } from '../worker-process.js'
+import { createBatchHandlers } from './handlers.js'
+
+export const BATCH_CHUNKS_QUEUE = 'batch-chunks'
+export const DEFAULT_CHUNK_CONCURRENCY = 2
+
+export interface BatchWorkerOptions {
+  config: Config
+  store: ObjectStore
+  engine: GenerationEngine
+  logger: Logger
+  metrics?: Metrics
+  /** Chunks at once in this process. Default 2. */
+  chunkConcurrency?: number
+  /** Long-poll wait of the chunk loop, seconds. Default 20. */
+  waitTimeSeconds?: number
+}
+
+export interface BatchWorker {
+  /** Handlers for the main loop: `batch` (and `batch_chunk` when chunks share the main queue). */
+  handlers: Record<string, JobHandler>
+  /** Graceful stop of the chunk loop (as the main loop's); resolves like `done`. */
+  shutdown(): Promise<void>
+  done: Promise<void>
+}
+
+/** Logs the `completed` webhook of a batch that asked for one. */
+export function batchNotifier(log: DeliveryLog, logger?: Logger) {
+  return (b: BatchRecord): void => {
+    if (!b.webhook) return
+    const added = log.enqueue({
+      id: webhookId(b.id, 'completed'),
+      jobId: b.id,
+      requestId: b.internal.requestId,
+      tenant: b.internal.tenant,
+      event: 'completed',
+      url: b.webhook,
+      payload: JSON.stringify(batchView(b)),
+    })
+    logger?.debug({ batchId: b.id, added }, 'batch webhook logged')
+  }
+}
+
+export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
+  const { config, logger } = o
+  const file = localDbFile(config)
+  const jobs = new SqliteJobStore({ file })
+  const deliveryLog = new DeliveryLog({ file })
+  const log = logger.child({ component: 'batches' })
+  const models = createModelCatalog(o.store, {
+    onTokenizerError: (model, err) => log.warn({ model, err }, 'tokenizer not loaded; estimating tokens'),
+  })
+  const common = {
+    store: o.store,
+    jobs,
+    engine: o.engine,
+    models,
+    maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
+    notify: batchNotifier(deliveryLog, log),
+    logger: log,
+  }
+  const closeAll = async (q?: { close?(): Promise<void> }) => {
+    await q?.close?.()
+    await jobs.close()
+    deliveryLog.close()
+  }
+
+  if (config.PGPT_QUEUE !== 'local') {
+    const { queue } = openQueue(config)
+    const h = createBatchHandlers({ ...common, chunkQueue: queue })
+    let stop!: () => void
+    const stopped = new Promise<void>((resolve) => {
+      stop = resolve
+    })
+    const done = stopped.then(() => closeAll(queue))
+    return {
+      handlers: { batch: h.batch, batch_chunk: h.batch_chunk },
+      shutdown() {
+        stop()
+        return done
+      },
+      done,
+    }
+  }
+
+  const chunks = openLocalQueue({
+    file,
+    name: BATCH_CHUNKS_QUEUE,
+    visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
+    maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
+  })
+  const h = createBatchHandlers({ ...common, chunkQueue: chunks.queue })
+  const ctrl = new AbortController()
+  const done = runWorker({
+    queue: chunks.queue,
+    jobs,
+    events: new MemoryEvents(),
+    handlers: { batch_chunk: h.batch_chunk },
+    signal: ctrl.signal,
+    concurrency: o.chunkConcurrency ?? DEFAULT_CHUNK_CONCURRENCY,
+    visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
+    maxReceiveCount: chunks.maxReceiveCount,
+    waitTimeSeconds: o.waitTimeSeconds ?? 20,
+    abortableReceive: true,
+    shutdownGraceMs: config.PGPT_SHUTDOWN_GRACE_S * 1000,
+    statsIntervalMs: 0,
+    logger: log.child({ queue: BATCH_CHUNKS_QUEUE }),
+    metrics: o.metrics,
+  }).finally(() => closeAll(chunks.queue))
+  return {
+    handlers: { batch: h.batch },
+    shutdown() {
+      ctrl.abort()
+      return done
+    },
+    done,
+  }
+}
