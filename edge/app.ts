@@ -26,7 +26,9 @@ import { registerInternal } from './routes/internal.js'
 import { registerJobs } from './routes/jobs.js'
 import { registerModels } from './routes/models.js'
 import { registerSystem } from './routes/system.js'
+import { registerUsage } from './routes/usage.js'
 import type { RouteContext } from './routes/util.js'
+import { registerWebhooks } from './routes/webhooks.js'
 
 export type { EdgeDeps } from './deps.js'
 
@@ -69,6 +71,8 @@ export function createApp(deps: EdgeDeps) {
   registerFiles(app, ctx)
   registerBatches(app, ctx)
   registerAdminKeys(app, ctx)
+  registerUsage(app, ctx)
+  registerWebhooks(app, ctx)
   return app
 }
 

@@ -39,6 +39,8 @@ export interface EdgeDeps {
   logger: Logger
   metrics: EdgeMetrics
   models: ModelCatalog
+  /** The tenant's webhook signing secret (`whsec_…`), when this edge knows the signing key. */
+  webhookSecret?: (tenant: string) => Promise<string>
   /** Longest wait of a synchronous request for its job, in ms. Default 300 000. */
   syncTimeoutMs?: number
   /**

@@ -9,6 +9,7 @@
  *   console.log(edge.url); await edge.close()
  */
 import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { serve } from '@hono/node-server'
 import { openLocalQueue } from '../core/adapters/local-queue.js'
@@ -23,6 +24,8 @@ import type { Config } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
+import { parseWorkerSettings } from '../workers/settings.js'
+import { loadOrCreateSigningKey, tenantWebhookSecret } from '../workers/webhooks/secrets.js'
 import { createApp } from './app.js'
 import type { EdgeDeps } from './deps.js'
 import { ensureKey } from './keys.js'
@@ -98,6 +101,7 @@ export async function createLocalDeps(config: Config): Promise<EdgeDeps & { clos
     logger,
     metrics: createMetrics({ defaultMetrics: true }),
     models,
+    ...webhookSigning(config),
     async close() {
       await Promise.allSettled([
         queue.close?.(),
@@ -106,6 +110,23 @@ export async function createLocalDeps(config: Config): Promise<EdgeDeps & { clos
         records.usage.close?.(),
         store.close?.(),
       ])
+    },
+  }
+}
+
+/**
+ * Tenants' webhook secrets come from the same signing key the workers sign
+ * with: PGPT_WEBHOOK_SIGNING_KEY, or in the local profile the key file the
+ * workers create in the data folder.
+ */
+function webhookSigning(config: Config): Pick<EdgeDeps, 'webhookSecret'> {
+  const configured = parseWorkerSettings(process.env).PGPT_WEBHOOK_SIGNING_KEY
+  if (!configured && config.PGPT_PROFILE !== 'local') return {}
+  let key = configured
+  return {
+    webhookSecret: async (tenant) => {
+      key ??= loadOrCreateSigningKey(join(config.PGPT_DATA_DIR, 'webhook-signing-key'))
+      return tenantWebhookSecret(key, tenant)
     },
   }
 }
