@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { Webhook } from 'standardwebhooks'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseConfig } from '../../core/config.js'
+import { createLogger } from '../../core/logger.js'
 import { publishModelFolder } from '../../core/model-publish.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
@@ -32,6 +33,7 @@ let edge: RunningEdge
 let worker: WorkerChild
 let receiver: Receiver
 let apiKey: string
+const edgeLog: Array<Record<string, unknown>> = []
 
 beforeAll(async () => {
   h = createHarness()
@@ -46,7 +48,14 @@ beforeAll(async () => {
   edge = await startEdge({
     config,
     port: 0,
-    deps: { keys: new MemoryKeyStore(), usage: new MemoryUsageStore() },
+    deps: {
+      keys: new MemoryKeyStore(),
+      usage: new MemoryUsageStore(),
+      logger: createLogger({
+        service: 'edge',
+        destination: { write: (l: string) => edgeLog.push(JSON.parse(l)) },
+      }),
+    },
   })
   const model = await buildTestModel({ kind: 'random', seed: 7 })
   await publishModelFolder(edge.deps.store, model.folder, { id: 'tiny', owner: null, contextLength: 96 })
@@ -79,7 +88,7 @@ describe('edge → queue → worker process → webhook', () => {
   it('an async job with a webhook: the signed body equals GET /v1/jobs/{id}', async () => {
     const res = await api('/v1/jobs', {
       method: 'POST',
-      headers: { prefer: 'wait=30' },
+      headers: { prefer: 'wait=30', 'x-request-id': 'trace-e2e-42' },
       body: JSON.stringify({
         model: 'tiny',
         input: { prompt: 'The quick brown', max_tokens: 5, temperature: 0 },
@@ -108,6 +117,12 @@ describe('edge → queue → worker process → webhook', () => {
     expect((got as unknown as { output: { choices: unknown[] } }).output.choices).toHaveLength(1)
     // It ran in the worker process.
     expect(worker.logs.some((l) => l.msg === 'job succeeded' && l.jobId === created.id)).toBe(true)
+    // One request id, end to end: response, edge log, job record, worker log, webhook headers.
+    expect(res.headers.get('x-request-id')).toBe('trace-e2e-42')
+    expect(edgeLog.some((l) => l.requestId === 'trace-e2e-42' && l.route === '/v1/jobs')).toBe(true)
+    expect((got as unknown as { request_id: string }).request_id).toBe('trace-e2e-42')
+    expect(worker.logs.some((l) => l.requestId === 'trace-e2e-42' && l.jobId === created.id)).toBe(true)
+    expect(r.headers['x-request-id']).toBe('trace-e2e-42')
   })
 
   it('a streamed completion: token events travel worker → edge (/internal/events) → SSE', async () => {

@@ -194,6 +194,8 @@ export class WebhookDispatcher {
           'webhook-timestamp': String(Math.floor(timestamp.getTime() / 1000)),
           'webhook-signature': signature,
           'pgpt-webhook-event': d.event,
+          // The request that created the job, so a receiver's logs join ours.
+          ...(d.requestId ? { 'x-request-id': d.requestId } : {}),
         },
       })
       status = res.status
