@@ -18,6 +18,7 @@ import { observe } from './middleware/observe/index.js'
 import { rateLimit } from './middleware/rate-limit/index.js'
 import { requestId } from './middleware/request-id/index.js'
 import { registerAdminKeys } from './routes/admin-keys.js'
+import { registerAdminModels } from './routes/admin-models.js'
 import { registerBatches } from './routes/batches.js'
 import { registerCompletions } from './routes/completions.js'
 import { registerFiles } from './routes/files.js'
@@ -71,6 +72,7 @@ export function createApp(deps: EdgeDeps) {
   registerFiles(app, ctx)
   registerBatches(app, ctx)
   registerAdminKeys(app, ctx)
+  registerAdminModels(app, ctx)
   registerUsage(app, ctx)
   registerWebhooks(app, ctx)
   return app
