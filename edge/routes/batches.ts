@@ -35,12 +35,10 @@ const createBody = z
   .object({
     input_file_id: z.string().min(1).max(128),
     endpoint: z.enum(BATCH_URLS),
-    completion_window: z
-      .string()
-      .openapi({
-        description: '"24h" (extension: a shorter window such as "30m" or "90s").',
-        example: '24h',
-      }),
+    completion_window: z.string().openapi({
+      description: '"24h" (extension: a shorter window such as "30m" or "90s").',
+      example: '24h',
+    }),
     metadata: z
       .record(z.string().max(64), z.string().max(512))
       .refine((m) => Object.keys(m).length <= 16, 'at most 16 keys')
