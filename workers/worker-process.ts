@@ -13,6 +13,7 @@ import { join } from 'node:path'
 import { HttpEvents } from '../core/adapters/http-events.js'
 import { openLocalQueue } from '../core/adapters/local-queue.js'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
+import { openObjectRecordStores } from '../core/adapters/object-stores.js'
 import { SqliteJobStore } from '../core/adapters/sqlite-job-store.js'
 import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import { type Config, ConfigError } from '../core/config.js'
@@ -128,9 +129,12 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
     ])
   const key = signingKey(config, settings)
   const { queue, deadLetter, maxReceiveCount } = openQueue(config)
-  if (config.PGPT_PROFILE !== 'local')
-    logger.warn('job records: only the SQLite job store exists so far; using it in PGPT_DATA_DIR')
-  const jobs: JobStore = new SqliteJobStore({ file: localDbFile(config) })
+  // Job records shared with the edge: the local SQLite file, or objects in the
+  // configured store (S3/R2/MinIO with conditional writes) for cloud profiles.
+  const jobs: JobStore =
+    config.PGPT_RECORDS === 'object'
+      ? openObjectRecordStores(config).jobs
+      : new SqliteJobStore({ file: localDbFile(config) })
   const events = openEvents(config, logger)
   const deliveryLog = new DeliveryLog({ file: localDbFile(config) })
   const dispatcher = new WebhookDispatcher({
