@@ -250,5 +250,7 @@ describe('fine-tuning through the API (openai client, edge, worker process)', ()
     expect((await acme.models.list()).data.map((m) => m.id).some((id) => id.includes(':cancelme:'))).toBe(
       false,
     )
+    // Only fine-tuning jobs are listed (the completions above were jobs too), newest first.
+    expect((await acme.fineTuning.jobs.list()).data.map((j) => j.id)).toEqual([created.id, jobId])
   }, 120_000)
 })

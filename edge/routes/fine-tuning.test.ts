@@ -1,0 +1,261 @@
+/**
+ * /v1/fine_tuning/jobs on the test edge (in-memory adapters, no worker): what
+ * creating a job writes (record, queue message, first event), request
+ * validation, scopes, tenant scoping, status mapping, events and checkpoint
+ * paging, cancel.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { JobRecord } from '../../core/ports/job-store.js'
+import {
+  appendEvent,
+  type FineTuneInput,
+  writeCheckpointMeta,
+  writeStatus,
+} from '../../workers/fine-tuning/records.js'
+import { makeTestEdge, type TestEdge } from '../testing/harness.js'
+import { createFile } from './files-store.js'
+
+let e: TestEdge
+let ftKey: string
+let otherKey: string
+
+beforeAll(async () => {
+  e = await makeTestEdge({ worker: false })
+  ftKey = await e.key('t1', ['fine-tune'])
+  otherKey = await e.key('t2', ['fine-tune'])
+  await createFile(e.deps.store, 't1', {
+    id: 'file-train',
+    filename: 't.jsonl',
+    purpose: 'fine-tune',
+    content: '{}',
+  })
+  await createFile(e.deps.store, 't1', {
+    id: 'file-batch',
+    filename: 'b.jsonl',
+    purpose: 'batch',
+    content: '{}',
+  })
+})
+afterAll(() => e.close())
+
+const req = (path: string, key: string, body?: unknown) =>
+  e.app.request(path, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { ...e.auth(key), 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  })
+
+type Job = {
+  id: string
+  status: string
+  error: unknown
+  fine_tuned_model: string | null
+  trained_tokens: number | null
+}
+
+async function createJob(body: Record<string, unknown> = {}): Promise<Job> {
+  const res = await req('/v1/fine_tuning/jobs', ftKey, {
+    model: 'echo-1',
+    training_file: 'file-train',
+    ...body,
+  })
+  expect(res.status).toBe(200)
+  return (await res.json()) as Job
+}
+
+describe('POST /v1/fine_tuning/jobs', () => {
+  it('creates a fine_tune job record with resolved hyperparameters, enqueues it and logs the first event', async () => {
+    const before = (await e.deps.queue.stats()).visible
+    const res = await req('/v1/fine_tuning/jobs', ftKey, {
+      model: 'echo-1',
+      training_file: 'file-train',
+      suffix: 'my-model',
+      seed: 7,
+      hyperparameters: { n_epochs: 2, batch_size: 'auto' },
+      method: { type: 'supervised', supervised: { hyperparameters: { lora_rank: 4 } } },
+      metadata: { team: 'a' },
+    })
+    expect(res.status).toBe(200)
+    const job = (await res.json()) as Job & Record<string, unknown>
+    expect(job).toMatchObject({
+      object: 'fine_tuning.job',
+      model: 'echo-1',
+      status: 'queued',
+      fine_tuned_model: null,
+      organization_id: 't1',
+      training_file: 'file-train',
+      validation_file: null,
+      seed: 7,
+      user_provided_suffix: 'my-model',
+      hyperparameters: { n_epochs: 2, batch_size: 4, learning_rate_multiplier: 1, lora_rank: 4, seq_len: 64 },
+      metadata: { team: 'a' },
+      error: null,
+    })
+    expect(job.id).toMatch(/^ftjob-/)
+    const rec = (await e.deps.jobs.get('t1', job.id)) as JobRecord
+    expect(rec.kind).toBe('fine_tune')
+    const input = rec.input as FineTuneInput
+    expect(input.fine_tuned_model).toBe(`ft:echo-1:t1:my-model:${job.id.slice('ftjob-'.length).slice(-12)}`)
+    expect((await e.deps.queue.stats()).visible).toBe(before + 1)
+    const events = (await (await req(`/v1/fine_tuning/jobs/${job.id}/events`, ftKey)).json()) as {
+      data: { message: string }[]
+    }
+    expect(events.data.map((x) => x.message)).toEqual([`Created fine-tuning job: ${job.id}`])
+  })
+
+  it.each([
+    [{ model: 'nope' }, 404, 'model_not_found'],
+    [{ model: 'private-t2' }, 404, 'model_not_found'],
+    [{ training_file: 'file-missing' }, 400, 'file_not_found'],
+    [{ training_file: 'file-batch' }, 400, 'invalid_file_purpose'],
+    [{ validation_file: 'file-missing' }, 400, 'file_not_found'],
+    [{ suffix: 'bad suffix!' }, 400, null],
+    [{ hyperparameters: { n_epochs: 0 } }, 400, null],
+    [{ webhook: 'http://127.0.0.1/hook' }, 422, 'webhook_url_not_allowed'],
+  ])('rejects %j with %i', async (over, status, code) => {
+    const res = await req('/v1/fine_tuning/jobs', ftKey, {
+      model: 'echo-1',
+      training_file: 'file-train',
+      ...over,
+    })
+    expect(res.status).toBe(status)
+    const body = (await res.json()) as { error: { code: string | null } }
+    if (code) expect(body.error.code).toBe(code)
+  })
+
+  it('needs the fine-tune scope', async () => {
+    const res = await req('/v1/fine_tuning/jobs', e.keys.generate, {
+      model: 'echo-1',
+      training_file: 'file-train',
+    })
+    expect(res.status).toBe(403)
+  })
+})
+
+describe('reading and cancelling', () => {
+  it('maps states, shows status while running, and scopes everything to the tenant', async () => {
+    const job = await createJob()
+    await e.deps.jobs.transition(job.id, 'running')
+    await writeStatus(e.deps.store, job.id, {
+      phase: 'validating_files',
+      step: 0,
+      total_steps: null,
+      trained_tokens: 0,
+    })
+    expect(((await (await req(`/v1/fine_tuning/jobs/${job.id}`, ftKey)).json()) as Job).status).toBe(
+      'validating_files',
+    )
+    await writeStatus(e.deps.store, job.id, {
+      phase: 'running',
+      step: 3,
+      total_steps: 9,
+      trained_tokens: 768,
+    })
+    const running = (await (await req(`/v1/fine_tuning/jobs/${job.id}`, ftKey)).json()) as Job
+    expect(running).toMatchObject({ status: 'running', trained_tokens: 768 })
+    for (const path of ['', '/events', '/checkpoints'])
+      expect((await req(`/v1/fine_tuning/jobs/${job.id}${path}`, otherKey)).status).toBe(404)
+    expect((await req(`/v1/fine_tuning/jobs/${job.id}/cancel`, otherKey, {})).status).toBe(404)
+
+    // A running job: cancel is requested; the worker stops it.
+    const cancel = (await (await req(`/v1/fine_tuning/jobs/${job.id}/cancel`, ftKey, {})).json()) as Job
+    expect(cancel.status).toBe('running')
+    expect((await e.deps.jobs.get('t1', job.id))?.cancelRequested).toBe(true)
+    await e.deps.jobs.transition(job.id, 'canceled')
+    expect(((await (await req(`/v1/fine_tuning/jobs/${job.id}`, ftKey)).json()) as Job).status).toBe(
+      'cancelled',
+    )
+    expect((await req(`/v1/fine_tuning/jobs/${job.id}/cancel`, ftKey, {})).status).toBe(400)
+  })
+
+  it('a queued job is cancelled at once', async () => {
+    const job = await createJob()
+    const res = (await (await req(`/v1/fine_tuning/jobs/${job.id}/cancel`, ftKey, {})).json()) as Job
+    expect(res.status).toBe('cancelled')
+  })
+
+  it('a succeeded job shows its model and metrics; a failed one its error', async () => {
+    const ok = await createJob()
+    await e.deps.jobs.transition(ok.id, 'running')
+    await e.deps.jobs.transition(ok.id, 'succeeded', {
+      output: {
+        fine_tuned_model: 'ft:echo-1:t1::x',
+        trained_tokens: 512,
+        steps: 2,
+        base_valid_loss: 5,
+        valid_loss: 3,
+      },
+    })
+    expect(await (await req(`/v1/fine_tuning/jobs/${ok.id}`, ftKey)).json()).toMatchObject({
+      status: 'succeeded',
+      fine_tuned_model: 'ft:echo-1:t1::x',
+      trained_tokens: 512,
+      metrics: { base_valid_loss: 5, valid_loss: 3 },
+    })
+    const bad = await createJob()
+    await e.deps.jobs.transition(bad.id, 'running')
+    await e.deps.jobs.transition(bad.id, 'failed', { error: { code: 'quality_gate', message: 'worse' } })
+    expect(await (await req(`/v1/fine_tuning/jobs/${bad.id}`, ftKey)).json()).toMatchObject({
+      status: 'failed',
+      fine_tuned_model: null,
+      error: { code: 'quality_gate', message: 'worse', param: null },
+    })
+  })
+
+  it('pages events newest first with after/limit, and checkpoints newest first', async () => {
+    const job = await createJob()
+    for (let i = 1; i <= 6; i++) await appendEvent(e.deps.store, job.id, { message: `Step ${i}/6` })
+    const seen: string[] = []
+    let after: string | undefined
+    for (;;) {
+      const page = (await (
+        await req(`/v1/fine_tuning/jobs/${job.id}/events?limit=3${after ? `&after=${after}` : ''}`, ftKey)
+      ).json()) as { data: { id: string; message: string }[]; has_more: boolean }
+      seen.push(...page.data.map((x) => x.message))
+      if (!page.has_more) break
+      after = page.data.at(-1)!.id
+    }
+    expect(seen).toEqual([
+      'Step 6/6',
+      'Step 5/6',
+      'Step 4/6',
+      'Step 3/6',
+      'Step 2/6',
+      'Step 1/6',
+      `Created fine-tuning job: ${job.id}`,
+    ])
+
+    for (const step of [2, 4])
+      await writeCheckpointMeta(e.deps.store, job.id, {
+        object: 'fine_tuning.job.checkpoint',
+        id: `ftckpt-${step}`,
+        created_at: 1,
+        fine_tuned_model_checkpoint: `ft:x:ckpt-step-${step}`,
+        fine_tuning_job_id: job.id,
+        step_number: step,
+        metrics: { step, train_loss: 1 },
+        trained_tokens: 0,
+        base_valid_loss: null,
+      })
+    const ck = (await (await req(`/v1/fine_tuning/jobs/${job.id}/checkpoints?limit=1`, ftKey)).json()) as {
+      data: { id: string; step_number: number }[]
+      has_more: boolean
+    }
+    expect(ck).toMatchObject({ data: [{ id: 'ftckpt-4', step_number: 4 }], has_more: true })
+    const next = (await (
+      await req(`/v1/fine_tuning/jobs/${job.id}/checkpoints?limit=1&after=ftckpt-4`, ftKey)
+    ).json()) as { data: { id: string }[]; has_more: boolean }
+    expect(next).toMatchObject({ data: [{ id: 'ftckpt-2' }], has_more: false })
+  })
+
+  it('lists only fine-tuning jobs of the tenant', async () => {
+    const list = (await (await req('/v1/fine_tuning/jobs?limit=100', ftKey)).json()) as {
+      data: { id: string; object: string }[]
+    }
+    expect(list.data.length).toBeGreaterThanOrEqual(5)
+    expect(list.data.every((j) => j.object === 'fine_tuning.job')).toBe(true)
+    expect(
+      ((await (await req('/v1/fine_tuning/jobs', otherKey)).json()) as { data: unknown[] }).data,
+    ).toEqual([])
+  })
+})
