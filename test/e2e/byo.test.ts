@@ -9,7 +9,7 @@
  * another tenant; a bad upload is refused with the problem named.
  */
 import { execFileSync } from 'node:child_process'
-import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises'
+import { cp, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { AutoModelForCausalLM, AutoTokenizer, env, Tensor } from '@huggingface/transformers'
@@ -134,7 +134,12 @@ async function upload(key: string, dir: string, query: string, how: 'tar' | 'mul
 }
 
 /** transformers.js's greedy continuation (ids after the prompt) on the local folder. */
-async function theirGreedy(c: Case, input: { prompt?: string; messages?: object[] }, maxNew: number) {
+async function theirGreedy(
+  c: Case,
+  input: { prompt?: string; messages?: object[] },
+  maxNew: number,
+  eos: number[] = EOS,
+) {
   const tokenizer = await AutoTokenizer.from_pretrained(c.id)
   const model = await AutoModelForCausalLM.from_pretrained(c.id, {
     dtype: c.shape.dtype,
@@ -157,10 +162,10 @@ async function theirGreedy(c: Case, input: { prompt?: string; messages?: object[
       attention_mask: mask,
       max_new_tokens: maxNew,
       do_sample: false,
-      eos_token_id: EOS,
+      eos_token_id: eos,
     } as never)) as Tensor
     let gen = Array.from(out.data as BigInt64Array, Number).slice(ids.length)
-    const stop = gen.findIndex((t) => EOS.includes(t))
+    const stop = gen.findIndex((t) => eos.includes(t))
     if (stop >= 0) gen = gen.slice(0, stop)
     return {
       promptTokens: ids.length,
@@ -317,6 +322,43 @@ describe('bring your own model: greedy output equals transformers.js token for t
       )
     expect(pieces.filter((p) => p).length).toBeGreaterThan(1)
     expect(pieces.join('')).toBe(theirs.text)
+  })
+})
+
+describe('bring your own model: generation_config.json', () => {
+  it('an EOS id list ends generation where transformers.js ends it', async () => {
+    const base = CASES[0]
+    const prompt = 'Rivers of the world'
+    const free = await theirGreedy(base, { prompt }, 12)
+    // The 5th generated token becomes an end-of-sequence id, beside the usual ones.
+    const stopId = free.ids[4]
+    expect(free.ids.slice(0, 4)).not.toContain(stopId)
+    const c: Case = { ...base, id: 'llama-gqa-eos-list' }
+    const dir = join(root, c.id)
+    await cp(join(root, base.id), dir, { recursive: true })
+    const eos = [0, 2, stopId]
+    await writeFile(
+      join(dir, 'generation_config.json'),
+      JSON.stringify({ bos_token_id: 0, eos_token_id: eos }),
+    )
+    await publishByoModel(edge.deps.store, dirSource(dir), { id: c.id, owner: 'acme' })
+
+    const theirs = await theirGreedy(c, { prompt }, 12, eos)
+    expect(theirs.ids).toEqual(free.ids.slice(0, 4))
+    const res = await api(keys.acme, '/v1/completions', {
+      method: 'POST',
+      body: JSON.stringify({ model: c.id, prompt, max_tokens: 12, temperature: 0, logprobs: 0 }),
+    })
+    const body = (await res.json()) as {
+      choices: Array<{ text: string; finish_reason: string; logprobs: { tokens: string[] } }>
+      usage: { completion_tokens: number }
+    }
+    expect(res.status, JSON.stringify(body)).toBe(200)
+    expect(body.choices[0].finish_reason).toBe('stop')
+    expect(body.choices[0].text).toBe(theirs.text)
+    expect(body.choices[0].logprobs.tokens.slice(0, 4)).toEqual(theirs.tokens)
+    // The EOS token is counted (engine semantics) but not part of the text.
+    expect(body.usage.completion_tokens).toBe(5)
   })
 })
 
