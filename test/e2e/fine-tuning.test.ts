@@ -20,7 +20,7 @@ import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
 import { MemoryKeyStore } from '../../edge/testing/memory-key-store.js'
 import { MemoryUsageStore } from '../../edge/testing/memory-usage-store.js'
-import { capitalsJsonl, MINI_DIR } from '../../models/train/fixtures.js'
+import { capitalsJsonl, MINI_DIR, templateCorpus } from '../../models/train/fixtures.js'
 import {
   createHarness,
   type Harness,
@@ -223,6 +223,34 @@ describe('fine-tuning through the API (openai client, edge, worker process)', ()
     ).rejects.toMatchObject({ status: 400 })
   }, 30_000)
 
+  it('the quality gate: a fine-tune worse than the base on the validation file fails and is not published', async () => {
+    const prose = await upload(
+      'prose.jsonl',
+      templateCorpus(40, 3)
+        .map((t) => JSON.stringify({ prompt: '', completion: t }))
+        .join('\n'),
+    )
+    const created = await acme.fineTuning.jobs.create({
+      model: 'prometheus-mini',
+      training_file: fileId,
+      validation_file: prose.id,
+      suffix: 'gate',
+      seed: 1,
+      hyperparameters: { n_epochs: 3, learning_rate_multiplier: 3, seq_len: 32 } as never,
+    })
+    const done = await settle(created.id)
+    expect(done.status).toBe('failed')
+    expect(done.fine_tuned_model).toBeNull()
+    expect(done.error).toMatchObject({ code: 'quality_gate' })
+    expect(done.error?.message).toMatch(
+      /validation loss \(\d+\.\d+\) is worse than the base model's \(\d+\.\d+\)/,
+    )
+    const models = (await acme.models.list()).data.map((m) => m.id)
+    expect(models.some((id) => id.includes(':gate:'))).toBe(false)
+    const events = await allEvents(created.id)
+    expect(events.at(-1)).toMatchObject({ level: 'error' })
+  }, 120_000)
+
   it('cancels a job mid-training: it stops, ends cancelled, and publishes nothing', async () => {
     const created = await acme.fineTuning.jobs.create({
       model: 'prometheus-mini',
@@ -251,6 +279,8 @@ describe('fine-tuning through the API (openai client, edge, worker process)', ()
       false,
     )
     // Only fine-tuning jobs are listed (the completions above were jobs too), newest first.
-    expect((await acme.fineTuning.jobs.list()).data.map((j) => j.id)).toEqual([created.id, jobId])
+    const listed = (await acme.fineTuning.jobs.list()).data.map((j) => j.id)
+    expect(listed).toHaveLength(3)
+    expect([listed[0], listed[2]]).toEqual([created.id, jobId])
   }, 120_000)
 })
