@@ -207,6 +207,20 @@ describe('validateModelFolder: each problem is named', () => {
     expect(await problemsOf(layers)).toEqual(['config.json says 3 layers, the graph has 2'])
   })
 
+  it('key/value heads and EOS ids against the graph', async () => {
+    const heads = await variant(async (d) => {
+      const c = JSON.parse(await readFile(join(d, 'config.json'), 'utf8'))
+      await writeFile(join(d, 'config.json'), JSON.stringify({ ...c, num_key_value_heads: 4 }))
+    })
+    expect(await problemsOf(heads)).toEqual([
+      "config.json says 4 key/value heads, the graph's KV cache has 2",
+    ])
+    const eos = await variant((d) =>
+      writeFile(join(d, 'generation_config.json'), JSON.stringify({ eos_token_id: [0, 70000] })),
+    )
+    expect(await problemsOf(eos)).toEqual(['eos_token_id 70000 is outside the vocabulary of 4096 tokens'])
+  })
+
   it('a missing external data file', async () => {
     const dir = join(root, 'external')
     await writeByoFolder(dir, { ...base, externalData: true })
