@@ -305,14 +305,27 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
       else if (Date.now() >= current.expires_at * 1000) stopped = 'expired'
     }
 
+    // One listener on the job's signal for the whole chunk (not one per line), passed on to each line's own.
+    const lineCtrls = new Set<AbortController>()
+    const abortLines = () => {
+      for (const c of lineCtrls) c.abort(ctx.signal.reason)
+    }
+    ctx.signal.addEventListener('abort', abortLines, { once: true })
+
     const runLine = async (pl: PlannedLine): Promise<void> => {
-      await lines.acquire(ctx.signal)
+      await lines.acquire()
       try {
         await refresh()
         if (stopped || ctx.signal.aborted) return
         let r: StoredResult
         try {
-          r = resultOf(batchId, pl, await d.engine.generate(pl.input, { signal: ctx.signal }))
+          const lineCtrl = new AbortController()
+          lineCtrls.add(lineCtrl)
+          try {
+            r = resultOf(batchId, pl, await d.engine.generate(pl.input, { signal: lineCtrl.signal }))
+          } finally {
+            lineCtrls.delete(lineCtrl)
+          }
         } catch (err) {
           if (ctx.signal.aborted) throw err
           if (err instanceof ApiError) r = failureOf(batchId, pl, err)
@@ -336,6 +349,7 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
       }
     }
     const settled = await Promise.allSettled(todo.map(runLine))
+    ctx.signal.removeEventListener('abort', abortLines)
     if (ctx.signal.aborted) throw ctx.signal.reason
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
     if (failure) throw failure.reason
