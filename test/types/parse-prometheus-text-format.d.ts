@@ -1,0 +1,18 @@
+// The package ships no types; this is the shape its README documents.
+declare module 'parse-prometheus-text-format' {
+  interface Sample {
+    labels?: Record<string, string>
+    value?: string
+    buckets?: Record<string, string>
+    count?: string
+    sum?: string
+    quantiles?: Record<string, string>
+  }
+  interface MetricFamily {
+    name: string
+    help: string
+    type: 'COUNTER' | 'GAUGE' | 'HISTOGRAM' | 'SUMMARY' | 'UNTYPED'
+    metrics: Sample[]
+  }
+  export default function parsePrometheusTextFormat(text: string): MetricFamily[]
+}
