@@ -21,8 +21,8 @@ import { loadConfig as loadEnvConfig } from '../core/config-node.js'
 import { listManifests, type ModelManifest } from '../core/model-manifest.js'
 import type { ObjectStore } from '../core/ports/object-store.js'
 import { dirSource } from '../models/byo/fs-source.js'
-import { publishByoModel } from '../models/byo/publish.js'
-import { type ModelSummary, validateModelFolder } from '../models/byo/validate.js'
+import { InvalidModelIdError, PublishConflictError, publishByoModel } from '../models/byo/publish.js'
+import { type ModelSummary, ModelValidationError, validateModelFolder } from '../models/byo/validate.js'
 import {
   describeOnnx,
   exportModelFolder,
@@ -151,6 +151,24 @@ const inspect = defineCommand({
   },
 })
 
+/** Errors about the user's folder or name print as their message alone, without a stack. */
+async function userErrors<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn()
+  } catch (err) {
+    if (
+      err instanceof ModelValidationError ||
+      err instanceof PublishConflictError ||
+      err instanceof InvalidModelIdError
+    ) {
+      const plain = new Error(err.message)
+      plain.stack = `Error: ${err.message}`
+      throw plain
+    }
+    throw err
+  }
+}
+
 /** The configured ObjectStore, closed after `fn`. */
 async function withStore<T>(fn: (store: ObjectStore) => Promise<T>): Promise<T> {
   const store = openConfiguredStore(loadEnvConfig())
@@ -182,7 +200,7 @@ const validate = defineCommand({
     },
   },
   async run({ args }) {
-    const v = await validateModelFolder(dirSource(args.dir), { onnx: args.onnx })
+    const v = await userErrors(() => validateModelFolder(dirSource(args.dir), { onnx: args.onnx }))
     console.log(`${args.dir}: servable (${v.graph})`)
     console.log(summary(v.info))
     if (v.skipped.length) console.log(`  not uploaded: ${v.skipped.join(', ')}`)
@@ -212,13 +230,15 @@ const publish = defineCommand({
   async run({ args }) {
     if (!args.tenant === !args.public) throw new Error('pass exactly one of --tenant <t> or --public')
     const id = args.name ?? basename(resolve(args.dir))
-    const { manifest, validated } = await withStore((store) =>
-      publishByoModel(store, dirSource(args.dir), {
-        id,
-        owner: args.public ? null : args.tenant!,
-        onnx: args.onnx,
-        replace: args.replace ?? false,
-      }),
+    const { manifest, validated } = await userErrors(() =>
+      withStore((store) =>
+        publishByoModel(store, dirSource(args.dir), {
+          id,
+          owner: args.public ? null : args.tenant!,
+          onnx: args.onnx,
+          replace: args.replace ?? false,
+        }),
+      ),
     )
     const bytes = manifest.files.reduce((a, f) => a + f.size, 0)
     console.log(
