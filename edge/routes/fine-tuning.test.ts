@@ -259,3 +259,18 @@ describe('reading and cancelling', () => {
     ).toEqual([])
   })
 })
+
+describe('OpenAPI', () => {
+  it('documents the fine-tuning routes', async () => {
+    const doc = (await (await e.app.request('/openapi.json')).json()) as { paths: Record<string, object> }
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining([
+        '/v1/fine_tuning/jobs',
+        '/v1/fine_tuning/jobs/{fine_tuning_job_id}',
+        '/v1/fine_tuning/jobs/{fine_tuning_job_id}/events',
+        '/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints',
+        '/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel',
+      ]),
+    )
+  })
+})

@@ -64,6 +64,10 @@ import {
 /** The linear layers that get adapters. */
 export const FINE_TUNE_TARGETS: LoraConfig['targetModules'] = ['q_proj', 'v_proj', 'up_proj', 'down_proj']
 const OPTIMIZER_FILE = 'optimizer.safetensors'
+/** Step events per job at most (the first and last step always have one). */
+const MAX_STEP_EVENTS = 500
+/** The status object (trained tokens, step) is rewritten every this many steps, and at checkpoints. */
+const STATUS_EVERY = 10
 
 export interface FineTuneHandlerOptions {
   store: ObjectStore
@@ -283,6 +287,8 @@ async function runFineTune(
 
       // ---- the steps ----
       const schedule = new BatchSchedule(data.trainWindows, batch, input.seed)
+      // A step event each step, at most MAX_STEP_EVENTS of them (long jobs log every k-th step).
+      const logEvery = Math.max(1, Math.ceil(steps / MAX_STEP_EVENTS))
       let trainLoss = Number.NaN
       while (session.stepsDone < steps) {
         if (signal.aborted) {
@@ -300,21 +306,21 @@ async function runFineTune(
           throw new PermanentError(`Training diverged: the loss is ${r.loss} at step ${r.step}.`, {
             code: 'training_diverged',
           })
-        await event({
-          type: 'metrics',
-          message: `Step ${r.step}/${steps}: training loss=${r.loss.toFixed(4)}`,
-          data: { step: r.step, total_steps: steps, train_loss: r.loss, learning_rate: r.lr },
-        })
+        if (r.step % logEvery === 0 || r.step === 1 || r.step === steps)
+          await event({
+            type: 'metrics',
+            message: `Step ${r.step}/${steps}: training loss=${r.loss.toFixed(4)}`,
+            data: { step: r.step, total_steps: steps, train_loss: r.loss, learning_rate: r.lr },
+          })
         await ctx.publish('progress', { step: r.step, total_steps: steps, train_loss: r.loss })
-        if (r.step % every === 0 && r.step < steps) {
-          await checkpoint(r.loss, await validate())
+        if (r.step % every === 0 && r.step < steps) await checkpoint(r.loss, await validate())
+        if (r.step % every === 0 || r.step % STATUS_EVERY === 0)
           await writeStatus(store, job.id, {
             phase: 'running',
             step: r.step,
             total_steps: steps,
             trained_tokens: trainedTokens,
           })
-        }
       }
 
       // ---- validation, the quality gate, the merged model ----
