@@ -15,6 +15,13 @@
  * Each workload's cost is the server process's CPU time (user + system) per
  * request, which a busy machine inflates far less than req/s; overhead is
  * the difference to /health. The round with the least CPU per request is kept.
+ *
+ *   npx tsx bench/edge.ts --observability [--seconds 5] [--rounds 3]
+ *
+ * compares the cache-hit path of two servers side by side, interleaved: one
+ * with metrics and usage recording as shipped (prom-client, SQLite usage
+ * records) and one with both replaced by no-ops, and prints the cost of
+ * observability as a share of cache-hit throughput and CPU.
  */
 import { fork } from 'node:child_process'
 import { createRequire } from 'node:module'
@@ -48,7 +55,16 @@ const CHAT = JSON.stringify({
   max_tokens: 16,
 })
 
-async function serve() {
+/** A stand-in for every metric: any property is a no-op function returning itself. */
+function noopMetrics() {
+  const noop: () => unknown = new Proxy(() => noop, { get: () => noop })
+  return new Proxy(
+    {},
+    { get: (_t, k) => (k === 'registry' ? { metrics: async () => '', contentType: 'text/plain' } : noop) },
+  )
+}
+
+async function serve(bare: boolean) {
   const { parseConfig } = await import('../core/config.js')
   const { manifestKey } = await import('../core/model-manifest.js')
   const { startEdge } = await import('../edge/node.js')
@@ -65,7 +81,22 @@ async function serve() {
     PGPT_RATE_LIMIT_RPM: '1000000000',
     PGPT_RATE_LIMIT_TPM: '1000000000',
   })
-  const edge = await startEdge({ config, port: 0, hostname: '127.0.0.1', deps: { ...t.deps, config } })
+  // As shipped: SQLite usage records; bare: metrics and usage are no-ops.
+  const { SqliteUsageStore } = await import('../core/adapters/sqlite-usage-store.js')
+  const { mkdtempSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const observability = bare
+    ? {
+        metrics: noopMetrics() as typeof t.deps.metrics,
+        usage: { name: 'noop', record: async () => {}, query: async () => [] },
+      }
+    : { usage: new SqliteUsageStore({ file: `${mkdtempSync(`${tmpdir()}/pgpt-bench-`)}/usage.db` }) }
+  const edge = await startEdge({
+    config,
+    port: 0,
+    hostname: '127.0.0.1',
+    deps: { ...t.deps, ...observability, config },
+  })
   await edge.deps.store.put(
     manifestKey('echo-1'),
     JSON.stringify({ id: 'echo-1', owner: null, created: 1, context_length: 2048, files: [] }),
@@ -118,18 +149,8 @@ function run(o: CannonOptions): Promise<Result> {
   })
 }
 
-async function main() {
-  const { values } = parseArgs({
-    options: {
-      seconds: { type: 'string', default: '5' },
-      connections: { type: 'string', default: '32' },
-      rounds: { type: 'string', default: '2' },
-    },
-  })
-  const seconds = Number(values.seconds)
-  const connections = Number(values.connections)
-  const rounds = Number(values.rounds)
-  const child = fork(new URL(import.meta.url).pathname, ['--serve'], {
+async function startServer(bare = false) {
+  const child = fork(new URL(import.meta.url).pathname, ['--serve', ...(bare ? ['--bare'] : [])], {
     execArgv: ['--import', 'tsx'],
     stdio: 'inherit',
   })
@@ -137,17 +158,71 @@ async function main() {
     child.once('message', (m) => resolve(m as { url: string; secret: string }))
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)))
   })
-  const auth = { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }
-  const workloads: Record<string, CannonOptions> = {
-    health: { url: `${url}/health` },
-    models: { url: `${url}/v1/models`, headers: auth },
-    cached: { url: `${url}/v1/chat/completions`, method: 'POST', headers: auth, body: CHAT },
-  }
   const cpu = () =>
     new Promise<number>((resolve) => {
       child.once('message', (m) => resolve((m as { cpu: number }).cpu))
       child.send('cpu')
     })
+  const auth = { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }
+  return { child, url, auth, cpu }
+}
+
+/** Cache hits with metrics + usage as shipped, against the same server with both as no-ops. */
+async function observabilityCost(seconds: number, connections: number, rounds: number) {
+  const servers = { shipped: await startServer(false), bare: await startServer(true) }
+  const best: Record<string, Result> = {}
+  for (let r = 0; r < rounds; r++) {
+    for (const [name, s] of Object.entries(servers)) {
+      const before = await s.cpu()
+      const res = await run({
+        url: `${s.url}/v1/chat/completions`,
+        method: 'POST',
+        headers: s.auth,
+        body: CHAT,
+        duration: seconds,
+        connections,
+      })
+      res.cpu = ((await s.cpu()) - before) / res.total
+      if (res.errors || res.non2xx) throw new Error(`${name}: ${res.errors} errors, ${res.non2xx} non-2xx`)
+      if (!best[name] || res.cpu < best[name].cpu) best[name] = res
+    }
+  }
+  for (const s of Object.values(servers)) s.child.kill()
+  console.log(
+    `observability cost on cache hits: ${seconds}s × ${rounds} rounds, ${connections} connections, Node ${process.version}`,
+  )
+  console.log('server    req/s    p50 ms  p99 ms  server CPU µs/req')
+  for (const [name, r] of Object.entries(best))
+    console.log(
+      `${name.padEnd(8)}  ${r.rps.toFixed(0).padStart(6)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${r.cpu.toFixed(0).padStart(17)}`,
+    )
+  const shipped = best.shipped!
+  const bare = best.bare!
+  console.log(
+    `metrics + usage cost: ${(((shipped.cpu - bare.cpu) / bare.cpu) * 100).toFixed(1)}% CPU per request; ` +
+      `throughput ${(((bare.rps - shipped.rps) / bare.rps) * 100).toFixed(1)}% lower (target ≤ 2%)`,
+  )
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '5' },
+      connections: { type: 'string', default: '32' },
+      rounds: { type: 'string', default: '2' },
+      observability: { type: 'boolean', default: false },
+    },
+  })
+  const seconds = Number(values.seconds)
+  const connections = Number(values.connections)
+  const rounds = Number(values.rounds)
+  if (values.observability) return observabilityCost(seconds, connections, rounds)
+  const { child, url, auth, cpu } = await startServer()
+  const workloads: Record<string, CannonOptions> = {
+    health: { url: `${url}/health` },
+    models: { url: `${url}/v1/models`, headers: auth },
+    cached: { url: `${url}/v1/chat/completions`, method: 'POST', headers: auth, body: CHAT },
+  }
   const best: Record<string, Result> = {}
   for (let r = 0; r < rounds; r++) {
     for (const [name, w] of Object.entries(workloads)) {
@@ -178,5 +253,5 @@ async function main() {
   )
 }
 
-if (process.argv.includes('--serve')) await serve()
+if (process.argv.includes('--serve')) await serve(process.argv.includes('--bare'))
 else await main()
