@@ -9,6 +9,7 @@ import { publishModelFolder } from '../../core/model-publish.js'
 import { createModelCatalog } from '../../edge/model-catalog.js'
 import { dirSource } from './fs-source.js'
 import { InvalidModelIdError, PublishConflictError, publishByoModel } from './publish.js'
+import { memorySource } from './source.js'
 import { writeByoFolder } from './testing/fixtures.js'
 import { ModelValidationError } from './validate.js'
 
@@ -92,6 +93,18 @@ describe('publishByoModel', () => {
     await expect(publishByoModel(store, dirSource(folder), { id: '../x', owner: null })).rejects.toThrow(
       InvalidModelIdError,
     )
+  })
+
+  it('publishes from memory (an upload) with the same files and hashes as from disk', async () => {
+    const disk = dirSource(folder)
+    const files = new Map<string, Uint8Array>()
+    for (const p of await disk.list()) files.set(p, (await disk.read(p))!)
+    const { manifest } = await publishByoModel(store, memorySource(files), {
+      id: 'from-memory',
+      owner: 'acme',
+    })
+    const fromDisk = (await readManifest(store, 'shared-gpt2'))!
+    expect(manifest.files).toEqual(fromDisk.files)
   })
 
   it('stores nothing when the folder is not servable', async () => {

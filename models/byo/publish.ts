@@ -70,6 +70,13 @@ export async function publishByoModel(
   const validated = await validateModelFolder(src, o)
   const files: ModelManifest['files'] = []
   for (const f of validated.files) {
+    if (src.digest && src.stream) {
+      // Large files: hashed in one streaming pass, uploaded in another.
+      const { size, sha256 } = await src.digest(f.from)
+      await store.put(modelPrefix(o.id) + f.to, src.stream(f.from))
+      files.push({ path: f.to, size, sha256 })
+      continue
+    }
     const bytes = await src.read(f.from)
     if (!bytes) throw new Error(`'${f.from}' disappeared while publishing`)
     const sha256 = hex(await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>))

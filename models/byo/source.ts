@@ -9,6 +9,12 @@ export interface FolderSource {
   list(): Promise<string[]>
   /** A file's bytes, or null when it does not exist. */
   read(path: string): Promise<Uint8Array | null>
+  /**
+   * Optional, for files too large to hold in memory: size and SHA-256 read as
+   * a stream, and the bytes as a stream. Publishing uses them when present.
+   */
+  digest?(path: string): Promise<{ size: number; sha256: string }>
+  stream?(path: string): ReadableStream<Uint8Array>
 }
 
 /** A folder held in memory, e.g. unpacked from a tar upload. */
