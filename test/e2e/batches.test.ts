@@ -173,10 +173,34 @@ describe('batches on the local stack', () => {
     expect(created.metadata).toEqual({ purpose: 'e2e' })
 
     const seen: Batch['request_counts'][] = []
+    const poll = async () => {
+      const b = await getBatch(created.id)
+      if (b.status === 'in_progress') seen.push(b.request_counts)
+      return b
+    }
+    // Interactive traffic is not queued behind the batch: mid-batch, a chat completion answers at once.
+    await waitFor(
+      async () => {
+        const b = await poll()
+        return b.status === 'in_progress' && b.request_counts.completed > 0
+      },
+      60_000,
+      'the batch to make progress',
+    )
+    const t0 = Date.now()
+    const interactive = await api('/v1/chat/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(chat(100_000).body),
+    })
+    const interactiveMs = Date.now() - t0
+    expect(interactive.status).toBe(200)
+    const during = await poll()
+    expect(during.status).toBe('in_progress')
+    expect(during.request_counts.completed).toBeLessThan(490)
     const done = await waitFor(
       async () => {
-        const b = await getBatch(created.id)
-        if (b.status === 'in_progress') seen.push(b.request_counts)
+        const b = await poll()
         return b.status === 'completed' || b.status === 'failed' ? b : null
       },
       90_000,
@@ -251,7 +275,10 @@ describe('batches on the local stack', () => {
     expect(hook.id).toBe(done.id)
     expect(hook.status).toBe('completed')
     expect(hook.request_counts).toEqual(done.request_counts)
-    console.log(`500-line batch: ${seconds.toFixed(1)} s, ${seen.length} in_progress reads`)
+    console.log(
+      `500-line batch: ${seconds.toFixed(1)} s, ${seen.length} in_progress reads; ` +
+        `an interactive request during it: ${interactiveMs} ms`,
+    )
   }, 120_000)
 
   it('the openai client uploads, creates and polls a batch, and downloads its output', async () => {
