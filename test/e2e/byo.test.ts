@@ -249,6 +249,19 @@ describe('bring your own model: publish', () => {
     if (c.shape.externalData) expect(stored.some((p) => p.endsWith('.onnx_data'))).toBe(true)
   })
 
+  it('the route is in the OpenAPI document with its upload types', async () => {
+    const doc = (await (await fetch(`${edge.url}/openapi.json`)).json()) as {
+      paths: Record<string, { post?: { requestBody?: { content: Record<string, unknown> } } }>
+    }
+    const post = doc.paths['/v1/admin/models']?.post
+    expect(Object.keys(post?.requestBody?.content ?? {}).sort()).toEqual([
+      'application/gzip',
+      'application/octet-stream',
+      'application/x-tar',
+      'multipart/form-data',
+    ])
+  })
+
   it('GET /v1/models: acme sees its models, globex only the public one', async () => {
     const list = async (key: string) =>
       ((await (await api(key, '/v1/models')).json()) as { data: Array<{ id: string }> }).data.map((m) => m.id)
