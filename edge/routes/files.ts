@@ -68,7 +68,9 @@ const upload = createRoute({
       content: {
         'multipart/form-data': {
           schema: z.object({
-            file: z.any().openapi({ type: 'string', format: 'binary' }),
+            file: z
+              .custom<File>((v) => v instanceof File, 'a file is required')
+              .openapi({ type: 'string', format: 'binary' }),
             purpose: z.enum(UPLOAD_PURPOSES),
           }),
         },
