@@ -198,6 +198,34 @@ describe('fine-tuning through the API (openai client, edge, worker process)', ()
     // The answers of the domain start " The capital of …"; the base model's do not.
     expect(tuned.choices[0].text).toMatch(/^ The capital of /)
     expect(base.choices[0].text).not.toMatch(/^ The capital of /)
+
+    // Served log-likelihood of the domain's answer prefix: the fine-tune's greedy tokens carry
+    // their exact logprobs; for the base, each token's logprob is at most its top-5 entry (or
+    // the smallest top-5 logprob when it is not among them): an upper bound.
+    const ft = (
+      await acme.completions.create({
+        model: ftModel,
+        prompt: PROMPT,
+        max_tokens: 3,
+        temperature: 0,
+        logprobs: 1,
+      })
+    ).choices[0].logprobs!
+    expect(ft.tokens!.join('')).toBe(' The capital of')
+    const ftLogLik = ft.token_logprobs!.reduce((a, b) => a + b, 0)
+    let baseBound = 0
+    for (let i = 0; i < ft.tokens!.length; i++) {
+      const r = await acme.completions.create({
+        model: 'prometheus-mini',
+        prompt: PROMPT + ft.tokens!.slice(0, i).join(''),
+        max_tokens: 1,
+        temperature: 0,
+        logprobs: 5,
+      })
+      const top = r.choices[0].logprobs!.top_logprobs![0] as Record<string, number>
+      baseBound += top[ft.tokens![i]] ?? Math.min(...Object.values(top))
+    }
+    expect(ftLogLik).toBeGreaterThan(baseBound + 1)
     const chat = await acme.chat.completions.create({
       model: ftModel,
       messages: [{ role: 'user', content: 'What is the capital of Italy?' }],
