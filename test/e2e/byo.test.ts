@@ -208,6 +208,7 @@ beforeAll(async () => {
     PGPT_EDGE_URL: edge.url,
     PGPT_INTERNAL_TOKEN: TOKEN,
     PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),
+    PGPT_WORKER_METRICS_PORT: '0',
   })
   await worker.waitForLog((l) => l.msg === 'worker started', 30_000)
 }, 120_000)
@@ -336,6 +337,40 @@ describe('bring your own model: greedy output equals transformers.js token for t
     expect(pieces.filter((p) => p).length).toBeGreaterThan(1)
     expect(pieces.join('')).toBe(theirs.text)
   })
+})
+
+describe('bring your own model: batching', () => {
+  it.each([CASES[1], CASES[3]])(
+    'concurrent prompts of different lengths on $id (no position_ids) each match transformers.js alone',
+    async (c) => {
+      const prompts = [
+        'Hi',
+        'The Congress of the United States shall',
+        'Rivers',
+        'Small models are fast and cheap',
+      ]
+      const theirs: Array<Awaited<ReturnType<typeof theirGreedy>>> = []
+      for (const prompt of prompts) theirs.push(await theirGreedy(c, { prompt }, 10))
+      const results = await Promise.all(
+        prompts.map(async (prompt) => {
+          const res = await api(keys.acme, '/v1/completions', {
+            method: 'POST',
+            body: JSON.stringify({ model: c.id, prompt, max_tokens: 10, temperature: 0, logprobs: 0 }),
+          })
+          expect(res.status).toBe(200)
+          return (await res.json()) as { choices: Array<{ logprobs: { tokens: string[] } }> }
+        }),
+      )
+      results.forEach((r, i) => expect(r.choices[0].logprobs.tokens, prompts[i]).toEqual(theirs[i].tokens))
+      // They really shared decode steps (rows of different lengths, left-padded).
+      const line = worker.logs.find((l) => l.msg === 'worker /metrics and /health listening')
+      const metrics = await (
+        await fetch(`http://127.0.0.1:${(line as { port: number }).port}/metrics`)
+      ).text()
+      const max = new RegExp(`^pgpt:batch_size_max\\{model="${c.id}"\\} (\\d+)`, 'm').exec(metrics)
+      expect(Number(max?.[1])).toBeGreaterThanOrEqual(2)
+    },
+  )
 })
 
 describe('bring your own model: generation_config.json', () => {
