@@ -12,6 +12,7 @@
 import { z } from '@hono/zod-openapi'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import {
+  estimatedFinish,
   type FineTuneInput,
   type FineTuneStatus,
   fineTuneInputSchema,
@@ -171,7 +172,7 @@ export function fineTuningJobView(r: JobRecord, status: FineTuneStatus | null): 
     trained_tokens: output?.trained_tokens ?? status?.trained_tokens ?? null,
     error: r.error ? { code: r.error.code, message: r.error.message, param: null } : null,
     seed: input.seed,
-    estimated_finish: null,
+    estimated_finish: r.state === 'running' ? estimatedFinish(status) : null,
     integrations: null,
     metadata: r.metadata ?? null,
     user_provided_suffix: input.suffix,

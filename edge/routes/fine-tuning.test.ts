@@ -100,7 +100,10 @@ describe('POST /v1/fine_tuning/jobs', () => {
     const events = (await (await req(`/v1/fine_tuning/jobs/${job.id}/events`, ftKey)).json()) as {
       data: { message: string }[]
     }
-    expect(events.data.map((x) => x.message)).toEqual([`Created fine-tuning job: ${job.id}`])
+    expect(events.data.map((x) => x.message)).toEqual([
+      'Fine-tuning job queued.',
+      `Created fine-tuning job: ${job.id}`,
+    ])
   })
 
   it.each([
@@ -145,14 +148,22 @@ describe('reading and cancelling', () => {
     expect(((await (await req(`/v1/fine_tuning/jobs/${job.id}`, ftKey)).json()) as Job).status).toBe(
       'validating_files',
     )
+    const started = Math.floor(Date.now() / 1000) - 30
     await writeStatus(e.deps.store, job.id, {
       phase: 'running',
-      step: 3,
-      total_steps: 9,
+      step: 4,
+      total_steps: 10,
       trained_tokens: 768,
+      run_started_at: started,
+      run_start_step: 1,
     })
-    const running = (await (await req(`/v1/fine_tuning/jobs/${job.id}`, ftKey)).json()) as Job
+    const running = (await (await req(`/v1/fine_tuning/jobs/${job.id}`, ftKey)).json()) as Job & {
+      estimated_finish: number
+    }
     expect(running).toMatchObject({ status: 'running', trained_tokens: 768 })
+    // 3 steps took ~30 s: 6 more take ~60 s.
+    expect(running.estimated_finish - (started + 30)).toBeGreaterThanOrEqual(59)
+    expect(running.estimated_finish - (started + 30)).toBeLessThanOrEqual(62)
     for (const path of ['', '/events', '/checkpoints'])
       expect((await req(`/v1/fine_tuning/jobs/${job.id}${path}`, otherKey)).status).toBe(404)
     expect((await req(`/v1/fine_tuning/jobs/${job.id}/cancel`, otherKey, {})).status).toBe(404)
@@ -222,6 +233,7 @@ describe('reading and cancelling', () => {
       'Step 3/6',
       'Step 2/6',
       'Step 1/6',
+      'Fine-tuning job queued.',
       `Created fine-tuning job: ${job.id}`,
     ])
 

@@ -238,6 +238,7 @@ export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
           cause: err,
         })
       }
+      await appendEvent(deps.store, job.id, { message: 'Fine-tuning job queued.' })
       c.get('log').info({ jobId: job.id, model: b.model }, 'fine-tuning job enqueued')
       return json(c, await view(job))
     }),

@@ -289,6 +289,7 @@ async function runFineTune(
       const schedule = new BatchSchedule(data.trainWindows, batch, input.seed)
       // A step event each step, at most MAX_STEP_EVENTS of them (long jobs log every k-th step).
       const logEvery = Math.max(1, Math.ceil(steps / MAX_STEP_EVENTS))
+      const run = { run_started_at: nowS(), run_start_step: session.stepsDone }
       let trainLoss = Number.NaN
       while (session.stepsDone < steps) {
         if (signal.aborted) {
@@ -320,6 +321,7 @@ async function runFineTune(
             step: r.step,
             total_steps: steps,
             trained_tokens: trainedTokens,
+            ...run,
           })
       }
 

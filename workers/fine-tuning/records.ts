@@ -114,8 +114,20 @@ export interface FineTuneStatus {
   step: number
   total_steps: number | null
   trained_tokens: number
+  /** When this run (attempt) began training and from which step: the rate behind estimated_finish. */
+  run_started_at?: number
+  run_start_step?: number
   /** Epoch seconds. */
   updated_at: number
+}
+
+/** Epoch seconds when the job should finish at this run's pace, or null before a step is done. */
+export function estimatedFinish(s: FineTuneStatus | null): number | null {
+  if (s?.phase !== 'running' || s.total_steps === null) return null
+  if (s.run_started_at === undefined || s.run_start_step === undefined || s.step <= s.run_start_step)
+    return null
+  const perStep = (s.updated_at - s.run_started_at) / (s.step - s.run_start_step)
+  return Math.round(s.updated_at + perStep * (s.total_steps - s.step))
 }
 
 export const readStatus = (store: ObjectStore, jobId: string) =>
