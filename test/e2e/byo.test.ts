@@ -361,7 +361,8 @@ describe('bring your own model: batching', () => {
           return (await res.json()) as { choices: Array<{ logprobs: { tokens: string[] } }> }
         }),
       )
-      results.forEach((r, i) => expect(r.choices[0].logprobs.tokens, prompts[i]).toEqual(theirs[i].tokens))
+      for (const [i, r] of results.entries())
+        expect(r.choices[0].logprobs.tokens, prompts[i]).toEqual(theirs[i].tokens)
       // They really shared decode steps (rows of different lengths, left-padded).
       const line = worker.logs.find((l) => l.msg === 'worker /metrics and /health listening')
       const metrics = await (
