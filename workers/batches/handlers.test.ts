@@ -260,6 +260,43 @@ describe('batch handlers', () => {
     expect((await s.view(id)).status).toBe('completed')
   })
 
+  it('a dead-lettered chunk: its unfinished lines fail and the batch still ends', async () => {
+    const s = await setup()
+    const id = await s.createBatch(['a', 'b', 'c', 'd', 'e', 'f'].map((x) => line(x)).join('\n'))
+    await s.runBatchJob(id)
+    await s.runChunk(id, 0)
+    await s.handlers.abandonChunk('t1', id, 1)
+    const done = await s.view(id)
+    expect(done.status).toBe('completed')
+    expect(done.request_counts).toEqual({ total: 6, completed: 4, failed: 2 })
+    expect((await s.lines(done.error_file_id)).map((l) => [l.custom_id, l.error?.code])).toEqual([
+      ['e', 'batch_line_failed'],
+      ['f', 'batch_line_failed'],
+    ])
+  })
+
+  it('an unexpected line error retries the chunk, and is recorded on its last delivery', async () => {
+    const s = await setup()
+    const id = await s.createBatch(['a', 'b'].map((x) => line(x)).join('\n'))
+    await s.runBatchJob(id)
+    const generate = s.engine.generate.bind(s.engine)
+    s.engine.generate = async (input, o) => {
+      if (input.prompt === 'p-b') throw new Error('disk on fire')
+      return generate(input, o)
+    }
+    await expect(s.runChunk(id, 0, 1)).rejects.toThrow('disk on fire')
+    expect((await s.view(id)).status).toBe('in_progress')
+    await s.runChunk(id, 0, 3)
+    const done = await s.view(id)
+    expect(done.status).toBe('completed')
+    expect(done.request_counts).toEqual({ total: 2, completed: 1, failed: 1 })
+    const err = (await s.lines(done.error_file_id))[0]
+    expect(err.custom_id).toBe('b')
+    expect(err.response?.status_code).toBe(500)
+    // Line a reached the engine once (line b never does): its result from the first delivery stood.
+    expect(s.engine.calls).toBe(1)
+  })
+
   it('an input file deleted before the batch job runs fails the batch', async () => {
     const s = await setup()
     const id = await s.createBatch(line('a'))

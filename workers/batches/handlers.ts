@@ -82,6 +82,8 @@ export interface BatchHandlerDeps {
 export interface BatchHandlers {
   batch: JobHandler
   batch_chunk: JobHandler
+  /** For the chunk queue's dead-letter drain: fail a chunk's unfinished lines and count it done. */
+  abandonChunk(tenant: string, batchId: string, chunk: number): Promise<void>
 }
 
 const now = () => Math.floor(Date.now() / 1000)
@@ -354,6 +356,19 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
     if (failure) throw failure.reason
 
+    const counts = await markChunkDone(tenant, batchId, n, done, ctx.logger)
+    ctx.logger.info({ batchId, chunk: n, ...counts, stopped }, 'batch chunk done')
+    return { batchId, chunk: n, ...counts, stopped }
+  }
+
+  /** Records chunk n as done with the outcomes of its lines; the chunk that completes the set finalizes. */
+  async function markChunkDone(
+    tenant: string,
+    batchId: string,
+    n: number,
+    done: Map<number, StoredResult>,
+    log?: Logger,
+  ): Promise<{ completed: number; failed: number }> {
     let completed = 0
     let failed = 0
     for (const r of done.values()) r.ok ? completed++ : failed++
@@ -366,16 +381,50 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
       next.request_counts = liveCounts(next)
       return next
     })
-    ctx.logger.info({ batchId, chunk: n, completed, failed, stopped }, 'batch chunk done')
     if (
       after &&
       !isTerminalBatch(after.status) &&
       after.internal.chunks !== null &&
       Object.keys(after.internal.done).length >= after.internal.chunks
     )
-      await finalize(tenant, batchId, ctx.logger)
-    return { batchId, chunk: n, completed, failed, stopped }
+      await finalize(tenant, batchId, log)
+    return { completed, failed }
   }
 
-  return { batch, batch_chunk }
+  /**
+   * A chunk whose message was dead-lettered (its worker died on every
+   * delivery): its lines without a result fail with `batch_line_failed`, and
+   * the chunk counts as done, so the batch still ends.
+   */
+  async function abandonChunk(tenant: string, batchId: string, n: number): Promise<void> {
+    const b = await getBatch(store, tenant, batchId)
+    if (!b || isTerminalBatch(b.status)) return
+    const done = new Map<number, StoredResult>()
+    for (const pl of (await getChunk(store, tenant, batchId, n)) ?? []) {
+      let r = await getResult(store, tenant, batchId, pl.line)
+      if (!r) {
+        const id = requestIdOf(batchId, pl.line)
+        r = {
+          ok: false,
+          line: pl.line,
+          result: {
+            id,
+            custom_id: pl.custom_id,
+            response: null,
+            error: {
+              code: 'batch_line_failed',
+              message: `The worker running this request stopped on each of ${d.maxReceiveCount} deliveries.`,
+            },
+          },
+        }
+        if (!(await putResult(store, tenant, batchId, r)))
+          r = (await getResult(store, tenant, batchId, pl.line)) ?? r
+      }
+      done.set(pl.line, r)
+    }
+    const counts = await markChunkDone(tenant, batchId, n, done, d.logger)
+    d.logger?.warn({ batchId, chunk: n, ...counts }, 'dead-lettered batch chunk: its unfinished lines failed')
+  }
+
+  return { batch, batch_chunk, abandonChunk }
 }

@@ -24,12 +24,13 @@ import type { Metrics } from '../../core/metrics.js'
 import type { ObjectStore } from '../../core/ports/object-store.js'
 import { createModelCatalog } from '../../edge/model-catalog.js'
 import { type BatchRecord, batchView } from '../../edge/routes/batches-store.js'
+import { drainDeadLetter } from '../dead-letter.js'
 import type { GenerationEngine } from '../generation/engine.js'
 import { DeliveryLog } from '../webhooks/delivery-log.js'
 import { webhookId } from '../webhooks/dispatcher.js'
 import { type JobHandler, runWorker } from '../worker-loop.js'
 import { localDbFile, openQueue } from '../worker-process.js'
-import { createBatchHandlers } from './handlers.js'
+import { BATCH_CHUNK_KIND, createBatchHandlers } from './handlers.js'
 
 export const BATCH_CHUNKS_QUEUE = 'batch-chunks'
 export const DEFAULT_CHUNK_CONCURRENCY = 2
@@ -44,6 +45,8 @@ export interface BatchWorkerOptions {
   chunkConcurrency?: number
   /** Long-poll wait of the chunk loop, seconds. Default 20. */
   waitTimeSeconds?: number
+  /** How often the chunk queue's dead-letter queue is drained, ms; 0: never. Default 30 000. */
+  deadLetterIntervalMs?: number
 }
 
 export interface BatchWorker {
@@ -120,6 +123,24 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
     maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
   })
   const h = createBatchHandlers({ ...common, chunkQueue: chunks.queue })
+  // A chunk dead-lettered (its worker died on every delivery) still ends: its unfinished lines fail.
+  let draining: Promise<unknown> = Promise.resolve()
+  const drain = () => {
+    draining = drainDeadLetter({
+      deadLetter: chunks.deadLetter,
+      jobs,
+      maxReceiveCount: chunks.maxReceiveCount,
+      logger: log.child({ component: 'batch-dead-letter' }),
+      onJobEvent: async (job) => {
+        const i = job.input as { batchId?: unknown; chunk?: unknown }
+        if (job.kind === BATCH_CHUNK_KIND && typeof i?.batchId === 'string' && typeof i.chunk === 'number')
+          await h.abandonChunk(job.tenant, i.batchId, i.chunk)
+      },
+    }).catch((err) => log.error({ err }, 'batch dead-letter drain failed'))
+  }
+  const dlqMs = o.deadLetterIntervalMs ?? 30_000
+  const dlqTimer = dlqMs > 0 ? setInterval(drain, dlqMs) : undefined
+  dlqTimer?.unref()
   const ctrl = new AbortController()
   const done = runWorker({
     queue: chunks.queue,
@@ -136,7 +157,11 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
     statsIntervalMs: 0,
     logger: log.child({ queue: BATCH_CHUNKS_QUEUE }),
     metrics: o.metrics,
-  }).finally(() => closeAll(chunks.queue))
+  }).finally(async () => {
+    clearInterval(dlqTimer)
+    await draining
+    await closeAll(chunks.queue)
+  })
   return {
     handlers: { batch: h.batch },
     shutdown() {
