@@ -43,7 +43,7 @@ import {
 import { freshState, type OptimState, TrainSession } from '../../models/train/session.js'
 import { buildTrainGraphs } from '../../models/train/step-graph.js'
 import { optimizerOf } from '../../models/train/train.js'
-import { PermanentError } from '../errors.js'
+import { classify, PermanentError, toJobError } from '../errors.js'
 import { ModelCache } from '../generation/model-cache.js'
 import { JobAbortError, type JobContext, type JobHandler } from '../worker-loop.js'
 import { buildDataset, parseExamples, tokenizeExamples } from './dataset.js'
@@ -103,9 +103,13 @@ export function createFineTuneHandler(o: FineTuneHandlerOptions): JobHandler {
         if (err.kind === 'canceled') await event({ message: 'Fine-tuning job cancelled.' })
         if (err.kind === 'shutdown')
           await event({ message: 'The worker is stopping; the job resumes from its last checkpoint.' })
+      } else if (classify(err) === 'permanent') {
+        await event({ level: 'error', message: `Fine-tuning job failed: ${toJobError(err).message}` })
       } else {
-        const message = err instanceof Error ? err.message : String(err)
-        await event({ level: 'error', message: `Fine-tuning job failed: ${message}` })
+        await event({
+          level: 'warn',
+          message: `Attempt ${ctx.job.attempts} failed: ${toJobError(err).message}; the job is retried unless this was its last delivery.`,
+        })
       }
       throw err
     } finally {
