@@ -76,6 +76,7 @@ async function setup(o: Partial<BatchHandlerDeps> = {}) {
     engine,
     models: t.deps.models,
     maxReceiveCount: 3,
+    usage: t.deps.usage,
     linesPerChunk: 4,
     statusPollMs: 0,
     notify: (b) => {
@@ -196,6 +197,11 @@ describe('batch handlers', () => {
     ])
     expect(s.notified).toEqual([`${id}:completed`])
     expect((await listResults(t.deps.store, 't1', id)).size).toBe(5)
+    // Usage: one `batch` record per line, under the key that created the batch.
+    expect(t.usage.records).toHaveLength(5)
+    expect(
+      t.usage.records.every((r) => r.kind === 'batch' && r.tenant === 't1' && r.completionTokens === 2),
+    ).toBe(true)
   })
 
   it('cancel: lines not started are skipped, the batch ends cancelled with partial output', async () => {

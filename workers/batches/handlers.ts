@@ -30,6 +30,7 @@ import type { Logger } from '../../core/logger.js'
 import { isTerminal, type JobStore } from '../../core/ports/job-store.js'
 import type { ObjectStore } from '../../core/ports/object-store.js'
 import type { Queue } from '../../core/ports/queue.js'
+import type { UsageStore } from '../../core/ports/usage-store.js'
 import type { GenerationOutput, QueueMessageBody } from '../../core/protocol.js'
 import { chatBody, completionBody } from '../../edge/generation/format.js'
 import type { ModelCatalog } from '../../edge/model-catalog.js'
@@ -68,6 +69,8 @@ export interface BatchHandlerDeps {
   models: ModelCatalog
   /** Deliveries after which the queue dead-letters a message: on the last one, a line's unexpected error is recorded instead of retried. */
   maxReceiveCount: number
+  /** Metered usage: one record per successful line (kind `batch`, id = the line's request id, so a rerun adds none). */
+  usage?: UsageStore
   /** Told once a batch ends (webhooks). Must not throw. */
   notify?: (b: BatchRecord) => void | Promise<void>
   /** Default 32. */
@@ -243,6 +246,24 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
     return { batchId, chunks }
   }
 
+  /** Before the result is written: a crash in between re-runs the line, and the usage id dedupes. */
+  async function recordUsage(b: BatchRecord, pl: PlannedLine, out: GenerationOutput): Promise<void> {
+    if (!d.usage) return
+    await d.usage.record({
+      id: requestIdOf(b.id, pl.line),
+      tenant: b.internal.tenant,
+      apiKeyId: b.internal.apiKeyId ?? '',
+      model: out.model,
+      kind: 'batch',
+      promptTokens: out.usage.promptTokens,
+      completionTokens: out.usage.completionTokens,
+      trainedTokens: 0,
+      ...(b.internal.requestId ? { requestId: b.internal.requestId } : {}),
+      cached: false,
+      at: Date.now(),
+    })
+  }
+
   function resultOf(batchId: string, pl: PlannedLine, out: GenerationOutput): StoredResult {
     const id = requestIdOf(batchId, pl.line)
     const completionId = `${batchId}_${pl.line}`
@@ -324,7 +345,9 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
           const lineCtrl = new AbortController()
           lineCtrls.add(lineCtrl)
           try {
-            r = resultOf(batchId, pl, await d.engine.generate(pl.input, { signal: lineCtrl.signal }))
+            const out = await d.engine.generate(pl.input, { signal: lineCtrl.signal })
+            await recordUsage(current, pl, out)
+            r = resultOf(batchId, pl, out)
           } finally {
             lineCtrls.delete(lineCtrl)
           }

@@ -17,11 +17,14 @@
  */
 import { openLocalQueue } from '../../core/adapters/local-queue.js'
 import { MemoryEvents } from '../../core/adapters/memory-events.js'
+import { ObjectUsageStore } from '../../core/adapters/object-usage-store.js'
 import { SqliteJobStore } from '../../core/adapters/sqlite-job-store.js'
+import { SqliteUsageStore } from '../../core/adapters/sqlite-usage-store.js'
 import type { Config } from '../../core/config.js'
 import type { Logger } from '../../core/logger.js'
 import type { Metrics } from '../../core/metrics.js'
 import type { ObjectStore } from '../../core/ports/object-store.js'
+import type { UsageStore } from '../../core/ports/usage-store.js'
 import { createModelCatalog } from '../../edge/model-catalog.js'
 import { type BatchRecord, batchView } from '../../edge/routes/batches-store.js'
 import { drainDeadLetter } from '../dead-letter.js'
@@ -79,6 +82,10 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
   const file = localDbFile(config)
   const jobs = new SqliteJobStore({ file })
   const deliveryLog = new DeliveryLog({ file })
+  const usage: UsageStore =
+    config.PGPT_RECORDS === 'object'
+      ? new ObjectUsageStore({ store: o.store })
+      : new SqliteUsageStore({ file })
   const log = logger.child({ component: 'batches' })
   const models = createModelCatalog(o.store, {
     onTokenizerError: (model, err) => log.warn({ model, err }, 'tokenizer not loaded; estimating tokens'),
@@ -90,11 +97,13 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
     models,
     maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
     notify: batchNotifier(deliveryLog, log),
+    usage,
     logger: log,
   }
   const closeAll = async (q?: { close?(): Promise<void> }) => {
     await q?.close?.()
     await jobs.close()
+    await usage.close?.()
     deliveryLog.close()
   }
 
