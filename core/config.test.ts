@@ -29,6 +29,7 @@ describe('configuration', () => {
   it.each([
     ['PORT', 'eighty', /PORT/],
     ['PORT', '70000', /PORT/],
+    ['PORT', '-1', /PORT/],
     ['PGPT_WORKERS', '-1', /PGPT_WORKERS/],
     ['PGPT_PROFILE', 'mars', /PGPT_PROFILE/],
     ['PGPT_EXECUTION_PROVIDERS', 'cuda,tpu', /PGPT_EXECUTION_PROVIDERS/],

@@ -26,7 +26,8 @@ const providers = z
 export const configSchema = z.object({
   /** Which set of adapters to wire: the embedded default or a cloud one. */
   PGPT_PROFILE: z.enum(['local', 'cloudflare', 'aws', 'onprem']).default('local'),
-  PORT: int(1, 65535).default(8787),
+  /** 0 picks a free port (printed at start). */
+  PORT: int(0, 65535).default(8787),
   HOST: z.string().min(1).default('127.0.0.1'),
   /** Local profile: where the queue, store, job records and keys live. */
   PGPT_DATA_DIR: z.string().min(1).default('./.pgpt'),
