@@ -158,7 +158,8 @@ export class Decoder {
     const base = basename(path)
     let sizeBytes = 0
     for (const name of await readdir(dir)) {
-      if (name === base || (name.startsWith(base) && name.length > base.length))
+      // A published graph may be renamed while its data file keeps its own name: count all data files.
+      if (name === base || name.startsWith(base) || /\.onnx_data$|\.onnx\.data$/.test(name))
         sizeBytes += (await stat(join(dir, name))).size
     }
     const config = JSON.parse(await readFile(join(folder, 'config.json'), 'utf8'))
