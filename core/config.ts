@@ -86,7 +86,12 @@ export const configSchema = z.object({
   PGPT_RATE_LIMIT_RPM: int(1).default(600),
   PGPT_RATE_LIMIT_TPM: int(1).default(1_000_000),
   PGPT_CACHE_TTL_S: int(0).default(3600),
+  /** Largest JSON request body; uploads have their own limits below. */
   PGPT_MAX_BODY_BYTES: int(1024).default(1_048_576),
+  /** Largest file upload (POST /v1/files), bytes. */
+  PGPT_MAX_FILE_BYTES: int(1024).default(100 * 1_048_576),
+  /** Largest model folder upload (POST /v1/admin/models), bytes; uploads are held in memory. */
+  PGPT_MAX_MODEL_UPLOAD_BYTES: int(1024).default(512 * 1_048_576),
   /**
    * Where job records, API keys and usage live: `sqlite` (a file in PGPT_DATA_DIR, one host)
    * or `object` (the ObjectStore of PGPT_STORE, shared by every edge and worker; needs

@@ -33,6 +33,9 @@ import { registerWebhooks } from './routes/webhooks.js'
 
 export type { EdgeDeps } from './deps.js'
 
+/** Routes that take uploads and enforce their own body limit. */
+const UPLOAD_ROUTES = new Set(['/v1/files', '/v1/admin/models'])
+
 export function createApp(deps: EdgeDeps) {
   const app = new OpenAPIHono<AppEnv>({
     defaultHook: (result) => {
@@ -51,14 +54,15 @@ export function createApp(deps: EdgeDeps) {
   app.notFound(notFoundHandler)
   app.use('*', requestId({ logger: deps.logger }))
   app.use('*', observe(deps.metrics))
-  app.use(
-    '*',
-    bodyLimit({
-      maxSize: deps.config.PGPT_MAX_BODY_BYTES,
-      onError: () => {
-        throw tooLarge(`The request body exceeds ${deps.config.PGPT_MAX_BODY_BYTES} bytes.`)
-      },
-    }),
+  // JSON bodies are small; the upload routes (files, model folders) set their own, larger limits.
+  const jsonLimit = bodyLimit({
+    maxSize: deps.config.PGPT_MAX_BODY_BYTES,
+    onError: () => {
+      throw tooLarge(`The request body exceeds ${deps.config.PGPT_MAX_BODY_BYTES} bytes.`)
+    },
+  })
+  app.use('*', (c, next) =>
+    c.req.method === 'POST' && UPLOAD_ROUTES.has(c.req.path) ? next() : jsonLimit(c, next),
   )
   app.use('/v1/*', apiKeyAuth({ keys: deps.keys }))
   app.use('/v1/*', limits.middleware)

@@ -6,7 +6,7 @@ import { SVIX_SCHEDULE_MS } from './webhooks/dispatcher.js'
 describe('parseWorkerSettings', () => {
   it('defaults', () => {
     const s = parseWorkerSettings({})
-    expect(s.PGPT_WORKER_KINDS).toEqual(['generation', 'fine_tune'])
+    expect(s.PGPT_WORKER_KINDS).toEqual(['generation', 'fine_tune', 'batch'])
     expect(s.PGPT_WORKER_METRICS_PORT).toBeUndefined()
     expect(s.PGPT_WEBHOOK_RETRY_SCHEDULE_MS).toEqual(SVIX_SCHEDULE_MS)
     expect(s.PGPT_TEST_HANDLERS).toBe('0')

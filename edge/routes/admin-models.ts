@@ -17,11 +17,13 @@
  * The folder is validated (models/byo/validate.ts) before anything is stored;
  * a bad folder is a 400 naming every problem. The model belongs to the
  * caller's tenant, or to every tenant with `public=true`. The whole body is
- * held in memory and bounded by PGPT_MAX_BODY_BYTES (raise it for real
+ * held in memory and bounded by PGPT_MAX_MODEL_UPLOAD_BYTES (raise it for real
  * models, or publish with `pgpt model publish` next to the store).
  */
+
 import { createRoute, z } from '@hono/zod-openapi'
-import { ApiError, badRequest } from '../../core/errors.js'
+import { bodyLimit } from 'hono/body-limit'
+import { ApiError, badRequest, tooLarge } from '../../core/errors.js'
 import { InvalidModelIdError, PublishConflictError, publishByoModel } from '../../models/byo/publish.js'
 import { isSafeRelativePath, memorySource } from '../../models/byo/source.js'
 import { readTar, stripCommonFolder, TarError } from '../../models/byo/tar.js'
@@ -101,7 +103,7 @@ const create = createRoute({
     400: errorResponseOf('The upload or the model folder is not valid; the message names every problem.'),
     ...authErrors,
     409: errorResponseOf('A model with this id exists.'),
-    413: errorResponseOf('The upload exceeds PGPT_MAX_BODY_BYTES.'),
+    413: errorResponseOf('The upload exceeds PGPT_MAX_MODEL_UPLOAD_BYTES.'),
   },
 })
 
@@ -148,6 +150,17 @@ async function uploadedFiles(c: AppContext): Promise<Map<string, Uint8Array>> {
 }
 
 export function registerAdminModels(app: EdgeApp, { deps }: RouteContext) {
+  const maxBytes = deps.config.PGPT_MAX_MODEL_UPLOAD_BYTES
+  // Before the body is read: refuse by Content-Length, or count a chunked body.
+  app.use('/v1/admin/models', async (c, next) => {
+    if (c.req.method !== 'POST') return next()
+    return bodyLimit({
+      maxSize: maxBytes,
+      onError: () => {
+        throw tooLarge(`The upload exceeds PGPT_MAX_MODEL_UPLOAD_BYTES (${maxBytes} bytes).`)
+      },
+    })(c, next)
+  })
   app.openapi(
     create,
     h(async (c) => {

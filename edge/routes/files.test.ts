@@ -160,4 +160,23 @@ describe('Files API', () => {
     expect(big.status).toBe(413)
     expect(((await big.json()) as { error: { code: string } }).error.code).toBe('payload_too_large')
   })
+
+  it('uploads have their own limit, above the JSON body limit of the whole app', async () => {
+    t = await makeTestEdge({
+      worker: false,
+      env: { PGPT_MAX_BODY_BYTES: '2048', PGPT_MAX_FILE_BYTES: '65536' },
+    })
+    const text = `${Array.from({ length: 60 }, (_, i) => chatLine(i)).join('\n')}\n`
+    expect(text.length).toBeGreaterThan(2048)
+    expect((await upload(t.keys.admin, form(text, 'batch', 'big.jsonl'))).status).toBe(200)
+    // A JSON body that large is still refused everywhere else.
+    const json = await t.app.request('/v1/completions', {
+      method: 'POST',
+      headers: { ...t.auth(t.keys.admin), 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'echo-1', prompt: 'x'.repeat(4096) }),
+    })
+    expect(json.status).toBe(413)
+    const huge = `${Array.from({ length: 1500 }, (_, i) => chatLine(i)).join('\n')}\n`
+    expect((await upload(t.keys.admin, form(huge, 'batch', 'huge.jsonl'))).status).toBe(413)
+  })
 })

@@ -170,8 +170,7 @@ const del = createRoute({
 const SCOPE_OF = { batch: 'batch', 'fine-tune': 'fine-tune' } as const
 
 export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOptions = {}) {
-  const configured = (deps.config as { PGPT_MAX_FILE_BYTES?: number }).PGPT_MAX_FILE_BYTES
-  const maxBytes = o.maxFileBytes ?? configured ?? DEFAULT_MAX_FILE_BYTES
+  const maxBytes = o.maxFileBytes ?? deps.config.PGPT_MAX_FILE_BYTES ?? DEFAULT_MAX_FILE_BYTES
   if (!(maxBytes >= 1)) throw new Error('registerFiles: maxFileBytes must be >= 1')
   const tooBig = () => {
     throw tooLarge(`The file exceeds the upload limit of ${maxBytes} bytes.`)

@@ -189,7 +189,6 @@ beforeAll(async () => {
     PGPT_LOG_LEVEL: 'silent',
     HOST: '127.0.0.1',
     PGPT_INTERNAL_TOKEN: TOKEN,
-    PGPT_MAX_BODY_BYTES: String(64 * 1024 * 1024),
   })
   edge = await startEdge({
     config,
