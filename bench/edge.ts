@@ -64,7 +64,7 @@ function noopMetrics() {
   )
 }
 
-async function serve(bare: boolean) {
+async function serve(off: Set<string>) {
   const { parseConfig } = await import('../core/config.js')
   const { manifestKey } = await import('../core/model-manifest.js')
   const { startEdge } = await import('../edge/node.js')
@@ -85,12 +85,12 @@ async function serve(bare: boolean) {
   const { SqliteUsageStore } = await import('../core/adapters/sqlite-usage-store.js')
   const { mkdtempSync } = await import('node:fs')
   const { tmpdir } = await import('node:os')
-  const observability = bare
-    ? {
-        metrics: noopMetrics() as typeof t.deps.metrics,
-        usage: { name: 'noop', record: async () => {}, query: async () => [] },
-      }
-    : { usage: new SqliteUsageStore({ file: `${mkdtempSync(`${tmpdir()}/pgpt-bench-`)}/usage.db` }) }
+  const observability = {
+    ...(off.has('metrics') ? { metrics: noopMetrics() as typeof t.deps.metrics } : {}),
+    usage: off.has('usage')
+      ? { name: 'noop', record: async () => {}, query: async () => [] }
+      : new SqliteUsageStore({ file: `${mkdtempSync(`${tmpdir()}/pgpt-bench-`)}/usage.db` }),
+  }
   const edge = await startEdge({
     config,
     port: 0,
@@ -149,8 +149,9 @@ function run(o: CannonOptions): Promise<Result> {
   })
 }
 
-async function startServer(bare = false) {
-  const child = fork(new URL(import.meta.url).pathname, ['--serve', ...(bare ? ['--bare'] : [])], {
+/** `off`: the observability parts replaced by no-ops (metrics, usage). */
+async function startServer(off: string[] = []) {
+  const child = fork(new URL(import.meta.url).pathname, ['--serve', `--off=${off.join(',')}`], {
     execArgv: ['--import', 'tsx'],
     stdio: 'inherit',
   })
@@ -169,7 +170,12 @@ async function startServer(bare = false) {
 
 /** Cache hits with metrics + usage as shipped, against the same server with both as no-ops. */
 async function observabilityCost(seconds: number, connections: number, rounds: number) {
-  const servers = { shipped: await startServer(false), bare: await startServer(true) }
+  const servers = {
+    shipped: await startServer(),
+    'no-metrics': await startServer(['metrics']),
+    'no-usage': await startServer(['usage']),
+    bare: await startServer(['metrics', 'usage']),
+  }
   const best: Record<string, Result> = {}
   for (let r = 0; r < rounds; r++) {
     for (const [name, s] of Object.entries(servers)) {
@@ -194,10 +200,14 @@ async function observabilityCost(seconds: number, connections: number, rounds: n
   console.log('server    req/s    p50 ms  p99 ms  server CPU µs/req')
   for (const [name, r] of Object.entries(best))
     console.log(
-      `${name.padEnd(8)}  ${r.rps.toFixed(0).padStart(6)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${r.cpu.toFixed(0).padStart(17)}`,
+      `${name.padEnd(10)}  ${r.rps.toFixed(0).padStart(6)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${r.cpu.toFixed(0).padStart(17)}`,
     )
   const shipped = best.shipped!
   const bare = best.bare!
+  for (const part of ['metrics', 'usage'] as const) {
+    const without = best[`no-${part}`]!
+    console.log(`  ${part}: ${(shipped.cpu - without.cpu).toFixed(0)} µs CPU per request`)
+  }
   console.log(
     `metrics + usage cost: ${(((shipped.cpu - bare.cpu) / bare.cpu) * 100).toFixed(1)}% CPU per request; ` +
       `throughput ${(((bare.rps - shipped.rps) / bare.rps) * 100).toFixed(1)}% lower (target ≤ 2%)`,
@@ -253,5 +263,6 @@ async function main() {
   )
 }
 
-if (process.argv.includes('--serve')) await serve(process.argv.includes('--bare'))
+if (process.argv.includes('--serve'))
+  await serve(new Set((process.argv.find((a) => a.startsWith('--off=')) ?? '--off=').slice(6).split(',')))
 else await main()
