@@ -13,14 +13,17 @@
 
 import { join } from 'node:path'
 import { FsObjectStore } from '../core/adapters/fs-store.js'
+import { ObjectUsageStore } from '../core/adapters/object-usage-store.js'
 import { S3ObjectStore } from '../core/adapters/s3-store.js'
+import { SqliteUsageStore } from '../core/adapters/sqlite-usage-store.js'
 import { type Config, ConfigError } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 import { createLogger } from '../core/logger.js'
 import type { ObjectStore } from '../core/ports/object-store.js'
+import type { UsageStore } from '../core/ports/usage-store.js'
 import { parseWorkerSettings } from './settings.js'
 import type { JobHandler } from './worker-loop.js'
-import { startWorkerProcess } from './worker-process.js'
+import { localDbFile, startWorkerProcess } from './worker-process.js'
 
 function openStore(config: Config): ObjectStore {
   if (config.PGPT_STORE === 's3')
@@ -31,6 +34,13 @@ function openStore(config: Config): ObjectStore {
       forcePathStyle: config.PGPT_S3_FORCE_PATH_STYLE,
     })
   return new FsObjectStore({ root: join(config.PGPT_DATA_DIR, 'store') })
+}
+
+/** Where metered usage goes: the shared records of the profile (as the edge writes them). */
+function openUsageStore(config: Config, store: ObjectStore): UsageStore {
+  return config.PGPT_RECORDS === 'object'
+    ? new ObjectUsageStore({ store })
+    : new SqliteUsageStore({ file: localDbFile(config) })
 }
 
 async function main(): Promise<void> {
@@ -66,8 +76,10 @@ async function main(): Promise<void> {
       }
       if (settings.PGPT_WORKER_KINDS.includes('fine_tune')) {
         const { createFineTuneHandler } = await import('./fine-tuning/index.js')
+        const store = await openStore(config)
         handlers.fine_tune = createFineTuneHandler({
-          store: await openStore(config),
+          store,
+          usage: openUsageStore(config, store),
           workDir: join(
             config.PGPT_MODEL_CACHE_DIR ?? join(config.PGPT_DATA_DIR, 'model-cache'),
             'fine-tuning',

@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { SqliteUsageStore } from '../../core/adapters/sqlite-usage-store.js'
 import { createLogger } from '../../core/logger.js'
 import { readManifest } from '../../core/model-manifest.js'
 import { publishModelFolder } from '../../core/model-publish.js'
@@ -109,7 +110,8 @@ const allEvents = async (id: string) => (await listEvents(store, id, { limit: 10
 
 describe('fine_tune handler', () => {
   it('trains LoRA adapters, lowers the validation loss and publishes the merged model for the tenant', async () => {
-    const handler = createFineTuneHandler({ store, workDir: dir, threads: 1 })
+    const usage = new SqliteUsageStore({ file: join(dir, 'usage.db') })
+    const handler = createFineTuneHandler({ store, workDir: dir, threads: 1, usage })
     const j = job()
     const out = await handler(context(j))
     const input = j.input as FineTuneInput
@@ -117,6 +119,15 @@ describe('fine_tune handler', () => {
     const r = out as { valid_loss: number; base_valid_loss: number; steps: number; trained_tokens: number }
     expect(r.valid_loss).toBeLessThan(r.base_valid_loss - 0.5)
     expect(r.trained_tokens).toBe(r.steps * 4 * 32)
+    // Metered once, with the trained tokens, for the job's tenant.
+    const metered = await usage.query({
+      tenant: j.tenant,
+      from: 0,
+      to: Date.now() + 1000,
+      bucketSeconds: 86_400 * 365 * 100,
+    })
+    expect(metered.map((b) => [b.requests, b.trainedTokens])).toEqual([[1, r.trained_tokens]])
+    await usage.close()
     const m = await readManifest(store, input.fine_tuned_model)
     expect(m).toMatchObject({ owner: 'acme', source: 'fine-tune', base_model: 'prometheus-mini' })
     expect(m!.files.map((f) => f.path)).toEqual(

@@ -26,6 +26,7 @@ import type { Logger } from '../../core/logger.js'
 import { readManifest } from '../../core/model-manifest.js'
 import { publishModelFolder } from '../../core/model-publish.js'
 import type { ObjectStore } from '../../core/ports/object-store.js'
+import type { UsageStore } from '../../core/ports/usage-store.js'
 import { readFileText } from '../../edge/routes/files-store.js'
 import { readModelFolder, writeModelFolder } from '../../models/folder.js'
 import { readSafetensors, type Weights, writeSafetensors } from '../../models/safetensors.js'
@@ -79,6 +80,8 @@ export interface FineTuneHandlerOptions {
   threads?: number
   executionProviders?: string[]
   logger?: Logger
+  /** Metered usage: one record per succeeded job (kind `fine_tune`, id = the job id, so a rerun adds none). */
+  usage?: UsageStore
 }
 
 const nowS = () => Math.floor(Date.now() / 1000)
@@ -373,6 +376,19 @@ async function runFineTune(
         trained_tokens: trainedTokens,
       })
       await event({ message: `New fine-tuned model created: ${input.fine_tuned_model}` })
+      await o.usage?.record({
+        id: `usage_${job.id}`,
+        tenant: job.tenant,
+        apiKeyId: job.apiKeyId ?? '',
+        model: input.fine_tuned_model,
+        kind: 'fine_tune',
+        promptTokens: 0,
+        completionTokens: 0,
+        trainedTokens,
+        ...(job.requestId ? { requestId: job.requestId } : {}),
+        cached: false,
+        at: Date.now(),
+      })
       await event({ message: 'The job has successfully completed.' })
       return {
         fine_tuned_model: input.fine_tuned_model,
