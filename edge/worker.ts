@@ -14,6 +14,7 @@
  * A missing binding falls back to memory and is logged once.
  */
 import { MemoryEvents } from '../core/adapters/memory-events.js'
+import { MemoryJobStore } from '../core/adapters/memory-job-store.js'
 import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
 import { ObjectJobStore } from '../core/adapters/object-job-store.js'
@@ -34,7 +35,6 @@ import { createApp } from './app.js'
 import type { EdgeDeps } from './deps.js'
 import { ensureKey } from './keys.js'
 import { createModelCatalog } from './model-catalog.js'
-import { MemoryJobStore } from './testing/memory-job-store.js'
 import { MemoryKeyStore } from './testing/memory-key-store.js'
 import { MemoryObjectStore } from './testing/memory-object-store.js'
 import { MemoryQueue } from './testing/memory-queue.js'

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
+import { MemoryJobStore } from '../core/adapters/memory-job-store.js'
 import { silentLogger } from '../core/logger.js'
 import type { JobEvent } from '../core/ports/events.js'
 import type { JobRecord } from '../core/ports/job-store.js'
 import { failDeadLetteredJob } from './dead-letter.js'
-import { MemoryJobStore } from './testing/memory-job-store.js'
 
 describe('failDeadLetteredJob', () => {
   const setup = () => {

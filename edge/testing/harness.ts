@@ -4,6 +4,7 @@
  */
 
 import { MemoryEvents } from '../../core/adapters/memory-events.js'
+import { MemoryJobStore } from '../../core/adapters/memory-job-store.js'
 import { MemoryRateLimiter } from '../../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../../core/adapters/memory-response-cache.js'
 import { type Config, parseConfig } from '../../core/config.js'
@@ -16,7 +17,6 @@ import { createApp } from '../app.js'
 import type { EdgeDeps } from '../deps.js'
 import { createKey } from '../keys.js'
 import { createModelCatalog } from '../model-catalog.js'
-import { MemoryJobStore } from './memory-job-store.js'
 import { MemoryKeyStore } from './memory-key-store.js'
 import { MemoryObjectStore } from './memory-object-store.js'
 import { MemoryQueue } from './memory-queue.js'

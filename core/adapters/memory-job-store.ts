@@ -1,9 +1,10 @@
 /**
- * In-memory JobStore, a test double until the SQLite adapter lands
- * (core/adapters/sqlite-job-store.ts). Enforces the state machine of
- * core/ports/job-store.ts.
+ * In-memory JobStore: records live as long as the process. For unit tests,
+ * and the fallback of the Workers and Lambda entries when no durable records
+ * are configured (they log that). Enforces the state machine of
+ * core/ports/job-store.ts and passes the JobStore contract.
  */
-import { newId } from '../../core/ids.js'
+import { newId } from '../ids.js'
 import {
   IllegalTransitionError,
   isTerminal,
@@ -15,7 +16,7 @@ import {
   type JobStore,
   type NewJob,
   type TransitionPatch,
-} from '../../core/ports/job-store.js'
+} from '../ports/job-store.js'
 
 export class MemoryJobStore implements JobStore {
   readonly name = 'memory'
