@@ -42,6 +42,8 @@ beforeAll(async () => {
   h = createHarness()
   receiver = await startReceiver()
   const config = parseConfig({
+    // These tests poll; rate limits have their own tests.
+    PGPT_RATE_LIMIT_RPM: '1000000',
     PGPT_DATA_DIR: h.dir,
     PGPT_LOG_LEVEL: 'silent',
     HOST: '127.0.0.1',
