@@ -291,8 +291,31 @@ export function registerBatches(app: EdgeApp, { deps }: RouteContext) {
     get,
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
-      const b = await getBatch(deps.store, c.get('key').tenant, id)
+      const tenant = c.get('key').tenant
+      let b = await getBatch(deps.store, tenant, id)
       if (!b) throw notFound('batch', id, 'id')
+      // The planning job failed (e.g. dead-lettered) before it could move the batch on:
+      // the batch ends failed with that reason instead of staying `validating` for ever.
+      if (b.status === 'validating') {
+        const job = await deps.jobs.get(tenant, b.internal.jobId)
+        if (job?.state === 'failed' || job?.state === 'canceled') {
+          const reason = job.error ?? { code: 'batch_failed', message: `The batch job ended ${job.state}.` }
+          b =
+            (await updateBatch(deps.store, tenant, id, (cur) =>
+              cur.status !== 'validating'
+                ? null
+                : {
+                    ...cur,
+                    status: 'failed',
+                    failed_at: Math.floor((job.finishedAt ?? Date.now()) / 1000),
+                    errors: {
+                      object: 'list',
+                      data: [{ code: reason.code, message: reason.message, param: null, line: null }],
+                    },
+                  },
+            )) ?? b
+        }
+      }
       return json(c, batchView(b))
     }),
   )
