@@ -17,4 +17,11 @@ const main = defineCommand({
   },
 })
 
+// citty prints a thrown Error with its stack; a user needs the message (PGPT_DEBUG=1 keeps the stack).
+const printError = console.error
+console.error = (first?: unknown, ...rest: unknown[]) =>
+  first instanceof Error && !process.env.PGPT_DEBUG
+    ? printError(`error: ${first.message}`)
+    : printError(first, ...rest)
+
 runMain(main)
