@@ -50,8 +50,12 @@ async function readStream(
   return { chunks, ...(usage ? { usage } : {}) }
 }
 
-/** An hour ago, in epoch seconds: one bucket holds the whole test. */
-const since = () => Math.floor(Date.now() / 1000) - 3600
+/**
+ * Half an hour ago, in epoch seconds: buckets are aligned to it, so with 1h or
+ * 1d buckets the first boundary lies in the future and one bucket holds every
+ * record of the test.
+ */
+const since = () => Math.floor(Date.now() / 1000) - 1800
 
 const until = async (fn: () => Promise<boolean>, ms = 5000) => {
   const end = Date.now() + ms
