@@ -137,9 +137,10 @@ describe('/metrics', () => {
       webhook: receiver.url,
     })
     expect(job.status).toBe(201)
-    expect(
-      (await api('/v1/completions', { model: 'tiny', prompt: 'abc', max_tokens: 3, stream: true })).status,
-    ).toBe(200)
+    // Read the stream to its end: time to first token is observed when the first token is relayed.
+    const stream = await api('/v1/completions', { model: 'tiny', prompt: 'abc', max_tokens: 3, stream: true })
+    expect(stream.status).toBe(200)
+    expect((await stream.text()).trim().endsWith('data: [DONE]')).toBe(true)
     const body = { model: 'tiny', prompt: 'same', max_tokens: 2, temperature: 0 }
     expect((await api('/v1/completions', body)).headers.get('x-cache')).toBe('MISS')
     expect((await api('/v1/completions', body)).headers.get('x-cache')).toBe('HIT')
