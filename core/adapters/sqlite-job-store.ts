@@ -24,7 +24,7 @@ import {
   type TransitionPatch,
 } from '../ports/job-store.js'
 import { createError } from './adapter-error.js'
-import { openSqlite, type SqliteDatabase } from './sqlite.js'
+import { LazySqlite, type SqliteDatabase } from './sqlite.js'
 
 export const SQLITE_JOB_STORE = 'sqlite-job-store'
 
@@ -92,22 +92,13 @@ function toRecord(r: JobRow): JobRecord {
 
 export class SqliteJobStore implements JobStore {
   readonly name = SQLITE_JOB_STORE
-  private readonly file: string
-  private conn: SqliteDatabase | undefined
-  private closed = false
+  private readonly sqlite: LazySqlite
 
   constructor(options: SqliteJobStoreOptions) {
-    if (!options.file) throw createError(SQLITE_JOB_STORE, 'file is required')
-    this.file = options.file
-  }
-
-  /** The connection, opened (and the table created) on first use. */
-  private get db(): SqliteDatabase {
-    if (this.closed) throw createError(SQLITE_JOB_STORE, 'store is closed')
-    if (!this.conn) {
-      try {
-        const db = openSqlite(this.file)
-        db.exec(`
+    this.sqlite = new LazySqlite(
+      SQLITE_JOB_STORE,
+      options.file,
+      `
           CREATE TABLE IF NOT EXISTS ${TABLE} (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             id TEXT NOT NULL UNIQUE,
@@ -130,13 +121,12 @@ export class SqliteJobStore implements JobStore {
             finished_at INTEGER
           );
           CREATE INDEX IF NOT EXISTS ${TABLE}_tenant ON ${TABLE} (tenant, seq);
-        `)
-        this.conn = db
-      } catch (cause) {
-        throw createError(SQLITE_JOB_STORE, `cannot open ${this.file}`, { cause })
-      }
-    }
-    return this.conn
+        `,
+    )
+  }
+
+  private get db(): SqliteDatabase {
+    return this.sqlite.db
   }
 
   async create(job: NewJob): Promise<JobRecord> {
@@ -270,17 +260,10 @@ export class SqliteJobStore implements JobStore {
   }
 
   async close(): Promise<void> {
-    this.closed = true
-    this.conn?.close()
-    this.conn = undefined
+    this.sqlite.close()
   }
 
   private run<T>(op: string, fn: (db: SqliteDatabase) => T): T {
-    const db = this.db
-    try {
-      return fn(db)
-    } catch (cause) {
-      throw createError(SQLITE_JOB_STORE, `${op} failed`, { cause })
-    }
+    return this.sqlite.run(op, fn)
   }
 }

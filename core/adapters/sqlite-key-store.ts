@@ -6,7 +6,7 @@
  */
 import type { ApiKeyRecord, KeyStore } from '../ports/key-store.js'
 import { createError } from './adapter-error.js'
-import { openSqlite, type SqliteDatabase } from './sqlite.js'
+import { LazySqlite, type SqliteDatabase } from './sqlite.js'
 
 export const SQLITE_KEY_STORE = 'sqlite-key-store'
 
@@ -46,22 +46,13 @@ function toRecord(r: KeyRow): ApiKeyRecord {
 
 export class SqliteKeyStore implements KeyStore {
   readonly name = SQLITE_KEY_STORE
-  private readonly file: string
-  private conn: SqliteDatabase | undefined
-  private closed = false
+  private readonly sqlite: LazySqlite
 
   constructor(options: SqliteKeyStoreOptions) {
-    if (!options.file) throw createError(SQLITE_KEY_STORE, 'file is required')
-    this.file = options.file
-  }
-
-  /** The connection, opened (and the table created) on first use. */
-  private get db(): SqliteDatabase {
-    if (this.closed) throw createError(SQLITE_KEY_STORE, 'store is closed')
-    if (!this.conn) {
-      try {
-        const db = openSqlite(this.file)
-        db.exec(`
+    this.sqlite = new LazySqlite(
+      SQLITE_KEY_STORE,
+      options.file,
+      `
           CREATE TABLE IF NOT EXISTS ${TABLE} (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             id TEXT NOT NULL UNIQUE,
@@ -75,13 +66,12 @@ export class SqliteKeyStore implements KeyStore {
             limits TEXT
           );
           CREATE INDEX IF NOT EXISTS ${TABLE}_tenant ON ${TABLE} (tenant, seq);
-        `)
-        this.conn = db
-      } catch (cause) {
-        throw createError(SQLITE_KEY_STORE, `cannot open ${this.file}`, { cause })
-      }
-    }
-    return this.conn
+        `,
+    )
+  }
+
+  private get db(): SqliteDatabase {
+    return this.sqlite.db
   }
 
   async insert(rec: ApiKeyRecord): Promise<void> {
@@ -142,17 +132,10 @@ export class SqliteKeyStore implements KeyStore {
   }
 
   async close(): Promise<void> {
-    this.closed = true
-    this.conn?.close()
-    this.conn = undefined
+    this.sqlite.close()
   }
 
   private run<T>(op: string, fn: (db: SqliteDatabase) => T): T {
-    const db = this.db
-    try {
-      return fn(db)
-    } catch (cause) {
-      throw createError(SQLITE_KEY_STORE, `${op} failed`, { cause })
-    }
+    return this.sqlite.run(op, fn)
   }
 }

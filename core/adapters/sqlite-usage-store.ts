@@ -11,7 +11,7 @@
  */
 import type { UsageBucket, UsageQuery, UsageRecord, UsageStore } from '../ports/usage-store.js'
 import { createError } from './adapter-error.js'
-import { openSqlite, type SqliteDatabase } from './sqlite.js'
+import { LazySqlite, type SqliteDatabase } from './sqlite.js'
 
 export const SQLITE_USAGE_STORE = 'sqlite-usage-store'
 
@@ -35,23 +35,14 @@ interface BucketRow {
 
 export class SqliteUsageStore implements UsageStore {
   readonly name = SQLITE_USAGE_STORE
-  private readonly file: string
-  private conn: SqliteDatabase | undefined
-  private closed = false
+  private readonly sqlite: LazySqlite
   private pending: Array<{ rec: UsageRecord; resolve: () => void; reject: (err: unknown) => void }> = []
 
   constructor(options: SqliteUsageStoreOptions) {
-    if (!options.file) throw createError(SQLITE_USAGE_STORE, 'file is required')
-    this.file = options.file
-  }
-
-  /** The connection, opened (and the table created) on first use. */
-  private get db(): SqliteDatabase {
-    if (this.closed) throw createError(SQLITE_USAGE_STORE, 'store is closed')
-    if (!this.conn) {
-      try {
-        const db = openSqlite(this.file)
-        db.exec(`
+    this.sqlite = new LazySqlite(
+      SQLITE_USAGE_STORE,
+      options.file,
+      `
           CREATE TABLE IF NOT EXISTS ${TABLE} (
             id TEXT PRIMARY KEY,
             tenant TEXT NOT NULL,
@@ -67,13 +58,12 @@ export class SqliteUsageStore implements UsageStore {
           );
           CREATE INDEX IF NOT EXISTS ${TABLE}_tenant_at ON ${TABLE} (tenant, at);
           CREATE INDEX IF NOT EXISTS ${TABLE}_at ON ${TABLE} (at);
-        `)
-        this.conn = db
-      } catch (cause) {
-        throw createError(SQLITE_USAGE_STORE, `cannot open ${this.file}`, { cause })
-      }
-    }
-    return this.conn
+        `,
+    )
+  }
+
+  private get db(): SqliteDatabase {
+    return this.sqlite.db
   }
 
   /**
@@ -91,7 +81,7 @@ export class SqliteUsageStore implements UsageStore {
               (n) => !Number.isInteger(n) || n < 0,
             )
           ? 'token counts and at must be integers >= 0'
-          : this.closed
+          : this.sqlite.isClosed
             ? 'store is closed'
             : undefined
     if (invalid) return Promise.reject(createError(SQLITE_USAGE_STORE, invalid))
@@ -169,17 +159,10 @@ export class SqliteUsageStore implements UsageStore {
 
   async close(): Promise<void> {
     this.flush()
-    this.closed = true
-    this.conn?.close()
-    this.conn = undefined
+    this.sqlite.close()
   }
 
   private run<T>(op: string, fn: (db: SqliteDatabase) => T): T {
-    const db = this.db
-    try {
-      return fn(db)
-    } catch (cause) {
-      throw createError(SQLITE_USAGE_STORE, `${op} failed`, { cause })
-    }
+    return this.sqlite.run(op, fn)
   }
 }

@@ -9,6 +9,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
+import { createError } from './adapter-error.js'
 
 export type SqliteDatabase = Database.Database
 
@@ -37,4 +38,56 @@ export function openSqlite(file: string, options: OpenSqliteOptions = {}): Sqlit
     return stmt
   }) as typeof db.prepare
   return db
+}
+
+/**
+ * One adapter's connection, opened on first use with its schema applied
+ * (`CREATE TABLE IF NOT EXISTS …`), and every failure wrapped in the
+ * adapter's own error, so each SQLite store only says what is its own.
+ */
+export class LazySqlite {
+  private conn: SqliteDatabase | undefined
+  private closed = false
+
+  constructor(
+    private readonly adapter: string,
+    private readonly file: string,
+    private readonly schema: string,
+  ) {
+    if (!file) throw createError(adapter, 'file is required')
+  }
+
+  get isClosed(): boolean {
+    return this.closed
+  }
+
+  get db(): SqliteDatabase {
+    if (this.closed) throw createError(this.adapter, 'store is closed')
+    if (!this.conn) {
+      try {
+        const db = openSqlite(this.file)
+        db.exec(this.schema)
+        this.conn = db
+      } catch (cause) {
+        throw createError(this.adapter, `cannot open ${this.file}`, { cause })
+      }
+    }
+    return this.conn
+  }
+
+  /** Run `fn` on the connection; its errors come back as `<op> failed` errors of the adapter. */
+  run<T>(op: string, fn: (db: SqliteDatabase) => T): T {
+    const db = this.db
+    try {
+      return fn(db)
+    } catch (cause) {
+      throw createError(this.adapter, `${op} failed`, { cause })
+    }
+  }
+
+  close(): void {
+    this.closed = true
+    this.conn?.close()
+    this.conn = undefined
+  }
 }
