@@ -10,7 +10,8 @@
  *   omitted optional input), `outputs`, `attrs` (tagged by ONNX attribute type).
  * - Nodes are kept in the order they were built, which is a topological order.
  *
- * Only standard ONNX ops (domain ""), opset `OPSET`.
+ * Standard ONNX ops (domain ""), opset `OPSET` unless the serializer is told
+ * otherwise; a node may name another domain (onnxruntime's contrib ops).
  */
 import { toHalfBits } from '../half.js'
 
@@ -43,6 +44,8 @@ export interface Node {
   readonly inputs: readonly (Value | null)[]
   readonly outputs: readonly Value[]
   readonly attrs: Readonly<Record<string, Attr>>
+  /** Operator domain: '' (standard ONNX) unless set, e.g. 'com.microsoft' for onnxruntime's contrib ops. */
+  readonly domain?: string
 }
 
 /** Element storage of an initializer: float16 is stored as its bit pattern. */
@@ -151,14 +154,15 @@ export class Graph {
     op: string,
     inputs: readonly (Value | null)[],
     attrs: Record<string, Attr> = {},
-    opts: { outputs?: number; dtype?: DType; name?: string } = {},
+    opts: { outputs?: number; dtype?: DType; name?: string; domain?: string } = {},
   ): Value[] {
     const first = inputs.find((x): x is Value => x !== null)
     const dtype = opts.dtype ?? (BOOL_OPS.has(op) ? 'bool' : first?.dtype)
     if (!dtype) throw new Error(`graph: cannot infer the output dtype of ${op}`)
     const stem = opts.name ?? op.toLowerCase()
     const outputs = Array.from({ length: opts.outputs ?? 1 }, () => new Value(this.fresh(stem), dtype))
-    this.nodes.push({ op, name: this.fresh(`${op}_node`), inputs, outputs, attrs })
+    const node: Node = { op, name: this.fresh(`${op}_node`), inputs, outputs, attrs }
+    this.nodes.push(opts.domain ? { ...node, domain: opts.domain } : node)
     return outputs
   }
 

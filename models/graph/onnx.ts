@@ -13,10 +13,15 @@ export interface SerializeOptions {
   /** Key/value pairs stored in the model's metadata_props. */
   metadata?: Record<string, string>
   docString?: string
+  /**
+   * Default-domain opset; `OPSET` unless a graph uses newer ops (the engine's
+   * serving graph uses opset 23's Attention and RotaryEmbedding).
+   */
+  opset?: number
 }
 
-/** ONNX IR version 8 goes with opset 17 (onnx/onnx docs/Versioning.md). */
-const IR_VERSION = 8
+/** ONNX IR version per opset (onnx/onnx docs/Versioning.md): 8 for opset 17, 10 for 21-22, 11 for 23. */
+const irVersion = (opset: number) => (opset >= 23 ? 11 : opset >= 21 ? 10 : opset >= 19 ? 9 : 8)
 
 export function toOnnxModel(g: Graph, options: SerializeOptions = {}): OnnxTypes.ModelProto {
   const graph = onnx.GraphProto.create({
@@ -35,7 +40,7 @@ export function toOnnxModel(g: Graph, options: SerializeOptions = {}): OnnxTypes
       onnx.NodeProto.create({
         name: n.name,
         opType: n.op,
-        domain: '',
+        domain: n.domain ?? '',
         input: n.inputs.map((v) => v?.name ?? ''),
         output: n.outputs.map((v) => v.name),
         attribute: Object.entries(n.attrs).map(([name, a]) => attribute(name, a)),
@@ -43,11 +48,18 @@ export function toOnnxModel(g: Graph, options: SerializeOptions = {}): OnnxTypes
     ),
   })
   return onnx.ModelProto.create({
-    irVersion: IR_VERSION,
+    irVersion: irVersion(options.opset ?? OPSET),
     producerName: 'prometheus-gpt',
     producerVersion: '0.1.0',
     docString: options.docString ?? '',
-    opsetImport: [{ domain: '', version: OPSET }],
+    opsetImport: [
+      { domain: '', version: options.opset ?? OPSET },
+      // onnxruntime's contrib ops are all version 1 of their domain.
+      ...[...new Set(g.nodes.map((n) => n.domain ?? '').filter(Boolean))].map((domain) => ({
+        domain,
+        version: 1,
+      })),
+    ],
     metadataProps: Object.entries(options.metadata ?? {}).map(([key, value]) => ({ key, value })),
     graph,
   })
