@@ -66,6 +66,11 @@ export const configSchema = z.object({
   PGPT_SHUTDOWN_GRACE_S: int(0, 3600).default(25),
   /** onnxruntime execution providers in order of preference. */
   PGPT_EXECUTION_PROVIDERS: providers.default(['cpu']),
+  /**
+   * Which graph workers run for our own models: 'serving' (fused opset-23
+   * attention, built at load) or 'folder' (the exported graph as published).
+   */
+  PGPT_ENGINE_GRAPH: z.enum(['serving', 'folder']).default('serving'),
   PGPT_MODEL_CACHE_DIR: z.string().min(1).optional(),
   /** Memory budget for loaded models, in MiB. */
   PGPT_MODEL_CACHE_MB: int(16).default(4096),
