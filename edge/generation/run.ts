@@ -6,7 +6,7 @@
 import { ApiError, badRequest, notFound } from '../../core/errors.js'
 import type { ModelManifest } from '../../core/model-manifest.js'
 import type { JobEvent } from '../../core/ports/events.js'
-import type { JobRecord, WebhookTarget } from '../../core/ports/job-store.js'
+import { isTerminal, type JobRecord, type WebhookTarget } from '../../core/ports/job-store.js'
 import {
   type ChatMessage,
   type GenerationInput,
@@ -132,6 +132,22 @@ export interface Submitted {
   events: AsyncIterator<JobEvent>
   /** Ends the subscription (e.g. on timeout). */
   abort: () => void
+  /**
+   * Reads the job record: its terminal state as an event, or null while it
+   * runs. `awaitTerminal` polls it beside the events, because an events hub
+   * may be local to one edge instance (on Lambda each container has its own):
+   * the record in the shared JobStore is the source of truth.
+   */
+  poll?: () => Promise<JobEvent | null>
+}
+
+/** A terminal job record as the event a subscriber would have received. */
+export function terminalEventOf(job: JobRecord | null): JobEvent | null {
+  if (!job || !isTerminal(job.state)) return null
+  const at = job.finishedAt ?? job.updatedAt
+  if (job.state === 'succeeded') return { jobId: job.id, seq: 0, type: 'completed', data: job.output, at }
+  if (job.state === 'canceled') return { jobId: job.id, seq: 0, type: 'canceled', data: null, at }
+  return { jobId: job.id, seq: 0, type: 'failed', data: job.error ?? null, at }
 }
 
 export interface SubmitOptions {
@@ -178,20 +194,61 @@ export async function submitGeneration(
     })
   }
   c.get('log').debug({ jobId: job.id }, 'job enqueued')
-  return { job, events, abort: () => controller.abort() }
+  return {
+    job,
+    events,
+    abort: () => controller.abort(),
+    poll: async () => terminalEventOf(await deps.jobs.getById(job.id)),
+  }
 }
 
-/** Waits for the terminal event; throws 504 after `timeoutMs`. */
-export async function awaitTerminal(s: Submitted, timeoutMs: number): Promise<JobEvent> {
-  const timer = setTimeout(s.abort, timeoutMs)
+/** How often a synchronous waiter also reads the job record. */
+const RECORD_POLL_MS = 500
+
+/**
+ * Waits for the terminal event, from the events hub or (polled) the job
+ * record, whichever comes first; throws 504 after `timeoutMs`.
+ */
+export async function awaitTerminal(
+  s: Submitted,
+  timeoutMs: number,
+  pollEveryMs = RECORD_POLL_MS,
+): Promise<JobEvent> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  let polling: ReturnType<typeof setInterval> | undefined
   try {
-    for (;;) {
-      const { value, done } = await s.events.next()
-      if (done) break
-      if (value.type === 'completed' || value.type === 'failed' || value.type === 'canceled') return value
-    }
+    const timedOut = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), timeoutMs)
+    })
+    const fromEvents = (async () => {
+      for (;;) {
+        const { value, done } = await s.events.next()
+        // Events that end early leave the answer to the record (or the timeout).
+        if (done) return s.poll ? new Promise<never>(() => {}) : null
+        if (value.type === 'completed' || value.type === 'failed' || value.type === 'canceled') return value
+      }
+    })()
+    const fromRecord = new Promise<JobEvent>((resolve) => {
+      if (!s.poll) return
+      const poll = s.poll
+      let busy = false
+      polling = setInterval(() => {
+        if (busy) return
+        busy = true
+        poll()
+          .then((e) => e && resolve(e))
+          .catch(() => {}) // a failed read is retried on the next tick; the events may still answer
+          .finally(() => {
+            busy = false
+          })
+      }, pollEveryMs)
+    })
+    const first = await Promise.race([fromEvents, fromRecord, timedOut])
+    if (first) return first
   } finally {
     clearTimeout(timer)
+    clearInterval(polling)
+    s.abort()
   }
   throw new ApiError(504, `The job ${s.job.id} did not finish within ${Math.round(timeoutMs / 1000)} s.`, {
     code: 'timeout',
