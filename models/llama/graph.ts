@@ -21,6 +21,10 @@
  * FusedMatMul). In fp16, RMSNorm and softmax run in fp32 as in transformers'
  * LlamaRMSNorm / eager attention.
  *
+ * Projections go through a `Linear` hook (`attention`/`mlp` take one): plain
+ * `x·W` by default; `loraSlotLinear` adds stacked LoRA adapters selected per
+ * row (slot 0 is the base), so one graph serves several fine-tunes of its base.
+ *
  * Reference: transformers/models/llama/modeling_llama.py.
  */
 import type { LlamaConfig } from '../config.js'
@@ -62,6 +66,86 @@ export interface LlamaParams {
   lmHead: Value | null
 }
 
+/** The projections of a block, by their Hugging Face / PEFT module names. */
+export const PROJECTIONS = [
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'down_proj',
+] as const
+export type Projection = (typeof PROJECTIONS)[number]
+
+/** Where a projection sits: its layer and module. */
+export interface ProjectionSite {
+  layer: number
+  module: Projection
+}
+
+/** Computes one projection of x by a weight stored [in, out]; hooks may add terms (LoRA slots). */
+export type Linear = (g: Graph, x: Value, weight: Value, site: ProjectionSite) => Value
+
+/** y = x·W. */
+export const matmulLinear: Linear = (g, x, weight) => g.matmul(x, weight)
+
+/** Graph inputs of a LoRA-slot decoder (see `loraSlotLinear`). */
+export const LORA_SLOT_INPUTS = {
+  /** [batch] int64: each row's slot; 0 is the base (all-zero adapter). */
+  index: 'adapter_index',
+  /** [slots]: alpha / rank of the adapter in each slot. */
+  scale: 'lora_scale',
+  /** [slots, in, rank] */
+  a: (s: ProjectionSite) => `lora.${s.layer}.${s.module}.A`,
+  /** [slots, rank, out] */
+  b: (s: ProjectionSite) => `lora.${s.layer}.${s.module}.B`,
+} as const
+
+/** Symbolic dims of the slot inputs: the caller picks how many slots and the (padded) rank per run. */
+export const LORA_DIMS = { slots: 'lora_slots', rank: 'lora_rank' } as const
+
+export interface LoraSlotOptions {
+  /** Projections that take adapters; the others stay x·W. */
+  modules: readonly Projection[]
+}
+
+/**
+ * Stacked LoRA adapters beside frozen base weights (Punica's BGMV, S-LoRA):
+ * declares `adapter_index` [batch] int64 and `lora_scale` [slots], and returns
+ * a `Linear` that, on each targeted projection, adds
+ *
+ *   y = x·W + s[idx]·((x·A[idx])·B[idx])
+ *
+ * with inputs `lora.<layer>.<module>.A` [slots, in, rank] and `.B` [slots,
+ * rank, out] (our [in, out] layout: A and B are PEFT's lora_A/lora_B
+ * transposed). A Gather picks each row's adapter, then two batched MatMuls.
+ * An adapter of lower rank is padded with zeros; slot 0 (zeros) is the base.
+ * `inner` computes the base term (default x·W), so hooks compose.
+ */
+export function loraSlotLinear(
+  g: Graph,
+  o: LoraSlotOptions,
+  dtype: FloatDType,
+  inner: Linear = matmulLinear,
+): Linear {
+  const index = g.input(LORA_SLOT_INPUTS.index, 'int64', [DIMS.batch])
+  const scale = g.input(LORA_SLOT_INPUTS.scale, dtype, [LORA_DIMS.slots])
+  let rowScale: Value | undefined
+  return (g, x, weight, site) => {
+    const y = inner(g, x, weight, site)
+    if (!o.modules.includes(site.module)) return y
+    const [inDim, outDim] = weight.shape ?? []
+    if (typeof inDim !== 'number' || typeof outDim !== 'number')
+      throw new Error(`lora slots: ${site.module} of layer ${site.layer} needs a static [in, out] weight`)
+    const a = g.input(LORA_SLOT_INPUTS.a(site), dtype, [LORA_DIMS.slots, inDim, LORA_DIMS.rank])
+    const b = g.input(LORA_SLOT_INPUTS.b(site), dtype, [LORA_DIMS.slots, LORA_DIMS.rank, outDim])
+    rowScale ??= g.reshape(g.gather(scale, index), [-1, 1, 1]) // (B,1,1)
+    const delta = g.matmul(g.matmul(x, g.gather(a, index)), g.gather(b, index)) // (B,S,r)·(B,r,out)
+    return g.add(y, g.mul(delta, rowScale))
+  }
+}
+
 interface Rope {
   /** [B,1,S,D] */
   cos: Value
@@ -100,8 +184,14 @@ export function weightParams(g: Graph, w: Weights, c: LlamaConfig, dtype: FloatD
   }
 }
 
-/** The full decoder-with-past graph with the given parameters. */
-export function buildDecoder(g: Graph, p: LlamaParams, c: LlamaConfig, dtype: FloatDType): void {
+/** The full decoder-with-past graph with the given parameters; `linear` computes the projections. */
+export function buildDecoder(
+  g: Graph,
+  p: LlamaParams,
+  c: LlamaConfig,
+  dtype: FloatDType,
+  linear: Linear = matmulLinear,
+): void {
   const D = headDim(c)
   const { batch: B, seq: S, past: P, total: T } = DIMS
   const inputIds = g.input('input_ids', 'int64', [B, S])
@@ -118,10 +208,11 @@ export function buildDecoder(g: Graph, p: LlamaParams, c: LlamaConfig, dtype: Fl
   const present: Kv[] = []
   for (let i = 0; i < c.numLayers; i++) {
     const w = p.layers[i]
-    const attn = attention(g, rmsNorm(g, x, w.attnNorm, c.rmsNormEps), w, c, rope, allowed, past[i])
+    const h = rmsNorm(g, x, w.attnNorm, c.rmsNormEps)
+    const attn = attention(g, h, w, c, rope, allowed, past[i], linear, i)
     present.push(attn.present)
     x = g.add(x, attn.out)
-    x = g.add(x, mlp(g, rmsNorm(g, x, w.mlpNorm, c.rmsNormEps), w))
+    x = g.add(x, mlp(g, rmsNorm(g, x, w.mlpNorm, c.rmsNormEps), w, linear, i))
   }
   x = rmsNorm(g, x, p.norm, c.rmsNormEps)
   g.output(lmHeadLogits(g, x, p, c, inputIds), 'logits', [B, S, c.vocabSize])
@@ -131,10 +222,21 @@ export function buildDecoder(g: Graph, p: LlamaParams, c: LlamaConfig, dtype: Fl
   })
 }
 
+export interface LlamaGraphOptions {
+  /** Stacked LoRA slots on these projections (`loraSlotLinear`); default none. */
+  lora?: LoraSlotOptions
+}
+
 /** Builds the ONNX graph of a Llama model with its weights as initializers. */
-export function buildLlamaGraph(w: Weights, c: LlamaConfig, dtype: FloatDType = 'float32'): Graph {
+export function buildLlamaGraph(
+  w: Weights,
+  c: LlamaConfig,
+  dtype: FloatDType = 'float32',
+  o: LlamaGraphOptions = {},
+): Graph {
   const g = new Graph('prometheus_mini')
-  buildDecoder(g, weightParams(g, w, c, dtype), c, dtype)
+  const params = weightParams(g, w, c, dtype)
+  buildDecoder(g, params, c, dtype, o.lora ? loraSlotLinear(g, o.lora, dtype) : matmulLinear)
   return g
 }
 
@@ -147,10 +249,10 @@ export function rmsNorm(g: Graph, x: Value, weight: Value, eps: number): Value {
 }
 
 /** down(silu(gate(x)) * up(x)); silu(a) = a * sigmoid(a). */
-export function mlp(g: Graph, x: Value, w: BlockParams): Value {
-  const gate = g.matmul(x, w.gate)
-  const up = g.matmul(x, w.up)
-  return g.matmul(g.mul(g.mul(gate, g.sigmoid(gate)), up), w.down)
+export function mlp(g: Graph, x: Value, w: BlockParams, linear: Linear = matmulLinear, layer = 0): Value {
+  const gate = linear(g, x, w.gate, { layer, module: 'gate_proj' })
+  const up = linear(g, x, w.up, { layer, module: 'up_proj' })
+  return linear(g, g.mul(g.mul(gate, g.sigmoid(gate)), up), w.down, { layer, module: 'down_proj' })
 }
 
 /** Self-attention with RoPE, KV cache and grouped-query heads. */
@@ -162,13 +264,16 @@ export function attention(
   rope: Rope,
   allowed: Value,
   past: Kv,
+  linear: Linear = matmulLinear,
+  layer = 0,
 ): { out: Value; present: Kv } {
   const D = headDim(c)
   const H = c.numHeads
   const KV = c.numKvHeads
-  const q = applyRope(g, splitHeads(g, g.matmul(x, w.q), H, D), rope) // (B,H,S,D)
-  const k = applyRope(g, splitHeads(g, g.matmul(x, w.k), KV, D), rope) // (B,KV,S,D)
-  const v = splitHeads(g, g.matmul(x, w.v), KV, D)
+  const proj = (weight: Value, module: Projection) => linear(g, x, weight, { layer, module })
+  const q = applyRope(g, splitHeads(g, proj(w.q, 'q_proj'), H, D), rope) // (B,H,S,D)
+  const k = applyRope(g, splitHeads(g, proj(w.k, 'k_proj'), KV, D), rope) // (B,KV,S,D)
+  const v = splitHeads(g, proj(w.v, 'v_proj'), KV, D)
   const keys = g.concat([past.key, k], 2) // (B,KV,T,D)
   const values = g.concat([past.value, v], 2)
   const grouped = H !== KV
@@ -182,7 +287,7 @@ export function attention(
   let y = g.matmul(probs, values)
   if (grouped) y = g.reshape(y, [0, H, -1, D]) // (B,H,S,D)
   y = g.reshape(g.transpose(y, [0, 2, 1, 3]), [0, 0, H * D]) // (B,S,H*D)
-  return { out: g.matmul(y, w.o), present: { key: keys, value: values } }
+  return { out: linear(g, y, w.o, { layer, module: 'o_proj' }), present: { key: keys, value: values } }
 }
 
 /** (B,S,N*D) → (B,N,S,D) */

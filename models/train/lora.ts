@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import type { LlamaConfig } from '../config.js'
 import { readModelFolder } from '../folder.js'
 import type { Graph, Value } from '../graph/ir.js'
+import { PROJECTIONS, type Projection } from '../llama/graph.js'
 import { layerNames, mulberry32 } from '../llama/weights.js'
 import { readSafetensors, type Weights, writeSafetensors } from '../safetensors.js'
 import { createTokenizer, type PrometheusTokenizer } from '../tokenizer/tokenizer.js'
@@ -32,16 +33,9 @@ import {
   type TrainHooks,
 } from './train.js'
 
-export const LORA_MODULES = [
-  'q_proj',
-  'k_proj',
-  'v_proj',
-  'o_proj',
-  'gate_proj',
-  'up_proj',
-  'down_proj',
-] as const
-export type LoraModule = (typeof LORA_MODULES)[number]
+/** Linear layers an adapter may target: a block's projections, by their PEFT names. */
+export const LORA_MODULES = PROJECTIONS
+export type LoraModule = Projection
 
 export interface LoraConfig {
   /** Rank r of the update B·A. */

@@ -1,0 +1,256 @@
+/**
+ * The LoRA-slot decoder (`loraSlotLinear`): one graph with stacked adapters
+ * selected per row gives, row by row, what each merged model gives alone;
+ * slot 0 is the base. Rows of one left-padded batch may use different slots.
+ */
+import * as ort from 'onnxruntime-node'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { headDim, type LlamaConfig, parseConfig } from '../config.js'
+import { fuseSiblingMatMuls } from '../graph/fuse.js'
+import { serializeGraph } from '../graph/onnx.js'
+import type { Weights } from '../safetensors.js'
+import { createSession } from '../testing/ort.js'
+import { adapterNames, type LoraConfig, mergeLora, targetedWeights } from '../train/lora.js'
+import { buildLlamaGraph, LORA_DIMS, LORA_SLOT_INPUTS, PROJECTIONS, type Projection } from './graph.js'
+import { layerNames, mulberry32, randomWeights } from './weights.js'
+
+const MODULES: Projection[] = ['q_proj', 'v_proj', 'up_proj', 'down_proj']
+
+const c: LlamaConfig = parseConfig({
+  vocabSize: 61,
+  hiddenSize: 32,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  intermediateSize: 48,
+  tieEmbeddings: false,
+})
+
+/** Random PEFT adapters (A [r, in], B [out, r]), B non-zero so the fine-tune differs from the base. */
+function randomAdapter(w: Weights, lora: LoraConfig, seed: number): Weights {
+  const rand = mulberry32(seed)
+  const out: Weights = new Map()
+  for (const name of targetedWeights(c, lora)) {
+    const [o, i] = w.get(name)!.shape
+    const n = adapterNames(name)
+    const fill = (len: number) => Float32Array.from({ length: len }, () => (rand() * 2 - 1) * 0.3)
+    out.set(n.a, { shape: [lora.rank, i], data: fill(lora.rank * i) })
+    out.set(n.b, { shape: [o, lora.rank], data: fill(o * lora.rank) })
+  }
+  return out
+}
+
+const WEIGHT_OF: Record<Projection, keyof ReturnType<typeof layerNames>> = {
+  q_proj: 'q',
+  k_proj: 'k',
+  v_proj: 'v',
+  o_proj: 'o',
+  gate_proj: 'gate',
+  up_proj: 'up',
+  down_proj: 'down',
+}
+
+/** Stacked slot feeds: slot 0 zeros, slot k+1 = adapters[k] transposed to [in, R] / [R, out], zero-padded. */
+function slotFeeds(
+  w: Weights,
+  adapters: { weights: Weights; lora: LoraConfig }[],
+): Record<string, ort.Tensor> {
+  const S = adapters.length + 1
+  const R = Math.max(...adapters.map((a) => a.lora.rank))
+  const feeds: Record<string, ort.Tensor> = {
+    [LORA_SLOT_INPUTS.scale]: new ort.Tensor(
+      'float32',
+      Float32Array.from([0, ...adapters.map((a) => a.lora.alpha / a.lora.rank)]),
+      [S],
+    ),
+  }
+  for (let layer = 0; layer < c.numLayers; layer++)
+    for (const module of MODULES) {
+      const name = layerNames(layer)[WEIGHT_OF[module]]
+      const [outDim, inDim] = w.get(name)!.shape
+      const A = new Float32Array(S * inDim * R)
+      const B = new Float32Array(S * R * outDim)
+      adapters.forEach(({ weights, lora }, k) => {
+        const r = lora.rank
+        const a = weights.get(adapterNames(name).a)!.data
+        const b = weights.get(adapterNames(name).b)!.data
+        for (let i = 0; i < inDim; i++)
+          for (let j = 0; j < r; j++) A[(k + 1) * inDim * R + i * R + j] = a[j * inDim + i]
+        for (let j = 0; j < r; j++)
+          for (let o = 0; o < outDim; o++) B[(k + 1) * R * outDim + j * outDim + o] = b[o * r + j]
+      })
+      feeds[LORA_SLOT_INPUTS.a({ layer, module })] = new ort.Tensor('float32', A, [S, inDim, R])
+      feeds[LORA_SLOT_INPUTS.b({ layer, module })] = new ort.Tensor('float32', B, [S, R, outDim])
+    }
+  return feeds
+}
+
+interface Run {
+  logits: Float32Array
+  present: Record<string, ort.Tensor>
+}
+
+/** One call: rows left-padded to the longest; past given as tensors (or empty). */
+async function run(
+  session: ort.InferenceSession,
+  rows: number[][],
+  extra: Record<string, ort.Tensor> = {},
+  past?: { tensors: Record<string, ort.Tensor>; length: number; lens: number[] },
+): Promise<Run> {
+  const B = rows.length
+  const S = Math.max(...rows.map((r) => r.length))
+  const P = past?.length ?? 0
+  const ids = new BigInt64Array(B * S)
+  const pos = new BigInt64Array(B * S)
+  const mask = new BigInt64Array(B * (P + S))
+  rows.forEach((r, b) => {
+    const pad = S - r.length
+    const pastLen = past?.lens[b] ?? 0
+    for (let t = 0; t < S; t++) {
+      ids[b * S + t] = BigInt(t >= pad ? r[t - pad] : 0)
+      pos[b * S + t] = BigInt(t >= pad ? pastLen + t - pad : 0)
+    }
+    for (let t = 0; t < P + S; t++)
+      mask[b * (P + S) + t] = (t < P ? t >= P - pastLen : t - P >= pad) ? 1n : 0n
+  })
+  const feeds: Record<string, ort.Tensor> = {
+    input_ids: new ort.Tensor('int64', ids, [B, S]),
+    position_ids: new ort.Tensor('int64', pos, [B, S]),
+    attention_mask: new ort.Tensor('int64', mask, [B, P + S]),
+    ...extra,
+  }
+  const D = headDim(c)
+  for (let i = 0; i < c.numLayers; i++)
+    for (const kind of ['key', 'value']) {
+      const name = `past_key_values.${i}.${kind}`
+      feeds[name] =
+        past?.tensors[name] ?? new ort.Tensor('float32', new Float32Array(0), [B, c.numKvHeads, 0, D])
+    }
+  const out = await session.run(feeds)
+  const present: Record<string, ort.Tensor> = {}
+  for (let i = 0; i < c.numLayers; i++)
+    for (const kind of ['key', 'value']) present[`past_key_values.${i}.${kind}`] = out[`present.${i}.${kind}`]
+  return { logits: out.logits.data as Float32Array, present }
+}
+
+/** Logits of the last position of row b of a [B, S, V] output. */
+const lastRow = (r: Run, b: number, B: number) => {
+  const V = c.vocabSize
+  const S = r.logits.length / (B * V)
+  return r.logits.subarray((b * S + S - 1) * V, (b * S + S) * V)
+}
+
+const maxDiff = (a: Float32Array, b: Float32Array) => {
+  expect(a.length).toBe(b.length)
+  let m = 0
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]))
+  return m
+}
+
+describe('LoRA-slot decoder graph', () => {
+  let w: Weights
+  const lora1: LoraConfig = { rank: 4, alpha: 8, targetModules: MODULES }
+  const lora2: LoraConfig = { rank: 2, alpha: 8, targetModules: MODULES }
+  let ad1: Weights
+  let ad2: Weights
+  let base: ort.InferenceSession
+  let slots: ort.InferenceSession
+  let merged1: ort.InferenceSession
+  let merged2: ort.InferenceSession
+  let feeds: (indices: number[]) => Record<string, ort.Tensor>
+
+  beforeAll(async () => {
+    w = randomWeights(c, { seed: 3, std: 0.1 })
+    ad1 = randomAdapter(w, lora1, 11)
+    ad2 = randomAdapter(w, lora2, 12)
+    const open = async (weights: Weights, lora = false) => {
+      const g = buildLlamaGraph(weights, c, 'float32', lora ? { lora: { modules: MODULES } } : {})
+      fuseSiblingMatMuls(g) // as the engine serves it
+      return createSession(serializeGraph(g))
+    }
+    base = await open(w)
+    slots = await open(w, true)
+    merged1 = await open(mergeLora(c, w, ad1, lora1))
+    merged2 = await open(mergeLora(c, w, ad2, lora2))
+    const stacked = slotFeeds(w, [
+      { weights: ad1, lora: lora1 },
+      { weights: ad2, lora: lora2 },
+    ])
+    feeds = (indices) => ({
+      ...stacked,
+      [LORA_SLOT_INPUTS.index]: new ort.Tensor('int64', BigInt64Array.from(indices, BigInt), [
+        indices.length,
+      ]),
+    })
+  })
+
+  it('declares the slot inputs only when asked, on the targeted projections only', () => {
+    const plain = buildLlamaGraph(w, c).inputs.map((v) => v.name)
+    expect(plain.some((n) => n.startsWith('lora') || n === LORA_SLOT_INPUTS.index)).toBe(false)
+    const g = buildLlamaGraph(w, c, 'float32', { lora: { modules: MODULES } })
+    const names = g.inputs.map((v) => v.name)
+    expect(names).toContain(LORA_SLOT_INPUTS.index)
+    expect(names).toContain(LORA_SLOT_INPUTS.scale)
+    for (let layer = 0; layer < c.numLayers; layer++)
+      for (const module of PROJECTIONS) {
+        const a = g.inputs.find((v) => v.name === LORA_SLOT_INPUTS.a({ layer, module }))
+        expect(a !== undefined).toBe(MODULES.includes(module))
+      }
+    const q = g.inputs.find((v) => v.name === LORA_SLOT_INPUTS.a({ layer: 0, module: 'q_proj' }))!
+    expect(q.shape).toEqual([LORA_DIMS.slots, c.hiddenSize, LORA_DIMS.rank])
+    const down = g.inputs.find((v) => v.name === LORA_SLOT_INPUTS.b({ layer: 1, module: 'down_proj' }))!
+    expect(down.shape).toEqual([LORA_DIMS.slots, LORA_DIMS.rank, c.hiddenSize])
+  })
+
+  it('slot k equals the merged model, slot 0 the base; mixed rows of one batch each equal their model alone', async () => {
+    const prompts = [
+      [5, 9, 2, 33, 17, 4],
+      [8, 1, 40],
+      [12, 12, 7, 60, 3],
+      [22, 19, 30, 2],
+    ]
+    const slotOf = [1, 0, 2, 1]
+    const modelOf = [merged1, base, merged2, merged1]
+    const batch = await run(slots, prompts, feeds(slotOf))
+    const alone = await Promise.all(prompts.map((p, b) => run(modelOf[b], [p])))
+    prompts.forEach((_, b) => {
+      expect(maxDiff(lastRow(batch, b, 4), lastRow(alone[b], 0, 1))).toBeLessThanOrEqual(1e-4)
+    })
+    // The fine-tunes differ from the base and from each other.
+    const baseAlone = await run(base, [prompts[0]])
+    expect(maxDiff(lastRow(alone[0], 0, 1), lastRow(baseAlone, 0, 1))).toBeGreaterThan(1e-2)
+    const other = await run(merged2, [prompts[0]])
+    expect(maxDiff(lastRow(alone[0], 0, 1), lastRow(other, 0, 1))).toBeGreaterThan(1e-2)
+
+    // A decode step on the batch's KV cache, each row its next token, equals each model's own step.
+    const next = prompts.map((p) => [p[0]])
+    const lens = prompts.map((p) => p.length)
+    const S = Math.max(...lens)
+    const step = await run(slots, next, feeds(slotOf), { tensors: batch.present, length: S, lens })
+    for (let b = 0; b < prompts.length; b++) {
+      const own = await run(
+        modelOf[b],
+        next.slice(b, b + 1),
+        {},
+        {
+          tensors: alone[b].present,
+          length: lens[b],
+          lens: [lens[b]],
+        },
+      )
+      expect(maxDiff(lastRow(step, b, 4), lastRow(own, 0, 1))).toBeLessThanOrEqual(1e-4)
+    }
+  })
+
+  it('slot 0 in every row is the base model', async () => {
+    const prompts = [
+      [3, 4, 5, 6],
+      [7, 8],
+    ]
+    const batch = await run(slots, prompts, feeds([0, 0]))
+    for (let b = 0; b < 2; b++) {
+      const alone = await run(base, [prompts[b]])
+      expect(maxDiff(lastRow(batch, b, 2), lastRow(alone, 0, 1))).toBeLessThanOrEqual(1e-5)
+    }
+  })
+})
