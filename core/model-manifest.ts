@@ -27,6 +27,20 @@ export const modelManifestSchema = z.object({
 })
 export type ModelManifest = z.infer<typeof modelManifestSchema>
 
+/** Where a fine-tune published as an adapter keeps it (PEFT layout). */
+export const ADAPTER_WEIGHTS_PATH = 'adapter/adapter_model.safetensors'
+
+/**
+ * A fine-tune published as a LoRA adapter beside its base (no graph of its
+ * own): served from the base's weights with the adapter in a slot. Fine-tunes
+ * published as merged folders have a graph and are served as models.
+ */
+export const isAdapterManifest = (m: ModelManifest): boolean =>
+  m.source === 'fine-tune' &&
+  m.base_model !== undefined &&
+  m.files.some((f) => f.path === ADAPTER_WEIGHTS_PATH) &&
+  !m.files.some((f) => f.path.endsWith('.onnx'))
+
 export const modelPrefix = (id: string) => `models/${id}/`
 export const manifestKey = (id: string) => `models/${id}/manifest.json`
 
@@ -52,4 +66,19 @@ export async function listManifests(store: ObjectStore): Promise<ModelManifest[]
     cursor = page.cursor
   } while (cursor)
   return out
+}
+
+/** Deletes a model: its manifest first (it stops existing at once), then its files. False when absent. */
+export async function deleteModel(store: ObjectStore, id: string): Promise<boolean> {
+  if (!MODEL_ID_PATTERN.test(id) || !(await store.head(manifestKey(id)))) return false
+  await store.delete(manifestKey(id))
+  const keys: string[] = []
+  let cursor: string | undefined
+  do {
+    const page = await store.list(modelPrefix(id), { cursor })
+    keys.push(...page.objects.map((o) => o.key))
+    cursor = page.cursor
+  } while (cursor)
+  for (const key of keys) await store.delete(key)
+  return true
 }

@@ -26,6 +26,8 @@ export interface ModelCatalog {
   get(tenant: string, id: string): Promise<ModelManifest | null>
   /** The model's token counter (the tokenizer when published, else the estimate). */
   tokenCounter(model: ModelManifest): Promise<TokenCounter>
+  /** Forgets the cached listing (after this edge deleted or published a model). */
+  invalidate?(): void
 }
 
 export interface ModelCatalogOptions {
@@ -92,6 +94,9 @@ export function createModelCatalog(store: ObjectStore, o: ModelCatalogOptions = 
       cached = undefined
       const fresh = (await all()).find((x) => x.id === id)
       return fresh && visible(fresh, tenant) ? fresh : null
+    },
+    invalidate() {
+      cached = undefined
     },
     tokenCounter(m) {
       const key = `${m.id}@${m.created}`

@@ -5,7 +5,9 @@
  * DELETE /v1/files/{id}. Tenant-scoped: another tenant's id is a 404.
  *
  * Uploads are checked before they are stored (core/jsonl.ts): a bad line is a
- * 400 naming its line number. The size limit of uploads is its own
+ * 400 naming its line number. A file that a queued or running fine-tuning
+ * job, or an unfinished batch, reads cannot be deleted (409, `file_in_use`).
+ * The size limit of uploads is its own
  * (`maxFileBytes`, default PGPT_MAX_FILE_BYTES when the config has it, else
  * 100 MiB; beyond it a 413) — but the app-wide PGPT_MAX_BODY_BYTES limit runs
  * first for every route, so uploads above that are refused until app.ts
@@ -13,9 +15,13 @@
  */
 import { createRoute, z } from '@hono/zod-openapi'
 import { bodyLimit } from 'hono/body-limit'
-import { badRequest, forbidden, notFound, tooLarge } from '../../core/errors.js'
+import { ApiError, badRequest, forbidden, notFound, tooLarge } from '../../core/errors.js'
 import { describeProblems, validateJsonl } from '../../core/jsonl.js'
+import { isTerminal } from '../../core/ports/job-store.js'
+import { FINE_TUNE_KIND, type FineTuneInput } from '../../workers/fine-tuning/records.js'
+import type { EdgeDeps } from '../deps.js'
 import { authErrors, errorResponseOf } from '../generation/schemas.js'
+import { isTerminalBatch, listBatches } from './batches-store.js'
 import {
   createFile,
   deleteFile,
@@ -164,8 +170,33 @@ const del = createRoute({
     },
     ...authErrors,
     ...notFoundErr,
+    409: errorResponseOf('A queued or running fine-tuning job, or an unfinished batch, uses the file.'),
   },
 })
+
+/** What still reads the file: a queued or running fine-tuning job, or an unfinished batch; null when nothing. */
+async function fileUser(deps: EdgeDeps, tenant: string, id: string): Promise<string | null> {
+  let after: string | undefined
+  for (;;) {
+    const page = await deps.jobs.list(tenant, { kind: FINE_TUNE_KIND, limit: 100, after })
+    for (const job of page.data) {
+      const input = job.input as Partial<FineTuneInput>
+      if (!isTerminal(job.state) && (input.training_file === id || input.validation_file === id))
+        return `the fine-tuning job '${job.id}' (${job.state})`
+    }
+    if (!page.hasMore || !page.data.length) break
+    after = page.data.at(-1)!.id
+  }
+  let batchesAfter: string | undefined
+  for (;;) {
+    const page = await listBatches(deps.store, tenant, { after: batchesAfter, limit: 100 })
+    for (const b of page.data)
+      if (!isTerminalBatch(b.status) && b.input_file_id === id) return `the batch '${b.id}' (${b.status})`
+    if (!page.hasMore || !page.data.length) break
+    batchesAfter = page.data.at(-1)!.id
+  }
+  return null
+}
 
 const SCOPE_OF = { batch: 'batch', 'fine-tune': 'fine-tune' } as const
 
@@ -257,7 +288,16 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
     del,
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
-      if (!(await deleteFile(deps.store, c.get('key').tenant, id))) throw notFound('file', id, 'id')
+      const tenant = c.get('key').tenant
+      if (!(await getFileObject(deps.store, tenant, id))) throw notFound('file', id, 'id')
+      const user = await fileUser(deps, tenant, id)
+      if (user)
+        throw new ApiError(
+          409,
+          `The file '${id}' is in use by ${user}; cancel it or wait for it to finish, then delete the file.`,
+          { param: 'file_id', code: 'file_in_use' },
+        )
+      if (!(await deleteFile(deps.store, tenant, id))) throw notFound('file', id, 'id')
       return json(c, { id, object: 'file', deleted: true })
     }),
   )

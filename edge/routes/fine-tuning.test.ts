@@ -286,3 +286,97 @@ describe('OpenAPI', () => {
     )
   })
 })
+
+describe('files in use and fine-tuned models', () => {
+  const del = (path: string, key: string) => e.app.request(path, { method: 'DELETE', headers: e.auth(key) })
+
+  it('a file used by a queued or running fine-tuning job or an unfinished batch cannot be deleted (409)', async () => {
+    for (const id of ['file-inuse', 'file-inuseval'])
+      await createFile(e.deps.store, 't1', {
+        id,
+        filename: `${id}.jsonl`,
+        purpose: 'fine-tune',
+        content: '{}',
+      })
+    const job = await createJob({ training_file: 'file-inuse', validation_file: 'file-inuseval' })
+    for (const id of ['file-inuse', 'file-inuseval']) {
+      const res = await del(`/v1/files/${id}`, ftKey)
+      expect(res.status).toBe(409)
+      const body = (await res.json()) as { error: { message: string; code: string; type: string } }
+      expect(body.error).toMatchObject({ code: 'file_in_use', type: 'invalid_request_error' })
+      expect(body.error.message).toContain(`the fine-tuning job '${job.id}' (queued)`)
+    }
+    // Another tenant still gets a 404, not a hint that the file exists.
+    expect((await del('/v1/files/file-inuse', otherKey)).status).toBe(404)
+    await req(`/v1/fine_tuning/jobs/${job.id}/cancel`, ftKey, {})
+    expect(await (await del('/v1/files/file-inuse', ftKey)).json()).toEqual({
+      id: 'file-inuse',
+      object: 'file',
+      deleted: true,
+    })
+
+    const batchKey = await e.key('t1', ['batch'])
+    const line = JSON.stringify({
+      custom_id: 'r1',
+      method: 'POST',
+      url: '/v1/completions',
+      body: { model: 'echo-1', prompt: 'hi' },
+    })
+    await createFile(e.deps.store, 't1', {
+      id: 'file-batchin',
+      filename: 'b.jsonl',
+      purpose: 'batch',
+      content: line,
+    })
+    const created = await req('/v1/batches', batchKey, {
+      input_file_id: 'file-batchin',
+      endpoint: '/v1/completions',
+      completion_window: '24h',
+    })
+    expect(created.status).toBe(200)
+    const batch = (await created.json()) as { id: string; status: string }
+    const res = await del('/v1/files/file-batchin', batchKey)
+    expect(res.status).toBe(409)
+    expect(((await res.json()) as { error: { message: string } }).error.message).toContain(
+      `the batch '${batch.id}' (${batch.status})`,
+    )
+  })
+
+  it('DELETE /v1/models/{id} deletes the tenant’s own fine-tuned model only', async () => {
+    const id = 'ft:echo-1:t1:mine:abc123'
+    await e.deps.store.put(`models/${id}/adapter/adapter_model.safetensors`, new Uint8Array(8))
+    await e.deps.store.put(
+      `models/${id}/manifest.json`,
+      JSON.stringify({
+        id,
+        owner: 't1',
+        created: 1_700_000_000,
+        context_length: 256,
+        files: [{ path: 'adapter/adapter_model.safetensors', size: 8, sha256: 'a'.repeat(64) }],
+        source: 'fine-tune',
+        base_model: 'echo-1',
+      }),
+    )
+    const path = `/v1/models/${encodeURIComponent(id)}`
+    // Another tenant: no such model. A key without the fine-tune scope: forbidden.
+    expect((await del(path, otherKey)).status).toBe(404)
+    expect((await del(path, e.keys.generate)).status).toBe(403)
+    // Base models (everyone's, or another tenant's) cannot be deleted by a tenant.
+    const base = await del('/v1/models/echo-1', ftKey)
+    expect(base.status).toBe(403)
+    expect(((await base.json()) as { error: { code: string } }).error.code).toBe('model_not_deletable')
+    expect((await del('/v1/models/private-t2', ftKey)).status).toBe(404)
+    expect((await del('/v1/models/nope', ftKey)).status).toBe(404)
+
+    expect((await req(path, ftKey)).status).toBe(200)
+    const res = await del(path, ftKey)
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ id, object: 'model', deleted: true })
+    expect((await req(path, ftKey)).status).toBe(404)
+    const listed = (await (await req('/v1/models', ftKey)).json()) as { data: { id: string }[] }
+    expect(listed.data.map((m) => m.id)).not.toContain(id)
+    expect((await e.deps.store.list(`models/${id}/`)).objects).toEqual([])
+    expect((await del(path, ftKey)).status).toBe(404)
+    expect((await req('/v1/models/echo-1', ftKey)).status).toBe(200)
+  })
+})
