@@ -12,6 +12,7 @@ import type { Weights } from '../safetensors.js'
 import { createSession } from '../testing/ort.js'
 import { adapterNames, type LoraConfig, mergeLora, targetedWeights } from '../train/lora.js'
 import { buildLlamaGraph, LORA_DIMS, LORA_SLOT_INPUTS, PROJECTIONS, type Projection } from './graph.js'
+import { exportServingOnnx } from './serving.js'
 import { layerNames, mulberry32, randomWeights } from './weights.js'
 
 const MODULES: Projection[] = ['q_proj', 'v_proj', 'up_proj', 'down_proj']
@@ -240,6 +241,27 @@ describe('LoRA-slot decoder graph', () => {
       )
       expect(maxDiff(lastRow(step, b, 4), lastRow(own, 0, 1))).toBeLessThanOrEqual(1e-4)
     }
+  })
+
+  it('the engine serving graph (models/llama/serving.ts) takes the same slots and gives the same rows', async () => {
+    const serving = await createSession(exportServingOnnx(w, c, 'float32', { lora: { modules: MODULES } }))
+    const prompts = [
+      [5, 9, 2, 33, 17, 4],
+      [8, 1, 40],
+      [12, 12, 7, 60, 3],
+    ]
+    const slotOf = [1, 0, 2]
+    const a = await run(serving, prompts, feeds(slotOf))
+    const b = await run(slots, prompts, feeds(slotOf))
+    for (let r = 0; r < prompts.length; r++)
+      expect(maxDiff(lastRow(a, r, 3), lastRow(b, r, 3))).toBeLessThanOrEqual(1e-4)
+    const lens = prompts.map((p) => p.length)
+    const S = Math.max(...lens)
+    const next = prompts.map((p) => [p[1]])
+    const a2 = await run(serving, next, feeds(slotOf), { tensors: a.present, length: S, lens })
+    const b2 = await run(slots, next, feeds(slotOf), { tensors: b.present, length: S, lens })
+    for (let r = 0; r < prompts.length; r++)
+      expect(maxDiff(lastRow(a2, r, 3), lastRow(b2, r, 3))).toBeLessThanOrEqual(1e-4)
   })
 
   it('slot 0 in every row is the base model', async () => {

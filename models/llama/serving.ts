@@ -32,7 +32,13 @@ import {
   type BlockParams,
   DIMS,
   type FloatDType,
+  type Linear,
+  type LlamaGraphOptions,
   type LlamaParams,
+  loraSlotLinear,
+  matmulLinear,
+  mlp,
+  type Projection,
   ropeInvFreq,
   weightParams,
 } from './graph.js'
@@ -44,17 +50,28 @@ export const SERVING_OPSET = 23
 /** Marks the graph so the worker can tell it from an export (onnx metadata_props). */
 export const SERVING_GRAPH_METADATA = { graph: 'prometheus-serving', opset: String(SERVING_OPSET) }
 
-export function buildServingGraph(w: Weights, c: LlamaConfig, dtype: FloatDType = 'float32'): GraphT {
+/** `o.lora`: stacked LoRA slots on those projections, as `buildLlamaGraph` takes them (graph.ts `loraSlotLinear`). */
+export function buildServingGraph(
+  w: Weights,
+  c: LlamaConfig,
+  dtype: FloatDType = 'float32',
+  o: LlamaGraphOptions = {},
+): GraphT {
   const g = new Graph('prometheus_serving')
   const p = weightParams(g, w, c, dtype)
-  buildServingDecoder(g, p, c, dtype)
+  buildServingDecoder(g, p, c, dtype, o.lora ? loraSlotLinear(g, o.lora, dtype) : matmulLinear)
   fuseSiblingMatMuls(g)
   return g
 }
 
 /** ONNX bytes of the serving graph. */
-export function exportServingOnnx(w: Weights, c: LlamaConfig, dtype: FloatDType = 'float32'): Uint8Array {
-  return serializeGraph(buildServingGraph(w, c, dtype), {
+export function exportServingOnnx(
+  w: Weights,
+  c: LlamaConfig,
+  dtype: FloatDType = 'float32',
+  o: LlamaGraphOptions = {},
+): Uint8Array {
+  return serializeGraph(buildServingGraph(w, c, dtype, o), {
     opset: SERVING_OPSET,
     docString: 'PrometheusGPT serving graph (opset 23 fused attention)',
     metadata: SERVING_GRAPH_METADATA,
@@ -121,7 +138,13 @@ export function isOurExport(bytes: Uint8Array): boolean {
   return new TextDecoder('latin1').decode(bytes.subarray(0, 64)).includes('prometheus-gpt')
 }
 
-function buildServingDecoder(g: Graph, p: LlamaParams, c: LlamaConfig, dtype: FloatDType): void {
+function buildServingDecoder(
+  g: Graph,
+  p: LlamaParams,
+  c: LlamaConfig,
+  dtype: FloatDType,
+  linear: Linear,
+): void {
   const D = headDim(c)
   const { batch: B, seq: S, past: P, total: T } = DIMS
   const inputIds = g.input('input_ids', 'int64', [B, S])
@@ -144,11 +167,11 @@ function buildServingDecoder(g: Graph, p: LlamaParams, c: LlamaConfig, dtype: Fl
   let x = g.gather(p.embed, inputIds) // (B,S,C)
   for (let i = 0; i < c.numLayers; i++) {
     const w = p.layers[i]
-    const attn = attention(g, rmsNorm(g, x, w.attnNorm, c), w, c, rope, mask, past[i], positionIds)
+    const attn = attention(g, rmsNorm(g, x, w.attnNorm, c), w, c, rope, mask, past[i], positionIds, linear, i)
     g.output(attn.presentKey, `present.${i}.key`, [B, c.numKvHeads, T, D])
     g.output(attn.presentValue, `present.${i}.value`, [B, c.numKvHeads, T, D])
     x = g.add(x, attn.out)
-    x = g.add(x, mlp(g, rmsNorm(g, x, w.mlpNorm, c), w))
+    x = g.add(x, mlp(g, rmsNorm(g, x, w.mlpNorm, c), w, linear, i))
   }
   // Only the last position's logits: left padding puts every row's last token there.
   const last = g.op('Slice', [x, g.ints([-1]), g.ints([2 ** 62]), g.ints([1])])[0] // (B,1,C)
@@ -165,12 +188,6 @@ function rmsNorm(g: Graph, x: Value, weight: Value, c: LlamaConfig): Value {
     epsilon: { float: c.rmsNormEps },
     stash_type: { int: 1 },
   })[0]
-}
-
-function mlp(g: Graph, x: Value, w: BlockParams): Value {
-  const gate = g.matmul(x, w.gate)
-  const up = g.matmul(x, w.up)
-  return g.matmul(g.mul(g.mul(gate, g.sigmoid(gate)), up), w.down)
 }
 
 interface RopeCaches {
@@ -211,15 +228,18 @@ function attention(
   mask: Value,
   past: { key: Value; value: Value },
   positionIds: Value,
+  linear: Linear,
+  layer: number,
 ): { out: Value; presentKey: Value; presentValue: Value } {
+  const proj = (t: Value, weight: Value, module: Projection) => linear(g, t, weight, { layer, module })
   const rotate = (t: Value, heads: number) =>
     g.op('RotaryEmbedding', [t, rope.cos, rope.sin, positionIds], {
       interleaved: { int: 0 },
       num_heads: { int: heads },
     })[0]
-  const q = rotate(g.matmul(x, w.q), c.numHeads) // (B,S,H*D)
-  const k = rotate(g.matmul(x, w.k), c.numKvHeads) // (B,S,KV*D)
-  const v = g.matmul(x, w.v)
+  const q = rotate(proj(x, w.q, 'q_proj'), c.numHeads) // (B,S,H*D)
+  const k = rotate(proj(x, w.k, 'k_proj'), c.numKvHeads) // (B,S,KV*D)
+  const v = proj(x, w.v, 'v_proj')
   const [y, presentKey, presentValue] = g.op(
     'Attention',
     [q, k, v, mask, past.key, past.value],
@@ -230,5 +250,5 @@ function attention(
     },
     { outputs: 3 },
   )
-  return { out: g.matmul(y, w.o), presentKey, presentValue }
+  return { out: proj(y, w.o, 'o_proj'), presentKey, presentValue }
 }
