@@ -15,6 +15,10 @@
  * rows); an idle loop waits up to `maxWaitMs` for company before it starts;
  * a prefill run covers at most `prefillTokenBudget` padded prompt tokens
  * (one request always fits), so a burst of prompts does not stall decoding.
+ *
+ * On a LoRA-slot graph each request names its adapter slot (`adapterIndex`,
+ * 0: the base): fine-tunes of one base share its batcher, and every run
+ * feeds each row's slot (decoder.ts `ForwardInput.adapterIndex`).
  */
 import type { Logger } from '../../core/logger.js'
 import type { Metrics } from '../../core/metrics.js'
@@ -41,9 +45,19 @@ export interface BatcherOptions {
   metrics?: Metrics
 }
 
+/** Per request: which adapter slot its rows use, and the model its tokens are counted under. */
+export interface SubmitOptions {
+  /** LoRA slot of the decoder (0: the base model); default 0. */
+  adapterIndex?: number
+  /** Label of its token metrics; default the batcher's model. */
+  model?: string
+}
+
 interface Request {
   promptIds: number[]
   sequences: BatchSequence[]
+  adapterIndex: number
+  model: string
   signal?: AbortSignal
   remaining: number
   failed: boolean
@@ -68,8 +82,8 @@ export class Batcher {
   private running = false
   private closed = false
   private maxSeen = 0
-  /** Tokens sampled since the metric was last updated. */
-  private sampled = 0
+  /** Tokens sampled since the metric was last updated, by model. */
+  private sampled = new Map<string, number>()
   readonly maxBatchSize: number
   readonly maxWaitMs: number
   readonly prefillTokenBudget: number
@@ -100,7 +114,12 @@ export class Batcher {
   }
 
   /** Runs `sequences` (sharing the prompt) to completion; resolves when all are done. */
-  submit(promptIds: number[], sequences: BatchSequence[], signal?: AbortSignal): Promise<void> {
+  submit(
+    promptIds: number[],
+    sequences: BatchSequence[],
+    signal?: AbortSignal,
+    options: SubmitOptions = {},
+  ): Promise<void> {
     if (this.closed) return Promise.reject(new Error('Batcher: closed'))
     if (!promptIds.length) return Promise.reject(new Error('Batcher: empty prompt'))
     if (sequences.length > this.maxBatchSize)
@@ -121,6 +140,8 @@ export class Batcher {
       const request: Request = {
         promptIds,
         sequences,
+        adapterIndex: options.adapterIndex ?? 0,
+        model: options.model ?? this.o.model,
         signal,
         remaining: sequences.length,
         failed: false,
@@ -208,6 +229,7 @@ export class Batcher {
       prefill = await this.decoder.forward({
         ...prefillInput(group.map((r) => r.promptIds)),
         past: this.decoder.emptyCache(group.length),
+        ...adapterIndexOf(group),
       })
     } catch (err) {
       for (const r of group) this.fail(r, err)
@@ -219,7 +241,7 @@ export class Batcher {
     }
     const joined: Array<{ row: Row; source: KvRowSource }> = []
     group.forEach((request, g) => {
-      this.o.metrics?.promptTokens.inc({ model: this.o.model }, request.promptIds.length)
+      this.o.metrics?.promptTokens.inc({ model: request.model }, request.promptIds.length)
       for (const seq of request.sequences) {
         const row: Row = { request, seq, len: request.promptIds.length, pending: 0 }
         if (this.advance(row, prefill.logits.slice(g * V, (g + 1) * V))) continue
@@ -255,7 +277,15 @@ export class Batcher {
     })
     let out: { logits: Float32Array; present: KvCache }
     try {
-      out = await this.decoder.forward({ batch: B, seq: 1, inputIds, attentionMask, positionIds, past: kv })
+      out = await this.decoder.forward({
+        batch: B,
+        seq: 1,
+        inputIds,
+        attentionMask,
+        positionIds,
+        past: kv,
+        ...adapterIndexOf(rows.map((row) => row.request)),
+      })
     } catch (err) {
       for (const row of rows) this.fail(row.request, err)
       this.rows = []
@@ -293,7 +323,7 @@ export class Batcher {
       return true
     }
     row.pending = result.token
-    this.sampled++
+    this.sampled.set(r.model, (this.sampled.get(r.model) ?? 0) + 1)
     if (result.done) {
       r.remaining--
       if (r.remaining === 0) r.resolve()
@@ -303,8 +333,8 @@ export class Batcher {
   }
 
   private countTokens(): void {
-    if (this.sampled) this.o.metrics?.generationTokens.inc({ model: this.o.model }, this.sampled)
-    this.sampled = 0
+    for (const [model, n] of this.sampled) this.o.metrics?.generationTokens.inc({ model }, n)
+    this.sampled.clear()
   }
 
   private dropCancelled(): void {
@@ -341,6 +371,12 @@ export class Batcher {
     r.failed = true
     r.reject(err)
   }
+}
+
+/** Each row's adapter slot, only when some row is not on the base (slot 0). */
+function adapterIndexOf(requests: readonly Request[]): Pick<ForwardInput, 'adapterIndex'> {
+  if (requests.every((r) => r.adapterIndex === 0)) return {}
+  return { adapterIndex: BigInt64Array.from(requests, (r) => BigInt(r.adapterIndex)) }
 }
 
 /** Prefill logits are [B, T, V] float32 unless the graph keeps only the last position. */

@@ -14,6 +14,7 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import * as ort from 'onnxruntime-node'
 import type { Logger } from '../../core/logger.js'
+import { DEFAULT_LORA_SLOTS, LoraSlots } from './lora-slots.js'
 import { type IoMetadata, type KvDType, type ModelInfo, readModelInfo } from './model-info.js'
 
 export type ExecutionProvider = 'tensorrt' | 'cuda' | 'cpu'
@@ -46,6 +47,8 @@ export interface ForwardInput {
   /** [batch * seq] */
   positionIds: BigInt64Array
   past: KvCache
+  /** [batch] LoRA slot per row (0: the base); LoRA-slot graphs only, default all 0. */
+  adapterIndex?: BigInt64Array
 }
 
 export interface ForwardOutput {
@@ -212,6 +215,9 @@ export class Decoder {
       feeds[info.pastKeyName(i)] = new ort.Tensor(info.kvDType, past.keys[i], [B, H, P, D])
       feeds[info.pastValueName(i)] = new ort.Tensor(info.kvDType, past.values[i], [B, H, P, D])
     }
+    const lora = this.loraSlots()
+    if (lora) Object.assign(feeds, lora.feeds(B, x.adapterIndex))
+    else if (x.adapterIndex?.some((i) => i !== 0n)) throw new Error('this graph has no LoRA adapter slots')
     const out = await this.session.run(feeds)
     const logitsTensor = out.logits
     const V = info.vocabSize
@@ -272,6 +278,47 @@ export class Decoder {
 
   async release(): Promise<void> {
     await this.session.release()
+  }
+
+  private loraState: LoraSlots | null | undefined
+
+  /**
+   * The stacked adapter slots of a LoRA-slot graph (models/llama/graph.ts
+   * `loraSlotLinear`), or null for any other graph. The first call fixes the
+   * number of slots; `forward` feeds them (every row on slot 0 unless told).
+   */
+  loraSlots(capacity = DEFAULT_LORA_SLOTS): LoraSlots | null {
+    if (this.loraState === undefined)
+      this.loraState = LoraSlots.fromInputs(this.session.inputMetadata as readonly IoMetadata[], capacity)
+    return this.loraState
+  }
+
+  /**
+   * Opens the graph file at `path` (e.g. the engine's LoRA-slot graph, built
+   * beside a folder) with the contract read from the folder's config.json.
+   */
+  static async openGraph(folder: string, path: string, o: DecoderOptions = {}): Promise<Decoder> {
+    const readJson = async (name: string, fallback?: string) =>
+      JSON.parse(await readFile(join(folder, name), 'utf8').catch((err) => fallback ?? Promise.reject(err)))
+    const [config, generationConfig, { size }] = await Promise.all([
+      readJson('config.json'),
+      readJson('generation_config.json', '{}'),
+      stat(path),
+    ])
+    const { session, provider } = await createSessionWithFallback(path, o)
+    try {
+      const inputs = session.inputMetadata as readonly IoMetadata[]
+      const info = readModelInfo(
+        config,
+        inputs,
+        session.outputMetadata as readonly IoMetadata[],
+        generationConfig,
+      )
+      return new Decoder(session, info, provider, size)
+    } catch (err) {
+      await session.release()
+      throw err
+    }
   }
 }
 

@@ -5,37 +5,16 @@ import * as ort from 'onnxruntime-node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ApiError } from '../../core/errors.js'
 import { createMetrics } from '../../core/metrics.js'
-import type { GenerationInput, Sampling, TokenEventData } from '../../core/protocol.js'
+import type { GenerationInput, TokenEventData } from '../../core/protocol.js'
 import { referenceForward } from '../../models/index.js'
 import { halfToFloat } from './decoder.js'
 import { GenerationEngine } from './engine.js'
 import { argmax } from './sampling.js'
+import { completion, greedy } from './testing/inputs.js'
 import { MemoryObjectStore } from './testing/memory-store.js'
 import { buildTestModel, byteChain, publishTestModel, type TestModel } from './testing/models.js'
 
 const CHAIN_TEXT = 'ab€c😀 END!xyz'
-
-const greedy: Sampling = {
-  maxTokens: 16,
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  stop: [],
-  n: 1,
-  logprobs: null,
-}
-
-const completion = (model: string, prompt: string, sampling: Partial<Sampling> = {}): GenerationInput => ({
-  endpoint: 'completions',
-  model,
-  prompt,
-  sampling: { ...greedy, ...sampling },
-  stream: false,
-  echo: false,
-})
 
 let store: MemoryObjectStore
 let random: TestModel

@@ -3,16 +3,28 @@
  * (model-cache.ts), one onnxruntime session and one continuous batcher per
  * open model (decoder.ts, batcher.ts), and per choice the sampling pipeline:
  * logits processors → sampler → incremental detokenizer → stop matcher →
- * token events. Construct it once per worker process:
+ * token events. Fine-tunes published as LoRA adapters (core/model-manifest.ts
+ * `isAdapterManifest`) run beside their base: our Llama bases open with a
+ * graph that has stacked adapter slots (lora-graph.ts), `acquire` puts the
+ * adapter in a slot (lora-slots.ts), and requests of the base and of all its
+ * fine-tunes share the base's session and batcher, each row on its own slot.
+ * Construct it once per worker process:
  *
  *   const engine = GenerationEngine.fromConfig(config, { store, logger, metrics })
  *   const output = await engine.generate(input, { signal, onToken })
  */
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Config } from '../../core/config.js'
 import type { Logger } from '../../core/logger.js'
 import type { Metrics } from '../../core/metrics.js'
-import type { ModelManifest } from '../../core/model-manifest.js'
+import {
+  ADAPTER_WEIGHTS_PATH,
+  isAdapterManifest,
+  MODEL_ID_PATTERN,
+  type ModelManifest,
+  readManifest,
+} from '../../core/model-manifest.js'
 import type { ObjectStore } from '../../core/ports/object-store.js'
 import type {
   GenerationChoice,
@@ -21,10 +33,19 @@ import type {
   TokenEventData,
   TokenLogprob,
 } from '../../core/protocol.js'
+import { ADAPTER_FILES, loadAdapter } from '../../models/train/lora.js'
 import { Batcher, type BatchSequence } from './batcher.js'
-import { Decoder, type ExecutionProvider } from './decoder.js'
-import { contextLengthExceeded, generationCancelled, invalidParameter } from './errors.js'
-import { ModelCache } from './model-cache.js'
+import { Decoder, type DecoderOptions, type ExecutionProvider } from './decoder.js'
+import { contextLengthExceeded, generationCancelled, invalidParameter, modelLoadFailed } from './errors.js'
+import { loraGraphFor, mergedFolderFor } from './lora-graph.js'
+import {
+  AdapterSlotPool,
+  DEFAULT_LORA_MAX_RANK,
+  DEFAULT_LORA_SLOTS,
+  type SlotAdapter,
+  slotAdapterOf,
+} from './lora-slots.js'
+import { type Lease, ModelCache } from './model-cache.js'
 import { createRng, type Rng, randomSeed } from './prng.js'
 import {
   applyProcessors,
@@ -55,6 +76,16 @@ export interface GenerationEngineOptions {
   allowSpinning?: boolean
   /** Graph to prefer when a folder has fp32 and fp16 ones; default fp32. */
   dtype?: 'fp32' | 'fp16'
+  /**
+   * LoRA adapter slots per base model, slot 0 (the base) included; default 8.
+   * 0 or 1: bases run their own graph and adapter
+   * fine-tunes are served merged into their base, each as a model of its own.
+   */
+  loraSlots?: number
+  /** Largest adapter rank a slot takes (larger ones are served merged); default 64. */
+  loraMaxRank?: number
+  /** Memory budget for adapters kept on the host, bytes; default 256 MiB. */
+  adapterBudgetBytes?: number
   logger?: Logger
   metrics?: Metrics
 }
@@ -73,11 +104,31 @@ export interface LoadedModel {
   batcher: Batcher
   contextLength: number
   eosTokenIds: ReadonlySet<number>
+  /** The local folder it was opened from. */
+  folder: string
+  /** The adapter slots of a base opened with its LoRA-slot graph; null otherwise. */
+  adapterSlots: AdapterSlotPool | null
+  /** The slot this model's rows run on: 0 for a model itself, k for a fine-tune in slot k of its base. */
+  adapterIndex: number
+}
+
+/** A fine-tune published as a LoRA adapter, ready to go into a slot of its base. */
+export interface LoadedAdapter {
+  id: string
+  base: string
+  /** Identity in the slots: the id and the adapter's checksum. */
+  key: string
+  adapter: SlotAdapter
+  contextLength: number
 }
 
 export class GenerationEngine {
+  /** Open models (bases, and fine-tunes served merged). */
   readonly cache: ModelCache<LoadedModel>
+  /** Adapters of fine-tunes served beside their base (host copies; small). */
+  readonly adapters: ModelCache<LoadedAdapter>
   private readonly o: GenerationEngineOptions
+  private readonly kinds = new Map<string, 'model' | 'adapter'>()
 
   constructor(o: GenerationEngineOptions) {
     this.o = o
@@ -95,6 +146,16 @@ export class GenerationEngine {
         m.batcher.close()
         await m.decoder.release()
       },
+    })
+    this.adapters = new ModelCache<LoadedAdapter>({
+      store: o.store,
+      dir: o.cacheDir,
+      budgetBytes: o.adapterBudgetBytes ?? 256 * 1024 * 1024,
+      logger: o.logger,
+      metrics: o.metrics,
+      open: (folder, manifest) => this.openAdapter(folder, manifest),
+      sizeOf: (a) => a.adapter.bytes,
+      dispose: () => {},
     })
   }
 
@@ -115,17 +176,128 @@ export class GenerationEngine {
     return this.o.maxBatchSize ?? 32
   }
 
+  private get loraSlotCount(): number {
+    return this.o.loraSlots ?? DEFAULT_LORA_SLOTS
+  }
+
+  /**
+   * A lease on a model ready to generate: a model of its own, or a fine-tune
+   * published as an adapter, in a slot of its base (the lease holds the
+   * adapter, the base and the slot). An adapter that cannot take a slot of
+   * its base is served merged into the base, as a model of its own.
+   */
+  async acquire(id: string, signal?: AbortSignal): Promise<Lease<LoadedModel>> {
+    if ((await this.kindOf(id)) === 'model') return this.cache.acquire(id)
+    const held: Array<{ release(): void }> = []
+    const release = () => {
+      for (const h of held.splice(0).reverse()) h.release()
+    }
+    try {
+      const adapter = await this.adapters.acquire(id)
+      held.push(adapter)
+      const a = adapter.model
+      if ((await this.kindOf(a.base)) !== 'model')
+        throw modelLoadFailed(id, `its base model '${a.base}' is not a model of its own`)
+      const base = await this.cache.acquire(a.base)
+      held.push(base)
+      const pool = base.model.adapterSlots
+      const unfit = pool ? pool.unfit(a.adapter) : 'the base model has no adapter slots'
+      if (!pool || unfit) {
+        this.o.logger?.info(
+          { model: id, base: a.base, reason: unfit },
+          'serving the fine-tune merged into its base',
+        )
+        release()
+        return await this.cache.acquire(id)
+      }
+      const slot = await pool.acquire(a.key, a.adapter, signal)
+      held.push(slot)
+      const contextLength = Math.min(base.model.contextLength, a.contextLength)
+      return { id, model: { ...base.model, id, contextLength, adapterIndex: slot.index }, release }
+    } catch (err) {
+      release()
+      throw err
+    }
+  }
+
+  /** Whether `id` is a model of its own or an adapter fine-tune (remembered once its manifest is read). */
+  private async kindOf(id: string): Promise<'model' | 'adapter'> {
+    const known = this.kinds.get(id)
+    if (known) return known
+    // A missing or unreadable manifest: the model cache reports what is wrong.
+    const m = MODEL_ID_PATTERN.test(id) ? await readManifest(this.o.store, id).catch(() => null) : null
+    if (!m) return 'model'
+    const kind = isAdapterManifest(m) ? 'adapter' : 'model'
+    this.kinds.set(id, kind)
+    return kind
+  }
+
+  private async openAdapter(folder: string, manifest: ModelManifest): Promise<LoadedAdapter> {
+    const base = manifest.base_model
+    if (!base) throw new Error('the manifest names no base model')
+    const dir = join(folder, 'adapter')
+    const { adapters, lora } = await loadAdapter(dir)
+    // The adapter was trained on the base's weights as they were: refuse a base republished since.
+    const { revision } = JSON.parse(await readFile(join(dir, ADAPTER_FILES.config), 'utf8')) as {
+      revision?: string | null
+    }
+    if (revision) {
+      const baseManifest = await readManifest(this.o.store, base)
+      const now = baseManifest?.files.find((f) => f.path === 'model.safetensors')?.sha256
+      if (now !== revision)
+        throw new Error(
+          `its base model '${base}' has changed since it was trained (weights ${revision.slice(0, 12)}…)`,
+        )
+    }
+    const sha =
+      manifest.files.find((f) => f.path === ADAPTER_WEIGHTS_PATH)?.sha256 ?? String(manifest.created)
+    return {
+      id: manifest.id,
+      base,
+      key: `${manifest.id}@${sha.slice(0, 16)}`,
+      adapter: slotAdapterOf(adapters, lora),
+      contextLength: manifest.context_length,
+    }
+  }
+
   private async openModel(folder: string, manifest: ModelManifest): Promise<LoadedModel> {
-    const [decoder, tokenizer] = await Promise.all([
-      Decoder.open(folder, {
-        executionProviders: this.o.executionProviders,
-        intraOpNumThreads: this.o.intraOpNumThreads,
-        dtype: this.o.dtype,
-        allowSpinning: this.o.allowSpinning,
-        logger: this.o.logger?.child({ model: manifest.id }),
-      }),
+    if (isAdapterManifest(manifest)) {
+      // The fallback for an adapter its base cannot take in a slot: merge it, serve the result alone.
+      const base = await this.cache.acquire(manifest.base_model!)
+      let merged: string
+      try {
+        merged = await mergedFolderFor(folder, base.model.folder)
+      } finally {
+        base.release()
+      }
+      return this.openFolder(merged, manifest, false)
+    }
+    return this.openFolder(folder, manifest, this.loraSlotCount >= 2)
+  }
+
+  private async openFolder(folder: string, manifest: ModelManifest, slots: boolean): Promise<LoadedModel> {
+    const logger = this.o.logger?.child({ model: manifest.id })
+    const options: DecoderOptions = {
+      executionProviders: this.o.executionProviders,
+      intraOpNumThreads: this.o.intraOpNumThreads,
+      dtype: this.o.dtype,
+      allowSpinning: this.o.allowSpinning,
+      logger,
+    }
+    const [withSlots, tokenizer] = await Promise.all([
+      slots ? this.openWithSlots(folder, options) : null,
       loadTokenizer(folder),
     ])
+    const decoder = withSlots ?? (await Decoder.open(folder, options))
+    const loraSlots = slots ? decoder.loraSlots(this.loraSlotCount) : null
+    const adapterSlots = loraSlots
+      ? new AdapterSlotPool(loraSlots, {
+          maxRank: this.o.loraMaxRank ?? DEFAULT_LORA_MAX_RANK,
+          base: manifest.id,
+          logger: this.o.logger,
+        })
+      : null
+    if (adapterSlots) logger?.info({ slots: loraSlots!.capacity - 1 }, 'model opened with LoRA adapter slots')
     const batcher = new Batcher(decoder, {
       model: manifest.id,
       maxBatchSize: this.maxBatchSize,
@@ -140,7 +312,27 @@ export class GenerationEngine {
       batcher,
       contextLength: Math.min(decoder.info.contextLength, manifest.context_length),
       eosTokenIds: new Set([...decoder.info.eosTokenIds, ...tokenizer.eosTokenIds]),
+      folder,
+      adapterSlots,
+      adapterIndex: 0,
     }
+  }
+
+  /**
+   * The decoder of one of our Llama folders on its LoRA-slot graph: the fused
+   * serving graph, else the export's; null for other folders, or when neither
+   * opens (fine-tunes of the model are then served merged).
+   */
+  private async openWithSlots(folder: string, options: DecoderOptions): Promise<Decoder | null> {
+    for (const graph of ['serving', 'export'] as const) {
+      try {
+        const path = await loraGraphFor(folder, { dtype: this.o.dtype, graph })
+        return path ? await Decoder.openGraph(folder, path, options) : null
+      } catch (err) {
+        options.logger?.warn({ err, graph }, 'the LoRA-slot graph did not open')
+      }
+    }
+    return null
   }
 
   /** Runs one generation job to completion (or cancellation). */
@@ -158,7 +350,7 @@ export class GenerationEngine {
     createLogitsProcessors(s, 0)
     if (options.signal?.aborted) throw generationCancelled()
 
-    const lease = await this.cache.acquire(input.model)
+    const lease = await this.acquire(input.model, options.signal)
     try {
       const m = lease.model
       const promptIds =
@@ -186,7 +378,10 @@ export class GenerationEngine {
         })
       })
       try {
-        await m.batcher.submit(promptIds, choices, options.signal)
+        await m.batcher.submit(promptIds, choices, options.signal, {
+          adapterIndex: m.adapterIndex,
+          model: m.id,
+        })
       } finally {
         await emitter.drain()
       }

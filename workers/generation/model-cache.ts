@@ -231,7 +231,8 @@ export class ModelCache<T> {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
+/** Whether a file or folder exists. */
+export async function exists(path: string): Promise<boolean> {
   try {
     await stat(path)
     return true
