@@ -8,19 +8,27 @@
  * job, page through its events (falling training loss, a validation loss
  * below the base model's), get the succeeded job with `fine_tuned_model`,
  * generate with that model (it answers in the domain's form; the base does not),
- * cancel a second job mid-training, and check that another tenant sees none
+ * train a second fine-tune of the same base and serve both from the one
+ * worker as adapters beside the base (loaded once; each answers as its merged
+ * model does), cancel a job mid-training (its file cannot be deleted while it
+ * runs), delete a fine-tuned model, and check that another tenant sees none
  * of the file, the job or the model.
  */
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import OpenAI, { toFile } from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseConfig } from '../../core/config.js'
+import { isAdapterManifest, readManifest } from '../../core/model-manifest.js'
 import { publishModelFolder } from '../../core/model-publish.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
 import { MemoryKeyStore } from '../../edge/testing/memory-key-store.js'
 import { MemoryUsageStore } from '../../edge/testing/memory-usage-store.js'
+import { readModelFolder, writeModelFolder } from '../../models/folder.js'
 import { capitalsJsonl, MINI_DIR, templateCorpus } from '../../models/train/fixtures.js'
+import { ADAPTER_FILES, loadAdapter, mergeLora } from '../../models/train/lora.js'
 import {
   createHarness,
   type Harness,
@@ -34,6 +42,7 @@ const PROMPT = 'Q: What is the capital of France?\nA:'
 let h: Harness
 let edge: RunningEdge
 let worker: WorkerChild
+let workerPort: number
 let acme: OpenAI
 let other: OpenAI
 let receiver: Receiver
@@ -74,8 +83,11 @@ beforeAll(async () => {
     PGPT_VISIBILITY_TIMEOUT_S: '30',
     PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),
     PGPT_LOG_LEVEL: 'info',
+    PGPT_WORKER_METRICS_PORT: '0',
   })
   await worker.waitForLog((l) => l.msg === 'worker started', 30_000)
+  workerPort = (await worker.waitForLog((l) => l.msg === 'worker /metrics and /health listening'))
+    .port as number
 }, 120_000)
 
 afterAll(async () => {
@@ -108,6 +120,37 @@ async function allEvents(id: string) {
 
 const complete = (client: OpenAI, model: string) =>
   client.completions.create({ model, prompt: PROMPT, max_tokens: 10, temperature: 0 })
+
+/** Greedy completion with logprobs, past the response cache (so the worker answers every time). */
+const fresh = (model: string, prompt = PROMPT) =>
+  acme.completions.create(
+    { model, prompt, max_tokens: 8, temperature: 0, logprobs: 1 },
+    { headers: { 'cache-control': 'no-cache' } },
+  )
+
+/** The capitals domain with another answer form: the bare city. */
+const shortCapitalsJsonl = (n: number, seed: number) =>
+  capitalsJsonl(n, seed)
+    .split('\n')
+    .map((line) => {
+      const { prompt, completion } = JSON.parse(line) as { prompt: string; completion: string }
+      return JSON.stringify({ prompt, completion: ` ${/ is (\w+)\.$/.exec(completion)![1]}.` })
+    })
+    .join('\n')
+
+/** Merges a published fine-tune's adapter into the base here, and publishes the result as a model of its own. */
+async function publishMerged(ft: string, id: string): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'pgpt-e2e-merged-'))
+  for (const f of [ADAPTER_FILES.weights, ADAPTER_FILES.config])
+    await writeFile(join(dir, f), (await edge.deps.store.get(`models/${ft}/adapter/${f}`))!)
+  const { adapters, lora } = await loadAdapter(dir)
+  const base = await readModelFolder(MINI_DIR)
+  await writeModelFolder(join(dir, 'model'), {
+    ...base,
+    weights: mergeLora(base.config, base.weights, adapters, lora),
+  })
+  await publishModelFolder(edge.deps.store, join(dir, 'model'), { id, owner: 'acme', contextLength: 256 })
+}
 
 describe('fine-tuning through the API (openai client, edge, worker process)', () => {
   let jobId: string
@@ -238,6 +281,82 @@ describe('fine-tuning through the API (openai client, edge, worker process)', ()
     expect(typeof chat.choices[0].message.content).toBe('string')
   }, 60_000)
 
+  it('serves a second fine-tune of the same base from the same worker: adapters beside the base, loaded once', async () => {
+    const train = await upload('capitals-short.jsonl', shortCapitalsJsonl(96, 3))
+    const valid = await upload('capitals-short-valid.jsonl', shortCapitalsJsonl(24, 4))
+    const created = await acme.fineTuning.jobs.create({
+      model: 'prometheus-mini',
+      training_file: train.id,
+      validation_file: valid.id,
+      suffix: 'short',
+      seed: 3,
+      hyperparameters: { n_epochs: 3, batch_size: 4, learning_rate_multiplier: 1 },
+    })
+    const done = await settle(created.id)
+    expect(done.error).toBeNull()
+    const ftShort = done.fine_tuned_model!
+    expect(ftShort).toMatch(/^ft:prometheus-mini:acme:short:[a-z0-9]+$/)
+    const validation = (await allEvents(created.id)).find((e) => e.message.startsWith('Validation loss'))!
+      .data as { valid_loss: number; base_valid_loss: number }
+    expect(validation.valid_loss).toBeLessThan(validation.base_valid_loss)
+
+    // Both are published as adapters (no weights or graph of their own), for acme only.
+    for (const id of [ftModel, ftShort])
+      expect(isAdapterManifest((await readManifest(edge.deps.store, id))!)).toBe(true)
+    expect((await acme.models.list()).data.map((m) => m.id)).toEqual(
+      expect.arrayContaining([ftModel, ftShort]),
+    )
+    expect((await other.models.list()).data.map((m) => m.id)).not.toContain(ftShort)
+
+    // Each answers in its own form, the base in neither.
+    const alone = {
+      base: await fresh('prometheus-mini'),
+      capitals: await fresh(ftModel),
+      short: await fresh(ftShort),
+    }
+    const text = (r: OpenAI.Completions.Completion) => r.choices[0].text
+    expect(text(alone.capitals)).toMatch(/^ The capital of /)
+    expect(text(alone.short)).toMatch(/^ [A-Z][a-z]+\./)
+    expect(text(alone.base)).not.toMatch(/^ The capital of /)
+    expect(new Set(Object.values(alone).map(text)).size).toBe(3)
+
+    // Requests of the base and of both fine-tunes at once share the worker's batcher; each row keeps its answer.
+    const models = ['prometheus-mini', ftModel, ftShort, ftModel, ftShort, 'prometheus-mini']
+    const together = await Promise.all(models.map((m) => fresh(m)))
+    together.forEach((r, i) => {
+      const own = [alone.base, alone.capitals, alone.short][
+        [`prometheus-mini`, ftModel, ftShort].indexOf(models[i])
+      ]
+      expect(r.model).toBe(models[i])
+      expect(text(r)).toBe(text(own))
+    })
+
+    // Each answers as its adapter merged into the base answers (tokens, and logprobs within float error).
+    for (const [ft, merged] of [
+      [ftModel, 'merged-capitals'],
+      [ftShort, 'merged-short'],
+    ]) {
+      await publishMerged(ft, merged)
+      const a = (await fresh(ft)).choices[0].logprobs!
+      const b = (await fresh(merged)).choices[0].logprobs!
+      expect(a.tokens).toEqual(b.tokens)
+      a.token_logprobs!.forEach((lp, i) => {
+        expect(Math.abs(lp - b.token_logprobs![i])).toBeLessThan(1e-3)
+      })
+    }
+
+    // The worker opened the base once; each fine-tune went into an adapter slot of it.
+    const metrics = await (await fetch(`http://127.0.0.1:${workerPort}/metrics`)).text()
+    expect(metrics).toMatch(/pgpt:model_load_duration_seconds_count\{model="prometheus-mini"\} 1\n/)
+    // (The fine-tuning handler downloads bases through a cache of its own, without sessions: not counted.)
+    const opened = worker.logs.filter((l) => l.msg === 'model opened with LoRA adapter slots')
+    expect(opened.filter((l) => l.model === 'prometheus-mini')).toHaveLength(1)
+    const slots = worker.logs.filter((l) => l.msg === 'adapter loaded into a slot')
+    expect(slots.every((l) => l.base === 'prometheus-mini')).toBe(true)
+    expect(new Set(slots.map((l) => String(l.model).split('@')[0]))).toEqual(new Set([ftModel, ftShort]))
+    expect(worker.logs.some((l) => l.msg === 'serving the fine-tune merged into its base')).toBe(false)
+  }, 180_000)
+
   it('another tenant sees neither the file, nor the job, nor the model', async () => {
     await expect(other.files.retrieve(fileId)).rejects.toMatchObject({ status: 404 })
     await expect(other.fineTuning.jobs.retrieve(jobId)).rejects.toMatchObject({ status: 404 })
@@ -296,6 +415,11 @@ describe('fine-tuning through the API (openai client, edge, worker process)', ()
       'step 3',
     )
     expect((await acme.fineTuning.jobs.retrieve(created.id)).status).toBe('running')
+    // Its training file cannot be deleted while it runs.
+    await expect(acme.files.delete(fileId)).rejects.toMatchObject({
+      status: 409,
+      error: { code: 'file_in_use' },
+    })
     const canceled = await acme.fineTuning.jobs.cancel(created.id)
     expect(canceled.id).toBe(created.id)
     const done = await settle(created.id, 30_000)
@@ -311,7 +435,19 @@ describe('fine-tuning through the API (openai client, edge, worker process)', ()
     )
     // Only fine-tuning jobs are listed (the completions above were jobs too), newest first.
     const listed = (await acme.fineTuning.jobs.list()).data.map((j) => j.id)
-    expect(listed).toHaveLength(3)
-    expect([listed[0], listed[2]]).toEqual([created.id, jobId])
+    expect(listed).toHaveLength(4)
+    expect([listed[0], listed[3]]).toEqual([created.id, jobId])
+    // Once nothing uses it, the file can be deleted.
+    expect(await acme.files.delete(fileId)).toMatchObject({ id: fileId, deleted: true })
   }, 120_000)
+
+  it('deletes a fine-tuned model (its tenant only; base models cannot be deleted)', async () => {
+    await expect(other.models.delete(ftModel)).rejects.toMatchObject({ status: 404 })
+    await expect(acme.models.delete('prometheus-mini')).rejects.toMatchObject({ status: 403 })
+    expect(await acme.models.delete(ftModel)).toEqual({ id: ftModel, object: 'model', deleted: true })
+    expect((await acme.models.list()).data.map((m) => m.id)).not.toContain(ftModel)
+    await expect(acme.models.retrieve(ftModel)).rejects.toMatchObject({ status: 404 })
+    await expect(complete(acme, ftModel)).rejects.toMatchObject({ status: 404 })
+    await expect(acme.models.delete(ftModel)).rejects.toMatchObject({ status: 404 })
+  }, 30_000)
 })

@@ -1,17 +1,18 @@
 /**
  * The `fine_tune` handler on the bundled prometheus-mini, over an in-memory
  * store and a hand-made JobContext: it trains, lowers the domain validation
- * loss, publishes the merged model for the tenant; a drained run resumes from
+ * loss, publishes the adapter beside its base for the tenant (merged for a
+ * base that is not one of our exports); a drained run resumes from
  * its checkpoint; the quality gate refuses a fine-tune that makes the
  * validation data worse.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SqliteUsageStore } from '../../core/adapters/sqlite-usage-store.js'
 import { createLogger } from '../../core/logger.js'
-import { readManifest } from '../../core/model-manifest.js'
+import { isAdapterManifest, readManifest } from '../../core/model-manifest.js'
 import { publishModelFolder } from '../../core/model-publish.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import { createFile } from '../../edge/routes/files-store.js'
@@ -19,7 +20,7 @@ import { capitalsJsonl, MINI_DIR, templateCorpus } from '../../models/train/fixt
 import { PermanentError } from '../errors.js'
 import { MemoryObjectStore } from '../generation/testing/memory-store.js'
 import { JobAbortError, type JobContext } from '../worker-loop.js'
-import { createFineTuneHandler } from './handler.js'
+import { createFineTuneHandler, FINE_TUNE_TARGETS } from './handler.js'
 import { AUTO_HYPERPARAMETERS, type FineTuneInput, listCheckpoints, listEvents } from './records.js'
 
 let dir: string
@@ -109,7 +110,7 @@ const failure = (p: Promise<unknown>) =>
 const allEvents = async (id: string) => (await listEvents(store, id, { limit: 1000 })).data.reverse()
 
 describe('fine_tune handler', () => {
-  it('trains LoRA adapters, lowers the validation loss and publishes the merged model for the tenant', async () => {
+  it('trains LoRA adapters, lowers the validation loss and publishes the adapter for the tenant', async () => {
     const usage = new SqliteUsageStore({ file: join(dir, 'usage.db') })
     const handler = createFineTuneHandler({ store, workDir: dir, threads: 1, usage })
     const j = job()
@@ -128,22 +129,60 @@ describe('fine_tune handler', () => {
     })
     expect(metered.map((b) => [b.requests, b.trainedTokens])).toEqual([[1, r.trained_tokens]])
     await usage.close()
+    // Published as an adapter beside its base: no weights or graph of its own.
     const m = await readManifest(store, input.fine_tuned_model)
     expect(m).toMatchObject({ owner: 'acme', source: 'fine-tune', base_model: 'prometheus-mini' })
-    expect(m!.files.map((f) => f.path)).toEqual(
-      expect.arrayContaining([
-        'onnx/model.onnx',
-        'model.safetensors',
-        'tokenizer.json',
-        'adapter/adapter_model.safetensors',
-      ]),
+    expect(isAdapterManifest(m!)).toBe(true)
+    expect(m!.files.map((f) => f.path).sort()).toEqual([
+      'README.md',
+      'adapter/adapter_config.json',
+      'adapter/adapter_model.safetensors',
+      'config.json',
+      'generation_config.json',
+      'tokenizer.json',
+      'tokenizer_config.json',
+    ])
+    const adapterConfig = JSON.parse(
+      new TextDecoder().decode((await store.get(`models/${m!.id}/adapter/adapter_config.json`))!),
     )
+    const baseWeights = (await readManifest(store, 'prometheus-mini'))!.files.find(
+      (f) => f.path === 'model.safetensors',
+    )!
+    expect(adapterConfig).toMatchObject({
+      r: 8,
+      base_model_name_or_path: 'prometheus-mini',
+      target_modules: FINE_TUNE_TARGETS,
+      revision: baseWeights.sha256,
+    })
     const events = await allEvents(j.id)
     const steps = events.filter((e) => e.message.startsWith('Step '))
     expect(steps).toHaveLength(r.steps)
     expect(events.at(-1)?.message).toBe('The job has successfully completed.')
     const ck = await listCheckpoints(store, j.id)
     expect(ck.at(-1)?.step_number).toBe(r.steps)
+  }, 90_000)
+
+  it('publishes a merged model when the base is not one of our exports', async () => {
+    // The same weights behind a graph another exporter wrote: workers cannot give it adapter slots.
+    const foreign = join(dir, 'foreign')
+    await cp(MINI_DIR, foreign, { recursive: true })
+    const graph = await readFile(join(foreign, 'onnx/model.onnx'))
+    graph.set(Buffer.from('somebody-elses'), graph.indexOf('prometheus-gpt'))
+    await writeFile(join(foreign, 'onnx/model.onnx'), graph)
+    await publishModelFolder(store, foreign, { id: 'foreign-mini', owner: null, contextLength: 256 })
+    const handler = createFineTuneHandler({ store, workDir: dir, threads: 1 })
+    const j = job({
+      model: 'foreign-mini',
+      hyperparameters: { ...AUTO_HYPERPARAMETERS, n_epochs: 1, seq_len: 32 },
+      fine_tuned_model: 'ft:foreign-mini:acme:caps:merged',
+    })
+    await handler(context(j))
+    const m = await readManifest(store, 'ft:foreign-mini:acme:caps:merged')
+    expect(m).toMatchObject({ source: 'fine-tune', base_model: 'foreign-mini' })
+    expect(isAdapterManifest(m!)).toBe(false)
+    expect(m!.files.map((f) => f.path)).toEqual(
+      expect.arrayContaining(['onnx/model.onnx', 'model.safetensors', 'adapter/adapter_model.safetensors']),
+    )
   }, 90_000)
 
   it('a drained run saves a checkpoint and the next run resumes from it', async () => {

@@ -5,8 +5,9 @@
  *   validate files → download the base → build the LoRA train-step graph
  *   (models/train) → base validation loss → steps (an event each, a
  *   checkpoint in the ObjectStore every `checkpointEvery`) → validation loss
- *   → quality gate → merge the adapters into the base → publish the merged
- *   folder as `ft:<base>:<tenant>:<suffix>:<id>` (owner: the tenant)
+ *   → quality gate → publish `ft:<base>:<tenant>:<suffix>:<id>` (owner: the
+ *   tenant) as an adapter folder (served beside the base), or merged
+
  *
  * A job whose worker dies or drains resumes from its last checkpoint (the
  * queue redelivers its message; shutdown saves one first). The loop's
@@ -15,9 +16,12 @@
  * whose validation loss is worse than the base model's on the same
  * validation windows fails with code `quality_gate` and is not published.
  *
- * The published folder is a complete model (the generation engine serves it
- * unchanged) and also holds the adapter in PEFT layout under `adapter/`, for
- * engines that apply adapters beside a shared base.
+ * When the base is one of our Llama exports (workers/generation/lora-graph.ts
+ * `adapterServable`), the published folder is the adapter alone (PEFT layout
+ * under `adapter/`, plus the base's config and tokenizer): workers serve it in
+ * a LoRA slot of the base, so many fine-tunes share one loaded base. Any other
+ * base gets the adapters merged into a complete model folder (with the PEFT
+ * adapter under `adapter/` too), served as a model of its own.
  */
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -45,6 +49,7 @@ import { freshState, type OptimState, TrainSession } from '../../models/train/se
 import { buildTrainGraphs } from '../../models/train/step-graph.js'
 import { optimizerOf } from '../../models/train/train.js'
 import { classify, PermanentError, toJobError } from '../errors.js'
+import { ADAPTER_SERVING_MODULES, adapterServable, writeAdapterFolder } from '../generation/lora-graph.js'
 import { ModelCache } from '../generation/model-cache.js'
 import { JobAbortError, type JobContext, type JobHandler } from '../worker-loop.js'
 import { buildDataset, parseExamples, tokenizeExamples } from './dataset.js'
@@ -62,8 +67,8 @@ import {
   writeStatus,
 } from './records.js'
 
-/** The linear layers that get adapters. */
-export const FINE_TUNE_TARGETS: LoraConfig['targetModules'] = ['q_proj', 'v_proj', 'up_proj', 'down_proj']
+/** The linear layers that get adapters: those a served base has adapter slots on. */
+export const FINE_TUNE_TARGETS: LoraConfig['targetModules'] = ADAPTER_SERVING_MODULES
 const OPTIMIZER_FILE = 'optimizer.safetensors'
 /** Step events per job at most (the first and last step always have one). */
 const MAX_STEP_EVENTS = 500
@@ -332,7 +337,7 @@ async function runFineTune(
           })
       }
 
-      // ---- validation, the quality gate, the merged model ----
+      // ---- validation, the quality gate, the published model (adapter, or merged) ----
       const validLoss = await validate()
       await event({
         type: 'metrics',
@@ -349,17 +354,26 @@ async function runFineTune(
       const adapters = session.state().params
       const modelDir = join(o.workDir, 'jobs', job.id, 'model')
       await ctx.heartbeat()
-      await writeModelFolder(modelDir, {
-        config: c,
-        weights: mergeLora(c, base.weights, adapters, lora),
-        tokenizer: base.tokenizer,
-        generationConfig: base.generationConfig,
-        card: {
-          name: input.fine_tuned_model,
-          description: `LoRA fine-tune (rank ${lora.rank}, merged) of ${input.model}: ${session.stepsDone} steps; validation loss ${validLoss.toFixed(4)} (base ${baseValLoss?.toFixed(4)}).`,
-        },
-      })
-      await saveAdapter(join(modelDir, 'adapter'), adapters, lora, input.model)
+      const asAdapter = await adapterServable(lease.model)
+      const description = `LoRA fine-tune (rank ${lora.rank}${asAdapter ? ', served beside its base' : ', merged'}) of ${input.model}: ${session.stepsDone} steps; validation loss ${validLoss.toFixed(4)} (base ${baseValLoss?.toFixed(4)}).`
+      if (asAdapter)
+        await writeAdapterFolder(modelDir, {
+          baseFolder: lease.model,
+          baseModel: input.model,
+          adapters,
+          lora,
+          card: `# ${input.fine_tuned_model}\n\n${description}\n`,
+        })
+      else {
+        await writeModelFolder(modelDir, {
+          config: c,
+          weights: mergeLora(c, base.weights, adapters, lora),
+          tokenizer: base.tokenizer,
+          generationConfig: base.generationConfig,
+          card: { name: input.fine_tuned_model, description },
+        })
+        await saveAdapter(join(modelDir, 'adapter'), adapters, lora, input.model)
+      }
       await ctx.heartbeat()
       checkAbort()
       await publishModelFolder(store, modelDir, {
