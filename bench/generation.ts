@@ -6,6 +6,7 @@
  *
  *   npx tsx bench/generation.ts [--model <folder>] [--tokens 64] [--concurrency 16] [--requests 4]
  *                               [--threads N] [--spin] [--rounds 3] [--skip-transformers]
+ *                               [--graph serving|folder]
  *
  * Model: models/prometheus-mini when it has weights (onnx/model.onnx), else a
  * random-weight 6-layer × 384-hidden Llama built with the models/ toolkit
@@ -49,6 +50,8 @@ const { values: args } = parseArgs({
     spin: { type: 'boolean', default: false },
     rounds: { type: 'string', default: '3' },
     'skip-transformers': { type: 'boolean', default: false },
+    /** 'folder' runs our engine on the folder's exported graph instead of its serving graph. */
+    graph: { type: 'string', default: 'serving' },
   },
 })
 const MAX_TOKENS = Number(args.tokens)
@@ -194,8 +197,13 @@ async function main() {
     maxBatchSize: Math.max(32, CONCURRENCY),
     intraOpNumThreads: THREADS,
     allowSpinning: args.spin,
+    graph: args.graph === 'folder' ? 'folder' : 'serving',
   })
-  ;(await engine.cache.acquire('bench')).release()
+  const lease = await engine.cache.acquire('bench')
+  console.log(
+    `ours: ${lease.model.decoder.graph === 'serving' ? 'the serving graph (models/llama/serving.ts)' : "the folder's graph"}`,
+  )
+  lease.release()
 
   // transformers.js twice: as a user runs it (its session defaults), and with the
   // onnxruntime session options our engine uses (a control: what is left is the engine).

@@ -10,14 +10,18 @@
  * and its position_ids count real tokens only, so every row computes exactly
  * what it would alone (padded keys get a 0 softmax weight).
  */
-import { readdir, readFile, stat } from 'node:fs/promises'
+import { open, readdir, readFile, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import * as ort from 'onnxruntime-node'
 import type { Logger } from '../../core/logger.js'
+import { fromHfConfig } from '../../models/config.js'
+import { exportServingOnnx, isOurExport, weightsFromExport } from '../../models/llama/serving.js'
 import { DEFAULT_LORA_SLOTS, LoraSlots } from './lora-slots.js'
 import { type IoMetadata, type KvDType, type ModelInfo, readModelInfo } from './model-info.js'
 
 export type ExecutionProvider = 'tensorrt' | 'cuda' | 'cpu'
+
+export type GraphChoice = 'serving' | 'folder'
 
 export type KvArray = Float32Array | Uint16Array
 
@@ -70,10 +74,17 @@ export interface DecoderOptions {
   allowSpinning?: boolean
   /** Which graph to prefer when a folder has both; the KV element type is then read from the graph. */
   dtype?: 'fp32' | 'fp16'
+  /**
+   * 'serving' (default): when the folder's graph is our own float32 export,
+   * run the engine's serving graph built from its weights (models/llama/serving.ts:
+   * fused attention, a third of the nodes); any other folder, or a failure,
+   * runs the folder's graph as it is ('folder').
+   */
+  graph?: GraphChoice
   logger?: Logger
   /** For tests: how sessions are created. */
   createSession?: (
-    path: string,
+    path: string | Uint8Array,
     options: ort.InferenceSession.SessionOptions,
   ) => Promise<ort.InferenceSession>
 }
@@ -90,12 +101,15 @@ export const ONNX_FILES = {
  * `InferenceSession.create` throw; that is logged and the next one is tried.
  */
 export async function createSessionWithFallback(
-  path: string,
+  path: string | Uint8Array,
   o: DecoderOptions = {},
 ): Promise<{ session: ort.InferenceSession; provider: ExecutionProvider; failed: ExecutionProvider[] }> {
   const wanted = [...(o.executionProviders ?? ['cpu'])]
   if (!wanted.includes('cpu')) wanted.push('cpu')
-  const create = o.createSession ?? ((p, opts) => ort.InferenceSession.create(p, opts))
+  const create =
+    o.createSession ??
+    ((p, opts) =>
+      typeof p === 'string' ? ort.InferenceSession.create(p, opts) : ort.InferenceSession.create(p, opts))
   const failed: ExecutionProvider[] = []
   let lastError: unknown
   for (const provider of wanted) {
@@ -109,7 +123,10 @@ export async function createSessionWithFallback(
     }
     try {
       const session = await create(path, options)
-      o.logger?.info({ provider, failed, path }, `onnxruntime session on the ${provider} execution provider`)
+      o.logger?.info(
+        { provider, failed, path: typeof path === 'string' ? path : 'serving graph' },
+        `onnxruntime session on the ${provider} execution provider`,
+      )
       return { session, provider, failed }
     } catch (err) {
       lastError = err
@@ -139,6 +156,8 @@ export class Decoder {
     info: ModelInfo,
     readonly provider: ExecutionProvider,
     sizeBytes: number,
+    /** The graph this decoder runs (see `DecoderOptions.graph`). */
+    readonly graph: GraphChoice = 'folder',
   ) {
     this.info = info
     this.sizeBytes = sizeBytes
@@ -169,7 +188,18 @@ export class Decoder {
     const generationConfig = JSON.parse(
       await readFile(join(folder, 'generation_config.json'), 'utf8').catch(() => '{}'),
     )
-    const { session, provider } = await createSessionWithFallback(path, o)
+    const serving = o.graph === 'folder' ? null : await servingGraphOf(path, config, o.logger)
+    let opened: Awaited<ReturnType<typeof createSessionWithFallback>> | null = null
+    if (serving)
+      opened = await createSessionWithFallback(serving, o).catch((err) => {
+        o.logger?.warn(
+          { err: err instanceof Error ? err.message : String(err) },
+          'the serving graph did not open; running the folder graph',
+        )
+        return null
+      })
+    const graph: GraphChoice = opened ? 'serving' : 'folder'
+    const { session, provider } = opened ?? (await createSessionWithFallback(path, o))
     try {
       const info = readModelInfo(
         config,
@@ -177,7 +207,7 @@ export class Decoder {
         session.outputMetadata as readonly IoMetadata[],
         generationConfig,
       )
-      return new Decoder(session, info, provider, sizeBytes)
+      return new Decoder(session, info, provider, sizeBytes, graph)
     } catch (err) {
       await session.release()
       throw err
@@ -321,6 +351,33 @@ export class Decoder {
     }
   }
 }
+
+/**
+ * The serving graph for a folder whose graph is our own float32 export of a
+ * Llama (weights read back from it), else null: BYO graphs, fp16 and external
+ * data run as they are.
+ */
+async function servingGraphOf(path: string, config: unknown, logger?: Logger): Promise<Uint8Array | null> {
+  if (!ONNX_FILES.fp32.includes(relativeGraphName(path))) return null
+  try {
+    const c = fromHfConfig(config)
+    const head = Buffer.alloc(64)
+    const file = await open(path, 'r')
+    await file.read(head, 0, 64, 0).finally(() => file.close())
+    if (!isOurExport(head)) return null
+    const weights = weightsFromExport(await readFile(path), c)
+    return weights ? exportServingOnnx(weights, c) : null
+  } catch (err) {
+    logger?.debug(
+      { err: err instanceof Error ? err.message : String(err) },
+      'no serving graph for this folder',
+    )
+    return null
+  }
+}
+
+const relativeGraphName = (path: string) =>
+  basename(dirname(path)) === 'onnx' ? `onnx/${basename(path)}` : basename(path)
 
 const allocKv = (dtype: KvDType, n: number): KvArray =>
   dtype === 'float16' ? new Uint16Array(n) : new Float32Array(n)

@@ -35,7 +35,7 @@ import type {
 } from '../../core/protocol.js'
 import { ADAPTER_FILES, loadAdapter } from '../../models/train/lora.js'
 import { Batcher, type BatchSequence } from './batcher.js'
-import { Decoder, type DecoderOptions, type ExecutionProvider } from './decoder.js'
+import { Decoder, type DecoderOptions, type ExecutionProvider, type GraphChoice } from './decoder.js'
 import { contextLengthExceeded, generationCancelled, invalidParameter, modelLoadFailed } from './errors.js'
 import { loraGraphFor, mergedFolderFor } from './lora-graph.js'
 import {
@@ -76,9 +76,11 @@ export interface GenerationEngineOptions {
   allowSpinning?: boolean
   /** Graph to prefer when a folder has fp32 and fp16 ones; default fp32. */
   dtype?: 'fp32' | 'fp16'
+  /** 'serving' (default): the engine's fused graph for our own models; 'folder': always the folder's graph. */
+  graph?: GraphChoice
   /**
    * LoRA adapter slots per base model, slot 0 (the base) included; default 8.
-   * 0 or 1: bases run their own graph and adapter
+   * 0 or 1 (or `graph: 'folder'`): bases run their own graph and adapter
    * fine-tunes are served merged into their base, each as a model of its own.
    */
   loraSlots?: number
@@ -168,6 +170,7 @@ export class GenerationEngine {
       cacheDir: config.PGPT_MODEL_CACHE_DIR ?? join(config.PGPT_DATA_DIR, 'model-cache'),
       cacheBudgetBytes: config.PGPT_MODEL_CACHE_MB * 1024 * 1024,
       executionProviders: config.PGPT_EXECUTION_PROVIDERS,
+      graph: config.PGPT_ENGINE_GRAPH,
       ...deps,
     })
   }
@@ -272,7 +275,7 @@ export class GenerationEngine {
       }
       return this.openFolder(merged, manifest, false)
     }
-    return this.openFolder(folder, manifest, this.loraSlotCount >= 2)
+    return this.openFolder(folder, manifest, this.loraSlotCount >= 2 && this.o.graph !== 'folder')
   }
 
   private async openFolder(folder: string, manifest: ModelManifest, slots: boolean): Promise<LoadedModel> {
@@ -281,6 +284,7 @@ export class GenerationEngine {
       executionProviders: this.o.executionProviders,
       intraOpNumThreads: this.o.intraOpNumThreads,
       dtype: this.o.dtype,
+      graph: this.o.graph,
       allowSpinning: this.o.allowSpinning,
       logger,
     }
