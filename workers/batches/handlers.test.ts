@@ -10,7 +10,7 @@ import { silentLogger } from '../../core/logger.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import type { GenerationInput, GenerationOutput } from '../../core/protocol.js'
 import { getBatch, listResults } from '../../edge/routes/batches-store.js'
-import { createFile } from '../../edge/routes/files-store.js'
+import { createFile, deleteFile } from '../../edge/routes/files-store.js'
 import { makeTestEdge, type TestEdge } from '../../edge/testing/harness.js'
 import { MemoryQueue } from '../testing/memory-queue.js'
 import type { JobContext } from '../worker-loop.js'
@@ -307,7 +307,9 @@ describe('batch handlers', () => {
     const s = await setup()
     const id = await s.createBatch(line('a'))
     const b = await getBatch(t.deps.store, 't1', id)
-    await s.call('DELETE', `/v1/files/${b!.input_file_id}`)
+    // The API refuses while the batch is unfinished; the store can still lose the file.
+    expect((await s.call('DELETE', `/v1/files/${b!.input_file_id}`)).status).toBe(409)
+    await deleteFile(t.deps.store, 't1', b!.input_file_id)
     await s.runBatchJob(id)
     const v = (await s.view(id)) as unknown as { status: string; errors: { data: Array<{ code: string }> } }
     expect(v.status).toBe('failed')
