@@ -1,5 +1,7 @@
+import { readFile } from 'node:fs/promises'
 import { describe, expect, it } from 'vitest'
 import { type LlamaConfigInput, parseConfig } from '../config.js'
+import { readModelFolder } from '../folder.js'
 import { describeOnnx } from '../graph/onnx.js'
 import { createSession, emptyCache, type KvCache, step } from '../testing/ort.js'
 import { exportOnnx } from './export.js'
@@ -122,5 +124,15 @@ describe.each(CASES)('serving graph: $name', ({ config }) => {
     const renamed = Buffer.from(foreign)
     renamed.write('prometheus-gpX', Buffer.from(foreign).indexOf('prometheus-gpt'), 'latin1')
     expect(weightsFromExport(renamed, c)).toBeNull()
+  })
+})
+
+describe('the bundled prometheus-mini', () => {
+  it('ships one model: its ONNX export holds exactly the weights of its safetensors', async () => {
+    const dir = new URL('../prometheus-mini/', import.meta.url).pathname
+    const m = await readModelFolder(dir)
+    const fromGraph = weightsFromExport(await readFile(`${dir}onnx/model.onnx`), m.config)!
+    expect(fromGraph).not.toBeNull()
+    for (const [name, t] of m.weights) expect(maxAbsDiff(fromGraph.get(name)!.data, t.data)).toBe(0)
   })
 })

@@ -177,7 +177,8 @@ It is a demonstration and test model, not an assistant.
 
 - \`config.json\`, \`generation_config.json\`: Hugging Face \`LlamaConfig\` / generation defaults
 - \`model.safetensors\`: weights in float16 (to keep the folder under 25 MB; training ran in float32)
-- \`onnx/model.onnx\`: float32 decoder with past (Optimum layout), exported from the float32 weights
+- \`onnx/model.onnx\`: float32 decoder with past (Optimum layout), exported from the float16 weights of
+  \`model.safetensors\` (widened), so both files hold the same model
 - \`tokenizer.json\`, \`tokenizer_config.json\`: byte-level BPE with a ChatML template
 
 ## Training data

@@ -9,7 +9,7 @@ import { type LlamaConfig, saveConfig } from '../config.js'
 import { defaultGenerationConfig, FILES } from '../folder.js'
 import { exportOnnx } from '../llama/export.js'
 import { checkWeights } from '../llama/weights.js'
-import { type SafeDType, type Weights, writeSafetensors } from '../safetensors.js'
+import { readSafetensors, type SafeDType, type Weights, writeSafetensors } from '../safetensors.js'
 import { saveTokenizer, type TokenizerFiles } from '../tokenizer/tokenizer.js'
 
 export interface ExportFolderOptions {
@@ -33,10 +33,10 @@ export async function writeTrainedModel(dir: string, o: ExportFolderOptions): Pr
   await writeFile(join(dir, FILES.generationConfig), `${JSON.stringify(gen, null, 2)}\n`)
   if (o.tokenizer) await saveTokenizer(dir, o.tokenizer)
   const dtype = o.weightsDtype ?? 'F32'
-  await writeFile(
-    join(dir, FILES.weights),
-    writeSafetensors(o.weights, { dtype, metadata: { format: 'pt' } }),
-  )
-  await writeFile(join(dir, FILES.onnx), exportOnnx(o.weights, o.config))
+  const safetensors = writeSafetensors(o.weights, { dtype, metadata: { format: 'pt' } })
+  await writeFile(join(dir, FILES.weights), safetensors)
+  // The graph is exported from the weights as stored (narrowed to float16 when asked), so the
+  // folder holds one model: the safetensors, its ONNX export and anything built from either agree.
+  await writeFile(join(dir, FILES.onnx), exportOnnx(readSafetensors(safetensors).tensors, o.config))
   await writeFile(join(dir, FILES.card), o.card)
 }
