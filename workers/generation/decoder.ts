@@ -245,10 +245,18 @@ export class Decoder {
       feeds[info.pastKeyName(i)] = new ort.Tensor(info.kvDType, past.keys[i], [B, H, P, D])
       feeds[info.pastValueName(i)] = new ort.Tensor(info.kvDType, past.values[i], [B, H, P, D])
     }
-    const lora = this.loraSlots()
-    if (lora) Object.assign(feeds, lora.feeds(B, x.adapterIndex))
-    else if (x.adapterIndex?.some((i) => i !== 0n)) throw new Error('this graph has no LoRA adapter slots')
-    const out = await this.session.run(feeds)
+    const adapted = x.adapterIndex?.some((i) => i !== 0n) ?? false
+    let session = this.session
+    if (adapted && this.adapterGraph) {
+      // Rows with adapters run the base's LoRA-slot graph; rows of the base alone keep the plain one.
+      session = await this.adapterSession(this.adapterGraph)
+      Object.assign(feeds, this.adapterGraph.slots.feeds(B, x.adapterIndex))
+    } else if (!this.adapterGraph) {
+      const own = this.loraSlots()
+      if (own) Object.assign(feeds, own.feeds(B, x.adapterIndex))
+      else if (adapted) throw new Error('this graph has no LoRA adapter slots')
+    }
+    const out = await session.run(feeds)
     const logitsTensor = out.logits
     const V = info.vocabSize
     const rows = logitsTensor.dims[1] as number // T, or 1 with logits_to_keep
@@ -308,9 +316,52 @@ export class Decoder {
 
   async release(): Promise<void> {
     await this.session.release()
+    const adapter = await this.adapterGraph?.session?.catch(() => null)
+    await adapter?.release()
   }
 
   private loraState: LoraSlots | null | undefined
+  private adapterGraph: AdapterGraph | undefined
+
+  /**
+   * Serves rows that carry an adapter on a second graph: the base's LoRA-slot
+   * graph, opened by `open` on the first such row. Batches of the base alone
+   * keep running this decoder's own graph, which has no adapter terms (they
+   * cost a LoRA-slot graph 20-50% per step even when every slot is empty).
+   * Both graphs share the KV-cache layout, so one batch may move between them
+   * from step to step. `slots` must match the graph's adapter inputs.
+   */
+  attachAdapterGraph(slots: LoraSlots, open: () => Promise<ort.InferenceSession>): void {
+    this.adapterGraph = { slots, open }
+  }
+
+  /** Whether rows with adapters have run (the LoRA-slot graph is open or opening). */
+  get adapterGraphOpened(): boolean {
+    return this.adapterGraph?.session !== undefined
+  }
+
+  private adapterSession(g: AdapterGraph): Promise<ort.InferenceSession> {
+    g.session ??= g.open().then((session) => {
+      const inputs = LoraSlots.fromInputs(session.inputMetadata as readonly IoMetadata[], g.slots.capacity)
+      const same =
+        inputs !== null &&
+        inputs.sites.size === g.slots.sites.size &&
+        [...g.slots.sites].every(([k, s]) => {
+          const t = inputs.sites.get(k)
+          return t !== undefined && t.inDim === s.inDim && t.outDim === s.outDim
+        })
+      if (!same) {
+        void session.release()
+        throw new Error('the LoRA-slot graph does not have the adapter inputs its slots were made for')
+      }
+      return session
+    })
+    // A failed open is retried by the next adapter row rather than cached.
+    g.session.catch(() => {
+      if (this.adapterGraph === g) g.session = undefined
+    })
+    return g.session
+  }
 
   /**
    * The stacked adapter slots of a LoRA-slot graph (models/llama/graph.ts
@@ -318,37 +369,10 @@ export class Decoder {
    * number of slots; `forward` feeds them (every row on slot 0 unless told).
    */
   loraSlots(capacity = DEFAULT_LORA_SLOTS): LoraSlots | null {
+    if (this.adapterGraph) return this.adapterGraph.slots
     if (this.loraState === undefined)
       this.loraState = LoraSlots.fromInputs(this.session.inputMetadata as readonly IoMetadata[], capacity)
     return this.loraState
-  }
-
-  /**
-   * Opens the graph file at `path` (e.g. the engine's LoRA-slot graph, built
-   * beside a folder) with the contract read from the folder's config.json.
-   */
-  static async openGraph(folder: string, path: string, o: DecoderOptions = {}): Promise<Decoder> {
-    const readJson = async (name: string, fallback?: string) =>
-      JSON.parse(await readFile(join(folder, name), 'utf8').catch((err) => fallback ?? Promise.reject(err)))
-    const [config, generationConfig, { size }] = await Promise.all([
-      readJson('config.json'),
-      readJson('generation_config.json', '{}'),
-      stat(path),
-    ])
-    const { session, provider } = await createSessionWithFallback(path, o)
-    try {
-      const inputs = session.inputMetadata as readonly IoMetadata[]
-      const info = readModelInfo(
-        config,
-        inputs,
-        session.outputMetadata as readonly IoMetadata[],
-        generationConfig,
-      )
-      return new Decoder(session, info, provider, size)
-    } catch (err) {
-      await session.release()
-      throw err
-    }
   }
 }
 
@@ -378,6 +402,12 @@ async function servingGraphOf(path: string, config: unknown, logger?: Logger): P
 
 const relativeGraphName = (path: string) =>
   basename(dirname(path)) === 'onnx' ? `onnx/${basename(path)}` : basename(path)
+
+interface AdapterGraph {
+  slots: LoraSlots
+  open: () => Promise<ort.InferenceSession>
+  session?: Promise<ort.InferenceSession>
+}
 
 const allocKv = (dtype: KvDType, n: number): KvArray =>
   dtype === 'float16' ? new Uint16Array(n) : new Float32Array(n)

@@ -35,13 +35,21 @@ import type {
 } from '../../core/protocol.js'
 import { ADAPTER_FILES, loadAdapter } from '../../models/train/lora.js'
 import { Batcher, type BatchSequence } from './batcher.js'
-import { Decoder, type DecoderOptions, type ExecutionProvider, type GraphChoice } from './decoder.js'
+import {
+  createSessionWithFallback,
+  Decoder,
+  type DecoderOptions,
+  type ExecutionProvider,
+  type GraphChoice,
+} from './decoder.js'
 import { contextLengthExceeded, generationCancelled, invalidParameter, modelLoadFailed } from './errors.js'
-import { loraGraphFor, mergedFolderFor } from './lora-graph.js'
+import { ADAPTER_SERVING_MODULES, loraGraphFor, mergedFolderFor, ourLlamaExport } from './lora-graph.js'
 import {
   AdapterSlotPool,
   DEFAULT_LORA_MAX_RANK,
   DEFAULT_LORA_SLOTS,
+  LoraSlots,
+  loraSites,
   type SlotAdapter,
   slotAdapterOf,
 } from './lora-slots.js'
@@ -288,12 +296,8 @@ export class GenerationEngine {
       allowSpinning: this.o.allowSpinning,
       logger,
     }
-    const [withSlots, tokenizer] = await Promise.all([
-      slots ? this.openWithSlots(folder, options) : null,
-      loadTokenizer(folder),
-    ])
-    const decoder = withSlots ?? (await Decoder.open(folder, options))
-    const loraSlots = slots ? decoder.loraSlots(this.loraSlotCount) : null
+    const [decoder, tokenizer] = await Promise.all([Decoder.open(folder, options), loadTokenizer(folder)])
+    const loraSlots = slots ? await this.adapterSlotsFor(folder, decoder, options) : null
     const adapterSlots = loraSlots
       ? new AdapterSlotPool(loraSlots, {
           maxRank: this.o.loraMaxRank ?? DEFAULT_LORA_MAX_RANK,
@@ -323,20 +327,40 @@ export class GenerationEngine {
   }
 
   /**
-   * The decoder of one of our Llama folders on its LoRA-slot graph: the fused
-   * serving graph, else the export's; null for other folders, or when neither
-   * opens (fine-tunes of the model are then served merged).
+   * Adapter slots for one of our Llama folders (null for other folders:
+   * fine-tunes of those are served merged). The base keeps its own graph;
+   * the LoRA-slot graph (the fused serving graph with slots, else the
+   * export's) is built and opened when the first row with an adapter runs.
    */
-  private async openWithSlots(folder: string, options: DecoderOptions): Promise<Decoder | null> {
-    for (const graph of ['serving', 'export'] as const) {
-      try {
-        const path = await loraGraphFor(folder, { dtype: this.o.dtype, graph })
-        return path ? await Decoder.openGraph(folder, path, options) : null
-      } catch (err) {
-        options.logger?.warn({ err, graph }, 'the LoRA-slot graph did not open')
+  private async adapterSlotsFor(
+    folder: string,
+    decoder: Decoder,
+    options: DecoderOptions,
+  ): Promise<LoraSlots | null> {
+    const ours = await ourLlamaExport(folder, this.o.dtype)
+    if (!ours || ours.dtype !== decoder.info.kvDType) return null
+    const slots = new LoraSlots(
+      loraSites(ours.config, ADAPTER_SERVING_MODULES),
+      ours.dtype,
+      this.loraSlotCount,
+    )
+    decoder.attachAdapterGraph(slots, async () => {
+      let lastError: unknown
+      for (const graph of ['serving', 'export'] as const) {
+        try {
+          const path = await loraGraphFor(folder, { dtype: this.o.dtype, graph })
+          if (!path) throw new Error('not one of our Llama exports')
+          const { session } = await createSessionWithFallback(path, options)
+          options.logger?.info({ graph }, 'LoRA-slot graph opened for adapter rows')
+          return session
+        } catch (err) {
+          lastError = err
+          options.logger?.warn({ err, graph }, 'the LoRA-slot graph did not open')
+        }
       }
-    }
-    return null
+      throw lastError
+    })
+    return slots
   }
 
   /** Runs one generation job to completion (or cancellation). */

@@ -17,6 +17,7 @@
  */
 import * as ort from 'onnxruntime-node'
 import type { Logger } from '../../core/logger.js'
+import { headDim, type LlamaConfig } from '../../models/config.js'
 import { toHalfBits } from '../../models/half.js'
 import { LORA_SLOT_INPUTS, PROJECTIONS, type Projection } from '../../models/llama/graph.js'
 import type { Weights } from '../../models/safetensors.js'
@@ -46,6 +47,28 @@ export interface SlotAdapter {
 }
 
 const siteKey = (layer: number, module: string) => `${layer}.${module}`
+
+/** The adapted projections of a Llama with slots on `modules`, as `LoraSlots.fromInputs` reads them from its graph. */
+export function loraSites(c: LlamaConfig, modules: readonly Projection[]): Map<string, LoraSite> {
+  const q = c.numHeads * headDim(c)
+  const kv = c.numKvHeads * headDim(c)
+  const dims: Record<Projection, [inDim: number, outDim: number]> = {
+    q_proj: [c.hiddenSize, q],
+    k_proj: [c.hiddenSize, kv],
+    v_proj: [c.hiddenSize, kv],
+    o_proj: [q, c.hiddenSize],
+    gate_proj: [c.hiddenSize, c.intermediateSize],
+    up_proj: [c.hiddenSize, c.intermediateSize],
+    down_proj: [c.intermediateSize, c.hiddenSize],
+  }
+  const sites = new Map<string, LoraSite>()
+  for (let layer = 0; layer < c.numLayers; layer++)
+    for (const module of modules) {
+      const [inDim, outDim] = dims[module]
+      sites.set(siteKey(layer, module), { key: siteKey(layer, module), inDim, outDim })
+    }
+  return sites
+}
 type SlotArray = Float32Array | Uint16Array
 
 /** The stacked adapter tensors a LoRA-slot graph is fed. */

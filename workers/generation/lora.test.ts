@@ -131,6 +131,21 @@ afterAll(async () => {
 describe('fine-tunes as adapters beside their base', () => {
   const alone = new Map<string, GenerationOutput>()
 
+  it('the base alone runs its plain serving graph: the LoRA-slot graph opens with the first adapter row', async () => {
+    const first = await engine.generate(completion('tiny', PROMPTS[0]))
+    const lease = await engine.acquire('tiny')
+    try {
+      expect(lease.model.decoder.graph).toBe('serving')
+      expect(lease.model.decoder.adapterGraphOpened).toBe(false)
+      await engine.generate(completion(ft('a'), PROMPTS[0]))
+      expect(lease.model.decoder.adapterGraphOpened).toBe(true)
+    } finally {
+      lease.release()
+    }
+    // The base's answer does not depend on which graph ran it.
+    expectSame(await engine.generate(completion('tiny', PROMPTS[0])), first)
+  })
+
   it('each fine-tune generates what its merged model generates, and not what the base does', async () => {
     for (const name of ['a', 'b']) {
       const served = await engine.generate(completion(ft(name), PROMPTS[0]))
