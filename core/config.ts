@@ -71,6 +71,8 @@ export const configSchema = z.object({
    * attention, built at load) or 'folder' (the exported graph as published).
    */
   PGPT_ENGINE_GRAPH: z.enum(['serving', 'folder']).default('serving'),
+  /** LoRA adapter slots per base model, the base's slot 0 included; 0 or 1: fine-tunes are served merged. */
+  PGPT_LORA_SLOTS: int(0, 256).default(8),
   PGPT_MODEL_CACHE_DIR: z.string().min(1).optional(),
   /** Memory budget for loaded models, in MiB. */
   PGPT_MODEL_CACHE_MB: int(16).default(4096),

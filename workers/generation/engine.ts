@@ -179,6 +179,7 @@ export class GenerationEngine {
       cacheBudgetBytes: config.PGPT_MODEL_CACHE_MB * 1024 * 1024,
       executionProviders: config.PGPT_EXECUTION_PROVIDERS,
       graph: config.PGPT_ENGINE_GRAPH,
+      loraSlots: config.PGPT_LORA_SLOTS,
       ...deps,
     })
   }
