@@ -27,6 +27,7 @@ import { mkdtemp, readFile, stat } from 'node:fs/promises'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { MemoryObjectStore } from '../core/adapters/memory-object-store.js'
 import { publishModelFolder } from '../core/model-publish.js'
 import type { GenerationInput } from '../core/protocol.js'
 import {
@@ -38,7 +39,6 @@ import {
 } from '../models/index.js'
 import { sessionExtras } from '../workers/generation/decoder.js'
 import { GenerationEngine } from '../workers/generation/engine.js'
-import { MemoryObjectStore } from '../workers/generation/testing/memory-store.js'
 
 const { values: args } = parseArgs({
   options: {

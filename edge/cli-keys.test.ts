@@ -2,8 +2,8 @@
 import { runCommand } from 'citty'
 import { describe, expect, it } from 'vitest'
 import { keysCommand } from '../cli/keys.js'
+import { MemoryKeyStore } from '../core/adapters/memory-key-store.js'
 import { verifyKey } from './keys.js'
-import { MemoryKeyStore } from './testing/memory-key-store.js'
 
 function setup() {
   const store = new MemoryKeyStore()

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { MemoryKeyStore } from '../core/adapters/memory-key-store.js'
 import {
   createKey,
   ensureKey,
@@ -8,7 +9,6 @@ import {
   timingSafeEqualString,
   verifyKey,
 } from './keys.js'
-import { MemoryKeyStore } from './testing/memory-key-store.js'
 
 describe('keys', () => {
   it('creates a pgpt_ key stored only as a SHA-256 hash, and verifies it', async () => {

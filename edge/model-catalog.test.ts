@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest'
+import { MemoryObjectStore } from '../core/adapters/memory-object-store.js'
 import { type ModelManifest, manifestKey, modelPrefix } from '../core/model-manifest.js'
 import type { EdgeDeps } from './deps.js'
 import { prepareGeneration } from './generation/run.js'
 import { createModelCatalog, estimateTokens } from './model-catalog.js'
 import { manifest } from './testing/harness.js'
-import { MemoryObjectStore } from './testing/memory-object-store.js'
 
 const WORD_LEVEL = {
   version: '1.0',

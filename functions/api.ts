@@ -12,8 +12,12 @@
 import { handle, streamHandle } from 'hono/aws-lambda'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
 import { MemoryJobStore } from '../core/adapters/memory-job-store.js'
+import { MemoryKeyStore } from '../core/adapters/memory-key-store.js'
+import { MemoryObjectStore } from '../core/adapters/memory-object-store.js'
+import { MemoryQueue } from '../core/adapters/memory-queue.js'
 import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
+import { MemoryUsageStore } from '../core/adapters/memory-usage-store.js'
 import { openObjectRecordStores } from '../core/adapters/object-stores.js'
 import { S3ObjectStore } from '../core/adapters/s3-store.js'
 import { createSqsQueue } from '../core/adapters/sqs-queue.js'
@@ -24,10 +28,6 @@ import { createApp } from '../edge/app.js'
 import type { EdgeDeps } from '../edge/deps.js'
 import { ensureKey } from '../edge/keys.js'
 import { createModelCatalog } from '../edge/model-catalog.js'
-import { MemoryKeyStore } from '../edge/testing/memory-key-store.js'
-import { MemoryObjectStore } from '../edge/testing/memory-object-store.js'
-import { MemoryQueue } from '../edge/testing/memory-queue.js'
-import { MemoryUsageStore } from '../edge/testing/memory-usage-store.js'
 
 export function createLambdaDeps(config: Config): EdgeDeps {
   const logger = createLogger({ service: 'edge-lambda', level: config.PGPT_LOG_LEVEL })

@@ -5,8 +5,12 @@
 
 import { MemoryEvents } from '../../core/adapters/memory-events.js'
 import { MemoryJobStore } from '../../core/adapters/memory-job-store.js'
+import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
+import { MemoryObjectStore } from '../../core/adapters/memory-object-store.js'
+import { MemoryQueue } from '../../core/adapters/memory-queue.js'
 import { MemoryRateLimiter } from '../../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../../core/adapters/memory-response-cache.js'
+import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
 import { type Config, parseConfig } from '../../core/config.js'
 import { silentLogger } from '../../core/logger.js'
 import { createMetrics } from '../../core/metrics.js'
@@ -17,10 +21,6 @@ import { createApp } from '../app.js'
 import type { EdgeDeps } from '../deps.js'
 import { createKey } from '../keys.js'
 import { createModelCatalog } from '../model-catalog.js'
-import { MemoryKeyStore } from './memory-key-store.js'
-import { MemoryObjectStore } from './memory-object-store.js'
-import { MemoryQueue } from './memory-queue.js'
-import { MemoryUsageStore } from './memory-usage-store.js'
 
 export const INTERNAL_TOKEN = 'internal-token-for-tests-0123456789'
 

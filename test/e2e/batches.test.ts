@@ -16,11 +16,11 @@ import OpenAI, { toFile } from 'openai'
 import { Webhook } from 'standardwebhooks'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { publishBundledModels } from '../../bin/bundled-models.js'
+import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
+import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
 import { parseConfig } from '../../core/config.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { MemoryKeyStore } from '../../edge/testing/memory-key-store.js'
-import { MemoryUsageStore } from '../../edge/testing/memory-usage-store.js'
 import {
   createHarness,
   type Harness,

@@ -6,11 +6,11 @@
 import { join } from 'node:path'
 import parsePrometheusTextFormat, { type MetricFamily } from 'parse-prometheus-text-format'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
 import { parseConfig } from '../../core/config.js'
 import { publishModelFolder } from '../../core/model-publish.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { MemoryKeyStore } from '../../edge/testing/memory-key-store.js'
 import { buildTestModel } from '../../workers/generation/testing/models.js'
 import {
   createHarness,

@@ -2,11 +2,11 @@ import { mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
+import { MemoryObjectStore } from '../../core/adapters/memory-object-store.js'
 import { ApiError } from '../../core/errors.js'
 import { createMetrics } from '../../core/metrics.js'
 import { manifestKey } from '../../core/model-manifest.js'
 import { ModelCache } from './model-cache.js'
-import { MemoryObjectStore } from './testing/memory-store.js'
 
 /** Publishes a fake model: `weights.bin` of `size` bytes and a config. */
 async function publishFake(store: MemoryObjectStore, id: string, size: number) {

@@ -1,7 +1,8 @@
 /**
- * Test support: an in-memory ObjectStore (the port of core/ports/object-store.ts)
- * with conditional puts, paging and streaming, and a counter of reads so tests
- * can see how often a key was fetched.
+ * An in-memory ObjectStore (core/ports/object-store.ts) with conditional
+ * puts, paging and chunked streaming, and a counter of reads so tests can see
+ * how often a key was fetched. For tests, benchmarks, and the Workers/Lambda
+ * entries when no bucket is bound (one isolate's memory: nothing survives it).
  */
 import {
   type Body,
@@ -11,7 +12,7 @@ import {
   type ObjectStore,
   PreconditionFailedError,
   type PutOptions,
-} from '../../../core/ports/object-store.js'
+} from '../ports/object-store.js'
 
 interface Item {
   bytes: Uint8Array
@@ -53,11 +54,13 @@ export class MemoryObjectStore implements ObjectStore {
   }
 
   async put(key: string, body: Body, options: PutOptions = {}): Promise<{ etag: string }> {
+    // Read the body first: the check and the write below must not be split by an await,
+    // or racing conditional puts would all pass the check.
+    const bytes = await toBytes(body)
     const current = this.items.get(key)
     if (options.ifNoneMatch === '*' && current) throw new PreconditionFailedError(key)
     if (options.ifMatch !== undefined && current?.info.etag !== options.ifMatch)
       throw new PreconditionFailedError(key)
-    const bytes = await toBytes(body)
     const etag = `"${++this.version}"`
     this.items.set(key, {
       bytes,

@@ -1,10 +1,12 @@
 /**
- * In-memory Queue, a test double until the SQLite adapter lands
- * (core/adapters/local-queue.ts). Visibility timeouts and long-poll are honoured;
- * there is no dead-letter queue.
+ * In-memory Queue: the edge's tests, and the Workers/Lambda entries when no
+ * SQS queue is configured (one isolate's memory: jobs do not survive it, and
+ * no worker outside the isolate can see them). Visibility timeouts and
+ * long-poll are honoured; there is no dead-letter queue, so it runs no Queue
+ * contract suite: durable queues are core/adapters/local-queue.ts and sqs-queue.ts.
  */
-import { newId } from '../../core/ids.js'
-import type { Queue, QueueMessage, QueueStats, ReceiveOptions, SendOptions } from '../../core/ports/queue.js'
+import { newId } from '../ids.js'
+import type { Queue, QueueMessage, QueueStats, ReceiveOptions, SendOptions } from '../ports/queue.js'
 
 interface Entry {
   id: string

@@ -2,7 +2,7 @@
  * In-memory KeyStore, a test double until the SQLite adapter lands
  * (core/adapters/sqlite-key-store.ts). Same semantics: lookups by hash, tenant filter.
  */
-import type { ApiKeyRecord, KeyStore } from '../../core/ports/key-store.js'
+import type { ApiKeyRecord, KeyStore } from '../ports/key-store.js'
 
 export class MemoryKeyStore implements KeyStore {
   readonly name = 'memory'
