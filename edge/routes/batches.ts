@@ -29,6 +29,7 @@ import {
   updateBatch,
 } from './batches-store.js'
 import { getFileObject } from './files-store.js'
+import { cursorQuery, pageOk } from './pages.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
 const createBody = z
@@ -133,33 +134,8 @@ const list = createRoute({
   tags: ['Batches'],
   summary: 'List batches, newest first',
   security,
-  request: {
-    query: z.object({
-      after: z
-        .string()
-        .max(128)
-        .optional()
-        .openapi({ description: 'Cursor: the last id of the previous page.' }),
-      limit: z.coerce.number().int().min(1).max(100).default(20),
-    }),
-  },
-  responses: {
-    200: {
-      description: 'A page of batches.',
-      content: {
-        'application/json': {
-          schema: z.object({
-            object: z.literal('list'),
-            data: z.array(batchSchema),
-            first_id: z.string().nullable(),
-            last_id: z.string().nullable(),
-            has_more: z.boolean(),
-          }),
-        },
-      },
-    },
-    ...authErrors,
-  },
+  request: { query: cursorQuery() },
+  responses: { ...pageOk(batchSchema, 'A page of batches.'), ...authErrors },
 })
 
 const cancel = createRoute({

@@ -32,6 +32,7 @@ import {
   readFileStream,
   UPLOAD_PURPOSES,
 } from './files-store.js'
+import { cursorQuery, pageOk } from './pages.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
 /** Default upload limit when neither the option nor the config sets one. */
@@ -98,34 +99,12 @@ const list = createRoute({
   summary: 'List files',
   security,
   request: {
-    query: z.object({
+    query: cursorQuery({ maxLimit: 10_000, defaultLimit: 10_000 }).extend({
       purpose: z.enum(FILE_PURPOSES).optional(),
-      after: z
-        .string()
-        .max(128)
-        .optional()
-        .openapi({ description: 'Cursor: the last id of the previous page.' }),
-      limit: z.coerce.number().int().min(1).max(10_000).default(10_000),
       order: z.enum(['asc', 'desc']).default('desc'),
     }),
   },
-  responses: {
-    200: {
-      description: 'A page of files.',
-      content: {
-        'application/json': {
-          schema: z.object({
-            object: z.literal('list'),
-            data: z.array(fileObjectSchema),
-            first_id: z.string().nullable(),
-            last_id: z.string().nullable(),
-            has_more: z.boolean(),
-          }),
-        },
-      },
-    },
-    ...authErrors,
-  },
+  responses: { ...pageOk(fileObjectSchema, 'A page of files.'), ...authErrors },
 })
 
 const get = createRoute({

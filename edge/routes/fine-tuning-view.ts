@@ -131,15 +131,6 @@ export const fineTuningCheckpoint = z
   })
   .openapi('FineTuningJobCheckpoint')
 
-export const listOf = <T extends z.ZodTypeAny>(item: T) =>
-  z.object({
-    object: z.literal('list'),
-    data: z.array(item),
-    first_id: z.string().nullable().optional(),
-    last_id: z.string().nullable().optional(),
-    has_more: z.boolean(),
-  })
-
 export type FineTuningJobView = z.infer<typeof fineTuningJob>
 
 const secs = (ms: number | undefined) => (ms === undefined ? null : Math.floor(ms / 1000))

@@ -39,18 +39,15 @@ import {
   fineTuningJob,
   fineTuningJobView,
   type HyperparametersRequest,
-  listOf,
 } from './fine-tuning-view.js'
+import { cursorQuery, listOf } from './pages.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
 const TAG = ['Fine-tuning']
 const idParam = z.object({ fine_tuning_job_id: z.string().min(1).max(128) })
 const jobJson = { 'application/json': { schema: fineTuningJob } }
 const notFoundErr = { 404: errorResponseOf('No such fine-tuning job for this tenant.') }
-const pageQuery = z.object({
-  after: z.string().max(160).optional().openapi({ description: 'Cursor: the last id of the previous page.' }),
-  limit: z.coerce.number().int().min(1).max(100).default(20),
-})
+const pageQuery = cursorQuery({ maxCursor: 160 })
 type PageQuery = z.infer<typeof pageQuery>
 
 const create = createRoute({

@@ -23,6 +23,7 @@ import {
 import { authErrors, errorResponseOf, samplingFields } from '../generation/schemas.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
 import { requireScope } from '../middleware/auth/index.js'
+import { cursorQuery, pageOk } from './pages.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
 /** Longest `Prefer: wait=N`, in seconds. */
@@ -149,33 +150,8 @@ const list = createRoute({
   tags: ['Jobs'],
   summary: 'List jobs, newest first',
   security,
-  request: {
-    query: z.object({
-      after: z
-        .string()
-        .max(128)
-        .optional()
-        .openapi({ description: 'Cursor: the last id of the previous page.' }),
-      limit: z.coerce.number().int().min(1).max(100).default(20),
-    }),
-  },
-  responses: {
-    200: {
-      description: 'A page of jobs.',
-      content: {
-        'application/json': {
-          schema: z.object({
-            object: z.literal('list'),
-            data: z.array(job),
-            first_id: z.string().nullable(),
-            last_id: z.string().nullable(),
-            has_more: z.boolean(),
-          }),
-        },
-      },
-    },
-    ...authErrors,
-  },
+  request: { query: cursorQuery() },
+  responses: { ...pageOk(job, 'A page of jobs.'), ...authErrors },
 })
 
 const cancel = createRoute({
