@@ -2,13 +2,20 @@
  * GET /v1/usage over the real SQLite usage store: totals equal, token for
  * token, the sum of the `usage` objects the API returned for a mixed workload
  * (plain, streamed with and without include_usage, a client that leaves
- * mid-stream, a cache hit), and tenants do not see each other's usage.
+ * mid-stream, a cache hit, a batch run by the worker's batch handlers), per
+ * key and per model, and tenants do not see each other's usage.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { SqliteUsageStore } from '../../core/adapters/sqlite-usage-store.js'
+import { silentLogger } from '../../core/logger.js'
+import type { GenerationInput, GenerationOutput } from '../../core/protocol.js'
+import { echoChoice, echoSource } from '../../test/helpers/echo-worker.js'
+import { createBatchHandlers } from '../../workers/batches/handlers.js'
+import { runWorker } from '../../workers/worker-loop.js'
+import { verifyKey } from '../keys.js'
 import { makeTestEdge, type TestEdge } from '../testing/harness.js'
 
 let t: TestEdge
@@ -89,22 +96,155 @@ async function totals(key: string, query = '') {
   }
 }
 
+type Totals = { requests: number; input: number; output: number }
+
+/** Adds to the totals of `group` in `into`. */
+function addTo(into: Record<string, Totals>, group: string, requests: number, input: number, output: number) {
+  const g = into[group] ?? { requests: 0, input: 0, output: 0 }
+  into[group] = { requests: g.requests + requests, input: g.input + input, output: g.output + output }
+}
+
+/** Usage summed per group (`api_key` id or `model`) over every bucket. */
+async function groups(key: string, by: 'api_key' | 'model'): Promise<Record<string, Totals>> {
+  const out: Record<string, Totals> = {}
+  for (const r of (await totals(key, `&group_by=${by}`)).results)
+    addTo(
+      out,
+      (by === 'model' ? r.model : r.api_key_id) ?? '',
+      r.num_model_requests,
+      r.input_tokens,
+      r.output_tokens,
+    )
+  return out
+}
+
+const batchLine = (id: string, model: string, prompt: string, maxTokens: number, extra = {}) =>
+  JSON.stringify({
+    custom_id: id,
+    method: 'POST',
+    url: '/v1/completions',
+    body: { model, prompt, max_tokens: maxTokens, ...extra },
+  })
+
+/** The echo double as the batch handlers' engine: reversed words, one prompt token per word. */
+const echoEngine = {
+  maxBatchSize: 4,
+  async generate(input: GenerationInput): Promise<GenerationOutput> {
+    const answers = Array.from({ length: input.sampling.n }, (_, i) => echoChoice(input, i))
+    return {
+      model: input.model,
+      choices: answers.map((a) => a.choice),
+      usage: {
+        promptTokens: echoSource(input).split(/\s+/).filter(Boolean).length,
+        completionTokens: answers.reduce((n, a) => n + a.pieces.length, 0),
+      },
+    }
+  },
+}
+
+interface OutputLine {
+  custom_id: string
+  response: {
+    status_code: number
+    body: { model: string; usage: { prompt_tokens: number; completion_tokens: number } }
+  }
+}
+
+/**
+ * A batch as a client runs one (upload, create, poll, download), with the
+ * edge's queue served by the worker loop and the real batch handlers, which
+ * write its usage records. The echo worker double must be stopped: it would
+ * take the `batch` message.
+ */
+async function runBatch(lines: string[]): Promise<{ output: OutputLine[]; errors: string[] }> {
+  const key = t.keys.batchOnly
+  const form = new FormData()
+  form.set('purpose', 'batch')
+  form.set('file', new Blob([`${lines.join('\n')}\n`], { type: 'application/jsonl' }), 'in.jsonl')
+  const file = await t.app.request('/v1/files', { method: 'POST', headers: t.auth(key), body: form })
+  expect(file.status).toBe(200)
+  const created = await post('/v1/batches', key, {
+    input_file_id: ((await file.json()) as { id: string }).id,
+    endpoint: '/v1/completions',
+    completion_window: '24h',
+  })
+  expect(created.status).toBe(200)
+  const { id } = (await created.json()) as { id: string }
+  const h = createBatchHandlers({
+    store: t.deps.store,
+    jobs: t.deps.jobs,
+    chunkQueue: t.deps.queue,
+    engine: echoEngine,
+    models: t.deps.models,
+    maxReceiveCount: 3,
+    usage: t.deps.usage,
+    linesPerChunk: 2,
+    statusPollMs: 0,
+  })
+  const stop = new AbortController()
+  const worker = runWorker({
+    queue: t.deps.queue,
+    jobs: t.deps.jobs,
+    events: t.deps.events,
+    handlers: { batch: h.batch, batch_chunk: h.batch_chunk },
+    signal: stop.signal,
+    visibilityTimeoutSeconds: 30,
+    maxReceiveCount: 3,
+    waitTimeSeconds: 1,
+    abortableReceive: true,
+    statsIntervalMs: 0,
+    logger: silentLogger,
+  })
+  type View = { status: string; output_file_id: string | null; error_file_id: string | null }
+  let b: View | undefined
+  try {
+    await until(async () => {
+      b = (await (await get(`/v1/batches/${id}`, key)).json()) as View
+      return b.status === 'completed'
+    })
+  } finally {
+    stop.abort()
+    await worker
+  }
+  const read = async (fileId: string | null) =>
+    fileId
+      ? (await (await get(`/v1/files/${fileId}/content`, key)).text())
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as OutputLine)
+      : []
+  return {
+    output: await read(b!.output_file_id),
+    errors: (await read(b!.error_file_id)).map((l) => l.custom_id),
+  }
+}
+
 describe('GET /v1/usage', () => {
   it('sums to exactly the usage the API returned, for a mixed workload', async () => {
-    const seen = { prompt: 0, completion: 0, requests: 0 }
-    const add = (u: { prompt_tokens: number; completion_tokens: number }) => {
-      seen.prompt += u.prompt_tokens
-      seen.completion += u.completion_tokens
-      seen.requests++
+    await t.close()
+    // Tokens paced, so a client can leave a stream in the middle.
+    t = await makeTestEdge({ deps: { usage: store }, tokenDelayMs: 5 })
+    type Usage = { prompt_tokens: number; completion_tokens: number }
+    const seen: Record<'generate' | 'batch' | 't2', Totals> = {
+      generate: { requests: 0, input: 0, output: 0 },
+      batch: { requests: 0, input: 0, output: 0 },
+      t2: { requests: 0, input: 0, output: 0 },
     }
+    const byModel: Record<string, Totals> = {}
+    /** `model`: also in the tenant's per-model totals. */
+    const add = (who: keyof typeof seen, u: Usage, model?: string) => {
+      addTo(seen, who, 1, u.prompt_tokens, u.completion_tokens)
+      if (model) addTo(byModel, model, 1, u.prompt_tokens, u.completion_tokens)
+    }
+    const gen = (u: Usage) => add('generate', u, 'echo-1')
     // 1. plain completion, temperature 0 (cacheable): MISS, then 2. the same request: HIT (counted, cached).
     const body = { model: 'echo-1', prompt: 'one two three four', max_tokens: 3, temperature: 0 }
     const miss = await post('/v1/completions', t.keys.generate, body)
     expect(miss.headers.get('x-cache')).toBe('MISS')
-    add(((await miss.json()) as { usage: { prompt_tokens: number; completion_tokens: number } }).usage)
+    gen(((await miss.json()) as { usage: Usage }).usage)
     const hit = await post('/v1/completions', t.keys.generate, body)
     expect(hit.headers.get('x-cache')).toBe('HIT')
-    add(((await hit.json()) as { usage: { prompt_tokens: number; completion_tokens: number } }).usage)
+    gen(((await hit.json()) as { usage: Usage }).usage)
     // 3. streamed chat with include_usage: the final chunk carries the usage.
     const withUsage = await readStream(
       await post('/v1/chat/completions', t.keys.generate, {
@@ -115,7 +255,7 @@ describe('GET /v1/usage', () => {
       }),
     )
     expect(withUsage.usage).toBeDefined()
-    add(withUsage.usage!)
+    gen(withUsage.usage!)
     // 4. streamed completion without include_usage: the same request non-streamed tells its usage.
     const streamBody = { model: 'echo-1', prompt: 'x y z', max_tokens: 2 }
     const noUsage = await readStream(
@@ -125,15 +265,67 @@ describe('GET /v1/usage', () => {
     expect(noUsage.chunks).toBe(2)
     const twin = (await (
       await post('/v1/completions', t.keys.generate, { ...streamBody, seed: 7 })
-    ).json()) as { usage: { prompt_tokens: number; completion_tokens: number } }
+    ).json()) as { usage: Usage }
     expect(twin.usage.completion_tokens).toBe(2)
-    add(twin.usage) // the twin itself
-    add(twin.usage) // the stream, which had the same prompt and length
-    const before = (await totals(t.keys.admin)).requests
-    expect(before).toBe(seen.requests)
+    gen(twin.usage) // the twin itself
+    gen(twin.usage) // the stream, which had the same prompt and length
+    // 5. a client that leaves mid-stream: metered from the job, as its non-streamed twin tells.
+    const leftChat = { model: 'echo-1', messages: [{ role: 'user', content: 'a b c d e f g h' }] }
+    const left = await post('/v1/chat/completions', t.keys.generate, { ...leftChat, stream: true })
+    const reader = left.body!.getReader()
+    await reader.read()
+    await reader.cancel()
+    const leftTwin = (await (
+      await post('/v1/chat/completions', t.keys.generate, { ...leftChat, seed: 7 })
+    ).json()) as { usage: Usage }
+    expect(leftTwin.usage.completion_tokens).toBe(8)
+    gen(leftTwin.usage)
+    gen(leftTwin.usage)
+    // 6. another tenant's request: in its totals only.
+    const t2 = await t.key('t2', ['generate'])
+    const theirs = await post('/v1/completions', t2, { model: 'echo-1', prompt: 'p q r s', max_tokens: 4 })
+    add('t2', ((await theirs.json()) as { usage: Usage }).usage)
+    // Every generation (the abandoned stream last) is recorded before the worker double stops.
+    const t1Generations = seen.generate.requests
+    await until(async () => (await totals(t.keys.generate)).requests === t1Generations)
+    await t.worker!.stop()
 
+    // 7. a batch of two models with one bad line, run by the real batch handlers (and their
+    // metering) in the real worker loop; only the engine is a double.
+    const batch = await runBatch([
+      batchLine('b1', 'echo-1', 'the whale is white and large', 4),
+      batchLine('b2', 'tiny', 'call me ishmael', 5),
+      batchLine('b3', 'tiny', 'some years ago never mind how long', 3),
+      batchLine('bad', 'echo-1', 'too hot', 2, { temperature: 9 }),
+    ])
+    expect(batch.errors).toEqual(['bad'])
+    expect(batch.output.map((l) => l.custom_id).sort()).toEqual(['b1', 'b2', 'b3'])
+    for (const l of batch.output) add('batch', l.response.body.usage, l.response.body.model)
+    expect(Object.keys(byModel).sort()).toEqual(['echo-1', 'tiny'])
+
+    // The tenant's totals: every generation, the cache hit, the streams and the batch lines.
+    const all = {
+      requests: seen.generate.requests + seen.batch.requests,
+      input: seen.generate.input + seen.batch.input,
+      output: seen.generate.output + seen.batch.output,
+    }
     const got = await totals(t.keys.generate)
-    expect(got).toMatchObject({ requests: seen.requests, input: seen.prompt, output: seen.completion })
+    expect({ requests: got.requests, input: got.input, output: got.output }).toEqual(all)
+    expect((await totals(t.keys.batchOnly)).requests).toBe(all.requests)
+    // Per key: the generations under the generating key, the batch under the key that created it.
+    const keyId = async (secret: string) => (await verifyKey(t.deps.keys, secret))!.id
+    const perKey = await groups(t.keys.generate, 'api_key')
+    expect(perKey).toEqual({
+      [await keyId(t.keys.generate)]: seen.generate,
+      [await keyId(t.keys.batchOnly)]: seen.batch,
+    })
+    // Per model, across generations and batch lines.
+    expect(await groups(t.keys.generate, 'model')).toEqual(byModel)
+    // The other tenant reads its own usage only; an admin reads both.
+    expect(await groups(t2, 'model')).toEqual({ 'echo-1': seen.t2 })
+    const admin = await totals(t.keys.admin)
+    expect(admin.requests).toBe(all.requests + seen.t2.requests)
+    expect(admin.output).toBe(all.output + seen.t2.output)
   })
 
   it('meters a stream the client abandons', async () => {
