@@ -18,14 +18,17 @@
  *
  *   npx tsx bench/edge.ts --observability [--seconds 5] [--rounds 3]
  *
- * compares the cache-hit path of two servers side by side, interleaved: one
- * with metrics and usage recording as shipped (prom-client, SQLite usage
- * records) and one with both replaced by no-ops, and prints the cost of
- * observability as a share of cache-hit throughput and CPU.
+ * compares the cache-hit path of four servers side by side, interleaved:
+ * metrics and usage recording as shipped (prom-client, SQLite usage
+ * records), without metrics, without usage, and with both replaced by
+ * no-ops, and prints the cost of observability as a share of cache-hit
+ * throughput and server CPU. On a shared machine its noise (±10%) is larger
+ * than the cost; bench/observability.ts counts instructions instead.
  */
 import { fork } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
+import { CHAT, noopMetrics, noopUsage } from './observability.js'
 
 /** The part of autocannon's API used here (it ships no types). */
 interface CannonOptions {
@@ -48,22 +51,6 @@ const autocannon = createRequire(import.meta.url)('autocannon') as (
   cb: (err: Error | null, r: CannonResult) => void,
 ) => unknown
 
-const CHAT = JSON.stringify({
-  model: 'echo-1',
-  messages: [{ role: 'user', content: 'the quick brown fox jumps over the lazy dog' }],
-  temperature: 0,
-  max_tokens: 16,
-})
-
-/** A stand-in for every metric: any property is a no-op function returning itself. */
-function noopMetrics() {
-  const noop: () => unknown = new Proxy(() => noop, { get: () => noop })
-  return new Proxy(
-    {},
-    { get: (_t, k) => (k === 'registry' ? { metrics: async () => '', contentType: 'text/plain' } : noop) },
-  )
-}
-
 async function serve(off: Set<string>) {
   const { parseConfig } = await import('../core/config.js')
   const { manifestKey } = await import('../core/model-manifest.js')
@@ -81,14 +68,15 @@ async function serve(off: Set<string>) {
     PGPT_RATE_LIMIT_RPM: '1000000000',
     PGPT_RATE_LIMIT_TPM: '1000000000',
   })
-  // As shipped: SQLite usage records; bare: metrics and usage are no-ops.
+  // As shipped (edge/node.ts): prom-client with process metrics, SQLite usage records; or no-ops.
   const { SqliteUsageStore } = await import('../core/adapters/sqlite-usage-store.js')
   const { mkdtempSync } = await import('node:fs')
   const { tmpdir } = await import('node:os')
+  const { createMetrics } = await import('../core/metrics.js')
   const observability = {
-    ...(off.has('metrics') ? { metrics: noopMetrics() as typeof t.deps.metrics } : {}),
+    metrics: off.has('metrics') ? await noopMetrics() : createMetrics({ defaultMetrics: true }),
     usage: off.has('usage')
-      ? { name: 'noop', record: async () => {}, query: async () => [] }
+      ? noopUsage
       : new SqliteUsageStore({ file: `${mkdtempSync(`${tmpdir()}/pgpt-bench-`)}/usage.db` }),
   }
   const edge = await startEdge({

@@ -8,48 +8,196 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 
+/**
+ * Fast paths for counters and histograms with labels. prom-client turns the
+ * label object into its key string and validates it on every inc/observe
+ * (a histogram with three labels: ~6 000 instructions, more than all the
+ * other metric work of a cache hit). Here each label set keeps a reference to
+ * prom-client's own entry for it once prom-client has created it, and later
+ * calls update that entry directly;
+ * the first call for a label set, any unusual argument and an entry that
+ * prom-client replaced (reset, remove, zero) take prom-client's path (so a
+ * label name that was not declared is refused there, but only on a label
+ * set's first call: later calls are not validated again). The
+ * export is prom-client's, unchanged (core/metrics.test.ts compares both).
+ * It reads prom-client 15's per-metric `hashMap` ({value, labels} for a
+ * counter; {labels, bucketValues, sum, count} for a histogram); a metric
+ * without one is left as it is.
+ */
+interface Internals {
+  hashMap: Record<string, { labels: Record<string, unknown> }>
+  labelNames: string[]
+  enableExemplars?: boolean
+}
+type Labels = Record<string, unknown>
+type Found<E> = { hash: string; entry: E }
+
+const internals = (m: object): Internals | undefined => {
+  const i = m as Partial<Internals>
+  return i.hashMap &&
+    typeof i.hashMap === 'object' &&
+    Array.isArray(i.labelNames) &&
+    i.labelNames.length > 0 &&
+    !i.enableExemplars
+    ? (i as Internals)
+    : undefined
+}
+
+/** prom-client's key and entry for a label set. */
+function entryOf<E>(m: Internals, labels: Labels): Found<E> | undefined {
+  for (const [hash, entry] of Object.entries(m.hashMap))
+    if (
+      m.labelNames.every((n) => {
+        const [a, b] = [entry.labels[n], labels[n]] // as prom-client's key: a label left out ≠ 'undefined'
+        return (a === undefined) === (b === undefined) && String(a) === String(b)
+      })
+    )
+      return { hash, entry: entry as E }
+  return undefined
+}
+
+const isLabels = (x: unknown): x is Labels => x !== null && typeof x === 'object'
+
+/**
+ * Label sets' entries, kept while prom-client still holds them, in a tree of
+ * Maps by label value (the values are mostly the same string objects each
+ * time, whose hashes V8 keeps: cheaper than joining them into a key).
+ */
+function entries<E>(m: Internals) {
+  const names = m.labelNames
+  const last = names.length - 1
+  const root = new Map<unknown, unknown>()
+  return {
+    get(labels: Labels): E | undefined {
+      let node = root
+      for (let i = 0; i < last; i++) {
+        node = node.get(labels[names[i]!]) as Map<unknown, unknown>
+        if (node === undefined) return undefined
+      }
+      const f = node.get(labels[names[last]!]) as Found<E> | undefined
+      return f && m.hashMap[f.hash] === f.entry ? f.entry : undefined
+    },
+    /** After prom-client's own path created or updated the entry. */
+    learn(labels: Labels): void {
+      const f = entryOf<E>(m, labels)
+      if (!f) return
+      let node = root
+      for (let i = 0; i < last; i++) {
+        const k = labels[names[i]!]
+        const next = (node.get(k) as Map<unknown, unknown> | undefined) ?? new Map<unknown, unknown>()
+        node.set(k, next)
+        node = next
+      }
+      node.set(labels[names[last]!], f)
+    },
+  }
+}
+
+function withFastInc<T extends string>(c: Counter<T>): Counter<T> {
+  const m = internals(c)
+  if (!m) return c
+  const slow = c.inc.bind(c) as (labels?: unknown, value?: unknown) => void
+  const known = entries<{ value: number }>(m)
+  c.inc = ((labels?: unknown, value?: unknown) => {
+    if (
+      !isLabels(labels) ||
+      !(value === undefined || (typeof value === 'number' && value >= 0 && value < Infinity))
+    )
+      return slow(labels, value)
+    const e = known.get(labels)
+    if (e) e.value += value ?? 1
+    else {
+      slow(labels, value)
+      known.learn(labels)
+    }
+  }) as Counter<T>['inc']
+  return c
+}
+
+function withFastObserve<T extends string>(h: Histogram<T>): Histogram<T> {
+  const m = internals(h)
+  const bounds = (h as unknown as { upperBounds?: number[] }).upperBounds
+  if (!m || !Array.isArray(bounds)) return h
+  const keys = bounds.map(String)
+  const slow = h.observe.bind(h) as (labels: unknown, value?: unknown) => void
+  const known = entries<{ sum: number; count: number; bucketValues: Record<string, number> }>(m)
+  h.observe = ((labels: unknown, value?: unknown) => {
+    if (!isLabels(labels) || typeof value !== 'number' || !Number.isFinite(value)) return slow(labels, value)
+    const e = known.get(labels)
+    if (!e) {
+      slow(labels, value)
+      return known.learn(labels)
+    }
+    e.sum += value
+    e.count += 1
+    for (let i = 0; i < bounds.length; i++)
+      if (value <= bounds[i]!) {
+        e.bucketValues[keys[i]!]! += 1
+        break
+      }
+  }) as Histogram<T>['observe']
+  return h
+}
+
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
 const TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
-export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
+/**
+ * `fastPaths: false` leaves prom-client's inc/observe as they are (for
+ * comparing the two; the export must not differ).
+ */
+export function createMetrics(options: { defaultMetrics?: boolean; fastPaths?: boolean } = {}) {
   const registry = new Registry()
+  const fast = options.fastPaths !== false
+  const fastCounter = <T extends string>(c: Counter<T>) => (fast ? withFastInc(c) : c)
+  const fastHistogram = <T extends string>(h: Histogram<T>) => (fast ? withFastObserve(h) : h)
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry })
   const r = [registry]
   return {
     registry,
     // --- edge ---
-    requests: new Counter({
-      name: 'pgpt:http_requests_total',
-      help: 'HTTP requests by route, status and model.',
-      labelNames: ['route', 'method', 'status', 'model'],
-      registers: r,
-    }),
-    requestLatency: new Histogram({
-      name: 'pgpt:http_request_duration_seconds',
-      help: 'HTTP request latency (to the last byte for streams).',
-      labelNames: ['route', 'method', 'status'],
-      buckets: LATENCY_BUCKETS,
-      registers: r,
-    }),
-    timeToFirstToken: new Histogram({
-      name: 'pgpt:time_to_first_token_seconds',
-      help: 'From request received to the first generated token, by model.',
-      labelNames: ['model'],
-      buckets: TTFT_BUCKETS,
-      registers: r,
-    }),
-    rateLimitRejections: new Counter({
-      name: 'pgpt:rate_limit_rejections_total',
-      help: 'Requests refused with 429, by limit kind (requests or tokens).',
-      labelNames: ['limit'],
-      registers: r,
-    }),
-    cacheLookups: new Counter({
-      name: 'pgpt:response_cache_lookups_total',
-      help: 'Response cache lookups by result (hit, miss, bypass).',
-      labelNames: ['result'],
-      registers: r,
-    }),
+    requests: fastCounter(
+      new Counter({
+        name: 'pgpt:http_requests_total',
+        help: 'HTTP requests by route, status and model.',
+        labelNames: ['route', 'method', 'status', 'model'],
+        registers: r,
+      }),
+    ),
+    requestLatency: fastHistogram(
+      new Histogram({
+        name: 'pgpt:http_request_duration_seconds',
+        help: 'HTTP request latency (to the last byte for streams).',
+        labelNames: ['route', 'method', 'status'],
+        buckets: LATENCY_BUCKETS,
+        registers: r,
+      }),
+    ),
+    timeToFirstToken: fastHistogram(
+      new Histogram({
+        name: 'pgpt:time_to_first_token_seconds',
+        help: 'From request received to the first generated token, by model.',
+        labelNames: ['model'],
+        buckets: TTFT_BUCKETS,
+        registers: r,
+      }),
+    ),
+    rateLimitRejections: fastCounter(
+      new Counter({
+        name: 'pgpt:rate_limit_rejections_total',
+        help: 'Requests refused with 429, by limit kind (requests or tokens).',
+        labelNames: ['limit'],
+        registers: r,
+      }),
+    ),
+    cacheLookups: fastCounter(
+      new Counter({
+        name: 'pgpt:response_cache_lookups_total',
+        help: 'Response cache lookups by result (hit, miss, bypass).',
+        labelNames: ['result'],
+        registers: r,
+      }),
+    ),
     // --- queue and jobs ---
     queueDepth: new Gauge({
       name: 'pgpt:queue_depth',
@@ -63,25 +211,31 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['queue'],
       registers: r,
     }),
-    jobs: new Counter({
-      name: 'pgpt:jobs_total',
-      help: 'Job state transitions by kind and new state.',
-      labelNames: ['kind', 'state'],
-      registers: r,
-    }),
+    jobs: fastCounter(
+      new Counter({
+        name: 'pgpt:jobs_total',
+        help: 'Job state transitions by kind and new state.',
+        labelNames: ['kind', 'state'],
+        registers: r,
+      }),
+    ),
     // --- generation ---
-    promptTokens: new Counter({
-      name: 'pgpt:prompt_tokens_total',
-      help: 'Prompt tokens processed, by model.',
-      labelNames: ['model'],
-      registers: r,
-    }),
-    generationTokens: new Counter({
-      name: 'pgpt:generation_tokens_total',
-      help: 'Tokens generated, by model.',
-      labelNames: ['model'],
-      registers: r,
-    }),
+    promptTokens: fastCounter(
+      new Counter({
+        name: 'pgpt:prompt_tokens_total',
+        help: 'Prompt tokens processed, by model.',
+        labelNames: ['model'],
+        registers: r,
+      }),
+    ),
+    generationTokens: fastCounter(
+      new Counter({
+        name: 'pgpt:generation_tokens_total',
+        help: 'Tokens generated, by model.',
+        labelNames: ['model'],
+        registers: r,
+      }),
+    ),
     batchSize: new Gauge({
       name: 'pgpt:batch_size',
       help: 'Sequences in the current decode batch, by model.',
@@ -94,32 +248,40 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['model'],
       registers: r,
     }),
-    modelLoadSeconds: new Histogram({
-      name: 'pgpt:model_load_duration_seconds',
-      help: 'Time to fetch and open a model, by model.',
-      labelNames: ['model'],
-      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180],
-      registers: r,
-    }),
-    modelCache: new Counter({
-      name: 'pgpt:model_cache_requests_total',
-      help: 'Model cache lookups by result (hit, miss).',
-      labelNames: ['result'],
-      registers: r,
-    }),
+    modelLoadSeconds: fastHistogram(
+      new Histogram({
+        name: 'pgpt:model_load_duration_seconds',
+        help: 'Time to fetch and open a model, by model.',
+        labelNames: ['model'],
+        buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180],
+        registers: r,
+      }),
+    ),
+    modelCache: fastCounter(
+      new Counter({
+        name: 'pgpt:model_cache_requests_total',
+        help: 'Model cache lookups by result (hit, miss).',
+        labelNames: ['result'],
+        registers: r,
+      }),
+    ),
     // --- webhooks ---
-    webhookDeliveries: new Counter({
-      name: 'pgpt:webhook_deliveries_total',
-      help: 'Webhook delivery attempts by outcome (success, retry, failed, refused).',
-      labelNames: ['outcome'],
-      registers: r,
-    }),
-    webhookAttempts: new Histogram({
-      name: 'pgpt:webhook_attempts',
-      help: 'Attempts a webhook delivery took until it ended.',
-      buckets: [1, 2, 3, 5, 8, 13, 21],
-      registers: r,
-    }),
+    webhookDeliveries: fastCounter(
+      new Counter({
+        name: 'pgpt:webhook_deliveries_total',
+        help: 'Webhook delivery attempts by outcome (success, retry, failed, refused).',
+        labelNames: ['outcome'],
+        registers: r,
+      }),
+    ),
+    webhookAttempts: fastHistogram(
+      new Histogram({
+        name: 'pgpt:webhook_attempts',
+        help: 'Attempts a webhook delivery took until it ended.',
+        buckets: [1, 2, 3, 5, 8, 13, 21],
+        registers: r,
+      }),
+    ),
   }
 }
 

@@ -44,10 +44,20 @@ export interface EdgeDeps {
   /** Longest wait of a synchronous request for its job, in ms. Default 300 000. */
   syncTimeoutMs?: number
   /**
-   * Keeps background work alive after the response (Workers' waitUntil).
-   * Node and Lambda keep the process alive anyway.
+   * Keeps background work alive after the response: Workers' waitUntil
+   * (edge/worker.ts sets it). Without it, a stream's relay falls back to the
+   * request's execution context, and a usage record is left to the process
+   * (Node stays up).
    */
   waitUntil?: (c: Context, p: Promise<unknown>) => void
+  /**
+   * Commit usage records before the response is returned (Lambda: the
+   * container is frozen once the handler returns, so a record still being
+   * written would wait for the next invocation, or be lost with the
+   * container). Elsewhere the response does not wait for the commit
+   * (edge/generation/run.ts recordUsage).
+   */
+  usageBeforeResponse?: boolean
 }
 
 export interface AppVariables {

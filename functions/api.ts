@@ -79,7 +79,7 @@ export function lambdaApp(deps?: EdgeDeps): ReturnType<typeof createApp> {
   if (!app || deps) {
     const d = deps ?? createLambdaDeps(parseConfig({ PGPT_PROFILE: 'aws', ...process.env }))
     if (d.config.PGPT_API_KEY) ready = ensureKey(d.keys, d.config.PGPT_API_KEY)
-    app = createApp(d)
+    app = createApp({ ...d, usageBeforeResponse: true })
   }
   return app
 }

@@ -1,6 +1,7 @@
 /**
  * UsageStore on SQLite: the embedded default of the usage port
- * (core/ports/usage-store.ts). One row per usage record; totals are summed
+ * (core/ports/usage-store.ts). One row per usage record (and one per
+ * series, what records share); totals are summed
  * at query time (never kept as counters), so they can be audited.
  *
  * Recording is idempotent by record id (a retried write counts once).
@@ -9,6 +10,8 @@
  * [from + i·size, from + (i+1)·size). Only buckets (and groups) with records
  * are returned, ordered by start, then group.
  */
+
+import type { Statement } from 'better-sqlite3'
 import type { UsageBucket, UsageQuery, UsageRecord, UsageStore } from '../ports/usage-store.js'
 import { createError } from './adapter-error.js'
 import { LazySqlite, type SqliteDatabase } from './sqlite.js'
@@ -20,9 +23,62 @@ export interface SqliteUsageStoreOptions {
   file: string
 }
 
-const TABLE = 'pgpt_usage'
+/**
+ * A series: what many records share (tenant, key, model, kind, cached), kept
+ * once; each record row holds its series' integer id. Writing the shared
+ * strings with every record cost half its insert (each string converted from
+ * V8 and bound one by one, then stored in the row and the tenant index), and
+ * the write of usage records is the largest part of what observability
+ * costs a cache hit (docs/benchmarks.md).
+ */
+const SERIES = 'pgpt_usage_series'
+const RECORDS = 'pgpt_usage_records'
+/** The layout before series: one row with every column per record; migrated on open. */
+const LEGACY = 'pgpt_usage'
 
-const GROUP_COLUMN = { api_key: 'api_key_id', model: 'model' } as const
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS ${SERIES} (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    api_key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    cached INTEGER NOT NULL,
+    UNIQUE (tenant, api_key_id, model, kind, cached)
+  );
+  CREATE TABLE IF NOT EXISTS ${RECORDS} (
+    id TEXT PRIMARY KEY,
+    series INTEGER NOT NULL REFERENCES ${SERIES} (id),
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    trained_tokens INTEGER NOT NULL,
+    request_id TEXT,
+    at INTEGER NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS ${RECORDS}_series_at ON ${RECORDS} (series, at);
+`
+
+/** Moves the records of a file written before series into the new layout, in one transaction. */
+function migrateLegacy(db: SqliteDatabase): void {
+  const legacy = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(LEGACY)
+  if (!legacy) return
+  db.transaction(() => {
+    db.exec(`
+      INSERT INTO ${SERIES} (tenant, api_key_id, model, kind, cached)
+        SELECT DISTINCT tenant, api_key_id, model, kind, cached FROM ${LEGACY} WHERE true
+        ON CONFLICT DO NOTHING;
+      INSERT INTO ${RECORDS} (id, series, prompt_tokens, completion_tokens, trained_tokens, request_id, at)
+        SELECT u.id, s.id, u.prompt_tokens, u.completion_tokens, u.trained_tokens, u.request_id, u.at
+        FROM ${LEGACY} u JOIN ${SERIES} s
+          ON s.tenant = u.tenant AND s.api_key_id = u.api_key_id AND s.model = u.model
+             AND s.kind = u.kind AND s.cached = u.cached
+        WHERE true ON CONFLICT (id) DO NOTHING;
+      DROP TABLE ${LEGACY};
+    `)
+  })()
+}
+
+const GROUP_COLUMN = { api_key: 's.api_key_id', model: 's.model' } as const
 
 interface BucketRow {
   b: number
@@ -33,33 +89,91 @@ interface BucketRow {
   trained: number
 }
 
+interface Pending {
+  rec: UsageRecord
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+const isCount = (n: number) => Number.isInteger(n) && n >= 0
+
+/** Rows one INSERT statement writes at most. */
+const ROWS_PER_INSERT = 32
+const COLUMNS = 'id, series, prompt_tokens, completion_tokens, trained_tokens, request_id, at'
+
+/**
+ * Inserts a batch of records in one transaction, a record id already stored
+ * counting once. One statement writes up to ROWS_PER_INSERT rows: each run of
+ * a statement costs ~6 000 instructions of its own (better-sqlite3's call and
+ * result, SQLite's program start and reset).
+ */
+function insertAll(db: SqliteDatabase): (batch: Pending[]) => void {
+  const statements: Array<Statement<unknown[]>> = []
+  const insert = (rows: number) =>
+    (statements[rows] ??= db.prepare<unknown[]>(
+      `INSERT INTO ${RECORDS} (${COLUMNS}) VALUES ${Array(rows).fill('(?, ?, ?, ?, ?, ?, ?)').join(', ')}
+       ON CONFLICT (id) DO NOTHING`,
+    ))
+  const addSeries = db.prepare<unknown[]>(
+    `INSERT INTO ${SERIES} (tenant, api_key_id, model, kind, cached) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+  )
+  const seriesId = db
+    .prepare<unknown[], number>(
+      `SELECT id FROM ${SERIES} WHERE tenant = ? AND api_key_id = ? AND model = ? AND kind = ? AND cached = ?`,
+    )
+    .pluck()
+  /** Series ids by their key; series rows are never removed, so a known id stays right. */
+  const known = new Map<string, number>()
+  const series = (r: UsageRecord): number => {
+    const key = `${r.tenant}\u0000${r.apiKeyId}\u0000${r.model}\u0000${r.kind}\u0000${r.cached ? 1 : 0}`
+    let id = known.get(key)
+    if (id === undefined) {
+      const values = [r.tenant, r.apiKeyId, r.model, r.kind, r.cached ? 1 : 0]
+      addSeries.run(...values)
+      id = seriesId.get(...values)!
+      known.set(key, id)
+    }
+    return id
+  }
+  const write = db.transaction((batch: Pending[]) => {
+    for (let from = 0; from < batch.length; from += ROWS_PER_INSERT) {
+      const rows = batch.slice(from, from + ROWS_PER_INSERT)
+      const values: unknown[] = []
+      for (const { rec } of rows)
+        values.push(
+          rec.id,
+          series(rec),
+          rec.promptTokens,
+          rec.completionTokens,
+          rec.trainedTokens,
+          rec.requestId ?? null,
+          rec.at,
+        )
+      insert(rows.length).run(...values) // not an array: the binding reads one element by element, slowly
+    }
+  })
+  return (batch) => {
+    try {
+      write(batch)
+    } catch (err) {
+      known.clear() // a series added in the transaction was rolled back with it
+      throw err
+    }
+  }
+}
+
 export class SqliteUsageStore implements UsageStore {
   readonly name = SQLITE_USAGE_STORE
   private readonly sqlite: LazySqlite
-  private pending: Array<{ rec: UsageRecord; resolve: () => void; reject: (err: unknown) => void }> = []
+  private pending: Pending[] = []
+  /** The batch insert of the open connection (one transaction). */
+  private insertAll: ((batch: Pending[]) => void) | undefined
 
   constructor(options: SqliteUsageStoreOptions) {
-    this.sqlite = new LazySqlite(
-      SQLITE_USAGE_STORE,
-      options.file,
-      `
-          CREATE TABLE IF NOT EXISTS ${TABLE} (
-            id TEXT PRIMARY KEY,
-            tenant TEXT NOT NULL,
-            api_key_id TEXT NOT NULL,
-            model TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            prompt_tokens INTEGER NOT NULL,
-            completion_tokens INTEGER NOT NULL,
-            trained_tokens INTEGER NOT NULL,
-            request_id TEXT,
-            cached INTEGER NOT NULL,
-            at INTEGER NOT NULL
-          );
-          CREATE INDEX IF NOT EXISTS ${TABLE}_tenant_at ON ${TABLE} (tenant, at);
-          CREATE INDEX IF NOT EXISTS ${TABLE}_at ON ${TABLE} (at);
-        `,
-    )
+    this.sqlite = new LazySqlite(SQLITE_USAGE_STORE, options.file, (db) => {
+      db.exec(SCHEMA)
+      migrateLegacy(db)
+    })
   }
 
   private get db(): SqliteDatabase {
@@ -72,13 +186,20 @@ export class SqliteUsageStore implements UsageStore {
    * committed. One commit per record cost ~160 µs of CPU per request on a
    * busy edge (WAL page writes for the table and its indexes); batching
    * keeps the durability of a synchronous insert at a fraction of that.
+   * Record ids should grow with time (as the edge's, edge/generation/run.ts):
+   * random ones (UUIDs) land on a different page of the primary-key index
+   * each, which made every commit write several more pages (about 3× the CPU
+   * per record on a busy machine).
    */
   record(rec: UsageRecord): Promise<void> {
     const invalid =
       !rec.id || !rec.tenant
         ? 'id and tenant are required'
-        : [rec.promptTokens, rec.completionTokens, rec.trainedTokens, rec.at].some(
-              (n) => !Number.isInteger(n) || n < 0,
+        : !(
+              isCount(rec.promptTokens) &&
+              isCount(rec.completionTokens) &&
+              isCount(rec.trainedTokens) &&
+              isCount(rec.at)
             )
           ? 'token counts and at must be integers >= 0'
           : this.sqlite.isClosed
@@ -98,26 +219,8 @@ export class SqliteUsageStore implements UsageStore {
     if (batch.length === 0) return
     try {
       this.run('record', (db) => {
-        const insert = db.prepare(
-          `INSERT INTO ${TABLE} (id, tenant, api_key_id, model, kind, prompt_tokens, completion_tokens, trained_tokens, request_id, cached, at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-        )
-        db.transaction(() => {
-          for (const { rec } of batch)
-            insert.run(
-              rec.id,
-              rec.tenant,
-              rec.apiKeyId,
-              rec.model,
-              rec.kind,
-              rec.promptTokens,
-              rec.completionTokens,
-              rec.trainedTokens,
-              rec.requestId ?? null,
-              rec.cached ? 1 : 0,
-              rec.at,
-            )
-        })()
+        this.insertAll ??= insertAll(db)
+        this.insertAll(batch)
       })
       for (const p of batch) p.resolve()
     } catch (err) {
@@ -126,6 +229,7 @@ export class SqliteUsageStore implements UsageStore {
   }
 
   async query(q: UsageQuery): Promise<UsageBucket[]> {
+    this.flush() // records of this turn, not committed yet, are counted
     if (!Number.isInteger(q.bucketSeconds) || q.bucketSeconds < 1)
       throw createError(SQLITE_USAGE_STORE, 'bucketSeconds must be an integer >= 1')
     if (!Number.isInteger(q.from) || !Number.isInteger(q.to) || q.to <= q.from)
@@ -138,13 +242,14 @@ export class SqliteUsageStore implements UsageStore {
     const rows = this.run('query', (db) =>
       db
         .prepare<unknown[], BucketRow>(
-          `SELECT (at - CAST(? AS INTEGER)) / CAST(? AS INTEGER) AS b, ${group} AS g, COUNT(*) AS requests,
-             SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion, SUM(trained_tokens) AS trained
-           FROM ${TABLE}
-           WHERE at >= ? AND at < ? ${tenant ? 'AND tenant = ?' : ''}
+          `SELECT (r.at - CAST(? AS INTEGER)) / CAST(? AS INTEGER) AS b, ${group} AS g, COUNT(*) AS requests,
+             SUM(r.prompt_tokens) AS prompt, SUM(r.completion_tokens) AS completion,
+             SUM(r.trained_tokens) AS trained
+           FROM ${SERIES} s CROSS JOIN ${RECORDS} r -- series outside: each one's records by (series, at)
+           WHERE ${tenant ? 's.tenant = ? AND' : ''} r.series = s.id AND r.at >= ? AND r.at < ?
            GROUP BY b, g ORDER BY b, g`,
         )
-        .all(q.from, size, q.from, q.to, ...(tenant ? [q.tenant] : [])),
+        .all(q.from, size, ...(tenant ? [q.tenant] : []), q.from, q.to),
     )
     return rows.map((r) => ({
       start: q.from + r.b * size,

@@ -52,7 +52,8 @@ export class LazySqlite {
   constructor(
     private readonly adapter: string,
     private readonly file: string,
-    private readonly schema: string,
+    /** SQL run on open, or a function that sets the schema up (migrations). */
+    private readonly schema: string | ((db: SqliteDatabase) => void),
   ) {
     if (!file) throw createError(adapter, 'file is required')
   }
@@ -66,7 +67,8 @@ export class LazySqlite {
     if (!this.conn) {
       try {
         const db = openSqlite(this.file)
-        db.exec(this.schema)
+        if (typeof this.schema === 'string') db.exec(this.schema)
+        else this.schema(db)
         this.conn = db
       } catch (cause) {
         throw createError(this.adapter, `cannot open ${this.file}`, { cause })

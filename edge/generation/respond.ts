@@ -32,6 +32,21 @@ export function wantsCacheBypass(c: AppContext): boolean {
   return /\bno-(cache|store)\b/.test(cc) || c.req.header('x-pgpt-cache')?.toLowerCase() === 'bypass'
 }
 
+const USAGE_KEY = '"usage":{"prompt_tokens":'
+const USAGE_RE = /^(\d+),"completion_tokens":(\d+)/
+
+/**
+ * The usage in a cached body, read from its `usage` key (which no string in
+ * the body can contain: their quotes are escaped) instead of parsing the
+ * whole body on every hit; any other shape is parsed.
+ */
+export function cachedUsage(body: string): { prompt_tokens: number; completion_tokens: number } | undefined {
+  const at = body.lastIndexOf(USAGE_KEY)
+  const m = at < 0 ? null : USAGE_RE.exec(body.slice(at + USAGE_KEY.length, at + USAGE_KEY.length + 64))
+  if (m) return { prompt_tokens: Number(m[1]), completion_tokens: Number(m[2]) }
+  return (JSON.parse(body) as { usage?: { prompt_tokens: number; completion_tokens: number } }).usage
+}
+
 const usageKind = (r: GenerationRequest) => (r.endpoint === 'completions' ? 'completion' : 'chat.completion')
 
 export async function handleGeneration(
@@ -63,8 +78,7 @@ export async function handleGeneration(
       })
       if (hit) {
         deps.metrics.cacheLookups.inc({ result: 'hit' })
-        const u = (JSON.parse(hit.body) as { usage?: { prompt_tokens: number; completion_tokens: number } })
-          .usage
+        const u = cachedUsage(hit.body)
         await recordUsage(c, deps, {
           model: prep.manifest.id,
           kind: usageKind(r),

@@ -1,0 +1,136 @@
+/**
+ * When the response waits for its usage record (edge/generation/run.ts
+ * recordUsage): not on Node or Workers (the record commits after the
+ * response, kept alive by waitUntil where the runtime needs it), before the
+ * response on Lambda (`usageBeforeResponse`); a failed write never fails the
+ * request and is logged.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { createLogger } from '../../core/logger.js'
+import type { UsageRecord, UsageStore } from '../../core/ports/usage-store.js'
+import type { EdgeDeps } from '../deps.js'
+import { makeTestEdge, type TestEdge } from '../testing/harness.js'
+
+/** A usage store whose writes finish only when the test lets them. */
+function heldStore(fail = false) {
+  const written: UsageRecord[] = []
+  const held: Array<() => void> = []
+  const store: UsageStore = {
+    name: 'held',
+    record: (rec) =>
+      new Promise<void>((resolve, reject) => {
+        held.push(() => {
+          if (fail) return reject(new Error('disk full'))
+          written.push(rec)
+          resolve()
+        })
+      }),
+    query: async () => [],
+  }
+  return {
+    store,
+    written,
+    held,
+    release: () => {
+      for (const go of held.splice(0)) go()
+    },
+  }
+}
+
+const CHAT = {
+  model: 'echo-1',
+  messages: [{ role: 'user', content: 'one two three' }],
+  temperature: 0,
+  max_tokens: 8,
+}
+
+let t: TestEdge | undefined
+afterEach(async () => {
+  await t?.close()
+  t = undefined
+})
+
+async function edge(deps: Partial<EdgeDeps>) {
+  t = await makeTestEdge({ deps })
+  const edgeT = t
+  return (body: unknown = CHAT) =>
+    edgeT.app.request('/v1/chat/completions', {
+      method: 'POST',
+      headers: { ...edgeT.auth(edgeT.keys.generate), 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    })
+}
+
+/** Whether `p` settles within a few event-loop turns. */
+async function settlesSoon(p: Promise<unknown>): Promise<boolean> {
+  let done = false
+  void p.then(
+    () => (done = true),
+    () => (done = true),
+  )
+  for (let i = 0; i < 20 && !done; i++) await new Promise((r) => setTimeout(r, 5))
+  return done
+}
+
+describe('usage records and the response', () => {
+  it('answers without waiting for the usage commit, and the record is still written', async () => {
+    const u = heldStore()
+    const kept: Promise<unknown>[] = []
+    const post = await edge({ usage: u.store, waitUntil: (_c, p) => kept.push(p) })
+    const miss = await post()
+    expect(miss.headers.get('x-cache')).toBe('MISS')
+    const hit = await post()
+    expect(hit.headers.get('x-cache')).toBe('HIT')
+    const body = (await hit.json()) as { usage: { prompt_tokens: number; completion_tokens: number } }
+    expect(u.written).toHaveLength(0) // both answered while their records were still being written
+    expect(u.held).toHaveLength(2)
+    expect(kept).toHaveLength(2) // Workers: each write is handed to waitUntil
+    u.release()
+    await Promise.all(kept)
+    expect(u.written.map((r) => r.cached)).toEqual([false, true])
+    expect(u.written[1]).toMatchObject({
+      promptTokens: body.usage.prompt_tokens,
+      completionTokens: body.usage.completion_tokens,
+      kind: 'chat.completion',
+      model: 'echo-1',
+    })
+    expect(u.written[1]!.requestId).toBe(hit.headers.get('x-request-id'))
+    expect(u.written[0]!.id).not.toBe(u.written[1]!.id)
+  })
+
+  it('on Lambda (usageBeforeResponse) answers only once the record is written', async () => {
+    const u = heldStore()
+    const post = await edge({ usage: u.store, usageBeforeResponse: true })
+    const first = Promise.resolve(post())
+    await until(() => u.held.length === 1)
+    expect(await settlesSoon(first)).toBe(false)
+    u.release()
+    expect((await first).status).toBe(200)
+    expect(u.written).toHaveLength(1)
+  })
+
+  it('a failed usage write does not fail the request and is logged', async () => {
+    const u = heldStore(true)
+    const lines: string[] = []
+    const logger = createLogger({ service: 'edge', destination: { write: (l: string) => lines.push(l) } })
+    for (const before of [false, true]) {
+      const post = await edge({ usage: u.store, logger, usageBeforeResponse: before })
+      const res = post({ ...CHAT, max_tokens: before ? 7 : 6 })
+      await until(() => u.held.length === 1)
+      u.release()
+      expect((await res).status).toBe(200)
+      await until(() => lines.filter((l) => l.includes('usage record failed')).length === (before ? 2 : 1))
+      await t?.close()
+    }
+    const line = JSON.parse(lines.find((l) => l.includes('usage record failed'))!)
+    expect(line.err.message).toBe('disk full')
+  })
+})
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out')
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
