@@ -89,8 +89,10 @@ interface BucketRow {
   trained: number
 }
 
-interface Pending {
-  rec: UsageRecord
+/** The records of the next commit, and the one promise they all settle with. */
+interface Batch {
+  records: UsageRecord[]
+  committed: Promise<void>
   resolve: () => void
   reject: (err: unknown) => void
 }
@@ -107,7 +109,7 @@ const COLUMNS = 'id, series, prompt_tokens, completion_tokens, trained_tokens, r
  * a statement costs ~6 000 instructions of its own (better-sqlite3's call and
  * result, SQLite's program start and reset).
  */
-function insertAll(db: SqliteDatabase): (batch: Pending[]) => void {
+function insertAll(db: SqliteDatabase): (batch: UsageRecord[]) => void {
   const statements: Array<Statement<unknown[]>> = []
   const insert = (rows: number) =>
     (statements[rows] ??= db.prepare<unknown[]>(
@@ -122,24 +124,36 @@ function insertAll(db: SqliteDatabase): (batch: Pending[]) => void {
       `SELECT id FROM ${SERIES} WHERE tenant = ? AND api_key_id = ? AND model = ? AND kind = ? AND cached = ?`,
     )
     .pluck()
-  /** Series ids by their key; series rows are never removed, so a known id stays right. */
-  const known = new Map<string, number>()
+  /**
+   * Series ids by tenant, key, model, kind and cached, a Map per level: the
+   * record's strings are the same objects each time, whose hashes V8 keeps,
+   * where one joined key string was built, flattened and hashed per record.
+   * Series rows are never removed, so a known id stays right.
+   */
+  const known = new Map<string, Map<string, Map<string, Map<string, number[]>>>>()
   const series = (r: UsageRecord): number => {
-    const key = `${r.tenant}\u0000${r.apiKeyId}\u0000${r.model}\u0000${r.kind}\u0000${r.cached ? 1 : 0}`
-    let id = known.get(key)
+    let byKey = known.get(r.tenant)
+    if (!byKey) known.set(r.tenant, (byKey = new Map()))
+    let byModel = byKey.get(r.apiKeyId)
+    if (!byModel) byKey.set(r.apiKeyId, (byModel = new Map()))
+    let byKind = byModel.get(r.model)
+    if (!byKind) byModel.set(r.model, (byKind = new Map()))
+    let byCached = byKind.get(r.kind)
+    if (!byCached) byKind.set(r.kind, (byCached = []))
+    const cached = r.cached ? 1 : 0
+    let id = byCached[cached]
     if (id === undefined) {
-      const values = [r.tenant, r.apiKeyId, r.model, r.kind, r.cached ? 1 : 0]
+      const values = [r.tenant, r.apiKeyId, r.model, r.kind, cached]
       addSeries.run(...values)
-      id = seriesId.get(...values)!
-      known.set(key, id)
+      id = byCached[cached] = seriesId.get(...values)!
     }
     return id
   }
-  const write = db.transaction((batch: Pending[]) => {
+  const write = db.transaction((batch: UsageRecord[]) => {
     for (let from = 0; from < batch.length; from += ROWS_PER_INSERT) {
       const rows = batch.slice(from, from + ROWS_PER_INSERT)
       const values: unknown[] = []
-      for (const { rec } of rows)
+      for (const rec of rows)
         values.push(
           rec.id,
           series(rec),
@@ -165,9 +179,9 @@ function insertAll(db: SqliteDatabase): (batch: Pending[]) => void {
 export class SqliteUsageStore implements UsageStore {
   readonly name = SQLITE_USAGE_STORE
   private readonly sqlite: LazySqlite
-  private pending: Pending[] = []
+  private batch: Batch | undefined
   /** The batch insert of the open connection (one transaction). */
-  private insertAll: ((batch: Pending[]) => void) | undefined
+  private insertAll: ((batch: UsageRecord[]) => void) | undefined
 
   constructor(options: SqliteUsageStoreOptions) {
     this.sqlite = new LazySqlite(SQLITE_USAGE_STORE, options.file, (db) => {
@@ -206,25 +220,33 @@ export class SqliteUsageStore implements UsageStore {
             ? 'store is closed'
             : undefined
     if (invalid) return Promise.reject(createError(SQLITE_USAGE_STORE, invalid))
-    return new Promise((resolve, reject) => {
-      this.pending.push({ rec, resolve, reject })
-      if (this.pending.length === 1) setImmediate(() => this.flush())
-    })
+    if (!this.batch) {
+      let resolve = () => {}
+      let reject: (err: unknown) => void = () => {}
+      const committed = new Promise<void>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      this.batch = { records: [], committed, resolve, reject }
+      setImmediate(() => this.flush())
+    }
+    this.batch.records.push(rec)
+    return this.batch.committed // one promise for the whole commit, not one per record
   }
 
-  /** Write every pending record in one transaction; settle their promises. */
+  /** Write every pending record in one transaction; settle their promise. */
   private flush(): void {
-    const batch = this.pending
-    this.pending = []
-    if (batch.length === 0) return
+    const batch = this.batch
+    this.batch = undefined
+    if (!batch) return
     try {
       this.run('record', (db) => {
         this.insertAll ??= insertAll(db)
-        this.insertAll(batch)
+        this.insertAll(batch.records)
       })
-      for (const p of batch) p.resolve()
+      batch.resolve()
     } catch (err) {
-      for (const p of batch) p.reject(err)
+      batch.reject(err)
     }
   }
 
