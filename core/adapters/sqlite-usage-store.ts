@@ -133,19 +133,32 @@ function insertAll(db: SqliteDatabase): (batch: UsageRecord[]) => void {
   const known = new Map<string, Map<string, Map<string, Map<string, number[]>>>>()
   const series = (r: UsageRecord): number => {
     let byKey = known.get(r.tenant)
-    if (!byKey) known.set(r.tenant, (byKey = new Map()))
+    if (!byKey) {
+      byKey = new Map()
+      known.set(r.tenant, byKey)
+    }
     let byModel = byKey.get(r.apiKeyId)
-    if (!byModel) byKey.set(r.apiKeyId, (byModel = new Map()))
+    if (!byModel) {
+      byModel = new Map()
+      byKey.set(r.apiKeyId, byModel)
+    }
     let byKind = byModel.get(r.model)
-    if (!byKind) byModel.set(r.model, (byKind = new Map()))
+    if (!byKind) {
+      byKind = new Map()
+      byModel.set(r.model, byKind)
+    }
     let byCached = byKind.get(r.kind)
-    if (!byCached) byKind.set(r.kind, (byCached = []))
+    if (!byCached) {
+      byCached = []
+      byKind.set(r.kind, byCached)
+    }
     const cached = r.cached ? 1 : 0
     let id = byCached[cached]
     if (id === undefined) {
       const values = [r.tenant, r.apiKeyId, r.model, r.kind, cached]
       addSeries.run(...values)
-      id = byCached[cached] = seriesId.get(...values)!
+      id = seriesId.get(...values)!
+      byCached[cached] = id
     }
     return id
   }
