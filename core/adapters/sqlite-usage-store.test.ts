@@ -19,7 +19,7 @@ testUsageStore({
 })
 
 describe('SqliteUsageStore group commit', () => {
-  it('commits the records of one turn together; a query in that turn already counts them', async () => {
+  it('commits the records of a few turns together; a query before the commit already counts them', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'pgpt-usage-'))
     const store = new SqliteUsageStore({ file: join(dir, 'pgpt.db') })
     try {
@@ -41,8 +41,15 @@ describe('SqliteUsageStore group commit', () => {
         { start: 0, end: 10_000, requests: 40, promptTokens: 80, completionTokens: 120, trainedTokens: 0 },
       ])
       await Promise.all(written)
+      // Records a turn apart share one commit (one promise), which an idle loop reaches at once.
+      const first = store.record(rec(100))
+      await new Promise(setImmediate)
+      const second = store.record(rec(101))
+      expect(second).toBe(first)
+      await second
+      expect((await store.query({ from: 0, to: 10_000, bucketSeconds: 10 }))[0]!.requests).toBe(42)
       await store.record(rec(3)) // a retry: counted once
-      expect((await store.query({ from: 0, to: 10_000, bucketSeconds: 10 }))[0]!.requests).toBe(40)
+      expect((await store.query({ from: 0, to: 10_000, bucketSeconds: 10 }))[0]!.requests).toBe(42)
     } finally {
       await store.close()
       await rm(dir, { recursive: true, force: true })

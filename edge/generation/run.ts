@@ -293,8 +293,8 @@ function usageId(at: number): string {
 
 /**
  * Writes the usage record of a request. The response does not wait for the
- * commit (the SQLite store commits the records of one event-loop turn
- * together, right after it): holding every response until then kept each
+ * commit (the SQLite store commits the records of a few event-loop turns
+ * together): holding every response until then kept each
  * request's objects alive across the turn, which made the young-generation
  * collections copy them and cost ~2% of a cache hit (bench/observability.ts).
  * Workers keep the write alive with waitUntil; Lambda commits first
