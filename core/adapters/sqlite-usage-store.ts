@@ -89,9 +89,14 @@ interface BucketRow {
   trained: number
 }
 
-/** The records of the next commit, and the one promise they all settle with. */
+/**
+ * The records of the next commit, kept as their row values (numbers and the
+ * two id strings): a record object kept until the commit would be copied by
+ * every young-generation collection in between. One promise for them all.
+ */
 interface Batch {
-  records: UsageRecord[]
+  values: unknown[]
+  rows: number
   committed: Promise<void>
   resolve: () => void
   reject: (err: unknown) => void
@@ -117,7 +122,10 @@ const COLUMNS = 'id, series, prompt_tokens, completion_tokens, trained_tokens, r
  * a statement costs ~6 000 instructions of its own (better-sqlite3's call and
  * result, SQLite's program start and reset).
  */
-function insertAll(db: SqliteDatabase): (batch: UsageRecord[]) => void {
+/** Values of one row, in COLUMNS order. */
+const PER_ROW = 7
+
+function writerFor(db: SqliteDatabase) {
   const statements: Array<Statement<unknown[]>> = []
   const insert = (rows: number) =>
     (statements[rows] ??= db.prepare<unknown[]>(
@@ -136,7 +144,8 @@ function insertAll(db: SqliteDatabase): (batch: UsageRecord[]) => void {
    * Series ids by tenant, key, model, kind and cached, a Map per level: the
    * record's strings are the same objects each time, whose hashes V8 keeps,
    * where one joined key string was built, flattened and hashed per record.
-   * Series rows are never removed, so a known id stays right.
+   * A new series is committed on its own when its first record arrives,
+   * and series rows are never removed, so a known id stays right.
    */
   const known = new Map<string, Map<string, Map<string, Map<string, number[]>>>>()
   const series = (r: UsageRecord): number => {
@@ -170,39 +179,23 @@ function insertAll(db: SqliteDatabase): (batch: UsageRecord[]) => void {
     }
     return id
   }
-  const write = db.transaction((batch: UsageRecord[]) => {
-    for (let from = 0; from < batch.length; from += ROWS_PER_INSERT) {
-      const rows = batch.slice(from, from + ROWS_PER_INSERT)
-      const values: unknown[] = []
-      for (const rec of rows)
-        values.push(
-          rec.id,
-          series(rec),
-          rec.promptTokens,
-          rec.completionTokens,
-          rec.trainedTokens,
-          rec.requestId ?? null,
-          rec.at,
-        )
-      insert(rows.length).run(...values) // not an array: the binding reads one element by element, slowly
+  /** Rows of PER_ROW values each (COLUMNS order), in one transaction. */
+  const write = db.transaction((values: unknown[], rows: number) => {
+    for (let from = 0; from < rows; from += ROWS_PER_INSERT) {
+      const n = Math.min(ROWS_PER_INSERT, rows - from)
+      // Spread, not an array: the binding reads an array one element at a time, slowly.
+      insert(n).run(...values.slice(from * PER_ROW, (from + n) * PER_ROW))
     }
   })
-  return (batch) => {
-    try {
-      write(batch)
-    } catch (err) {
-      known.clear() // a series added in the transaction was rolled back with it
-      throw err
-    }
-  }
+  return { series, write }
 }
 
 export class SqliteUsageStore implements UsageStore {
   readonly name = SQLITE_USAGE_STORE
   private readonly sqlite: LazySqlite
   private batch: Batch | undefined
-  /** The batch insert of the open connection (one transaction). */
-  private insertAll: ((batch: UsageRecord[]) => void) | undefined
+  /** Series ids and the batch insert of the open connection. */
+  private writer: ReturnType<typeof writerFor> | undefined
 
   constructor(options: SqliteUsageStoreOptions) {
     this.sqlite = new LazySqlite(SQLITE_USAGE_STORE, options.file, (db) => {
@@ -243,6 +236,15 @@ export class SqliteUsageStore implements UsageStore {
             ? 'store is closed'
             : undefined
     if (invalid) return Promise.reject(createError(SQLITE_USAGE_STORE, invalid))
+    let series: number
+    try {
+      series = this.run('record', (db) => {
+        this.writer ??= writerFor(db)
+        return this.writer.series(rec)
+      })
+    } catch (err) {
+      return Promise.reject(err)
+    }
     if (!this.batch) {
       let resolve = () => {}
       let reject: (err: unknown) => void = () => {}
@@ -250,12 +252,21 @@ export class SqliteUsageStore implements UsageStore {
         resolve = res
         reject = rej
       })
-      const batch: Batch = { records: [], committed, resolve, reject }
+      const batch: Batch = { values: [], rows: 0, committed, resolve, reject }
       this.batch = batch
       const wait = (turns: number) => setImmediate(() => (turns > 1 ? wait(turns - 1) : this.flush(batch)))
       wait(COMMIT_TURNS)
     }
-    this.batch.records.push(rec)
+    this.batch.values.push(
+      rec.id,
+      series,
+      rec.promptTokens,
+      rec.completionTokens,
+      rec.trainedTokens,
+      rec.requestId ?? null,
+      rec.at,
+    )
+    this.batch.rows++
     return this.batch.committed // one promise for the whole commit, not one per record
   }
 
@@ -266,8 +277,8 @@ export class SqliteUsageStore implements UsageStore {
     this.batch = undefined
     try {
       this.run('record', (db) => {
-        this.insertAll ??= insertAll(db)
-        this.insertAll(batch.records)
+        this.writer ??= writerFor(db)
+        this.writer.write(batch.values, batch.rows)
       })
       batch.resolve()
     } catch (err) {

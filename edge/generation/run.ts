@@ -306,25 +306,31 @@ export async function recordUsage(
   u: { model: string; kind: string; promptTokens: number; completionTokens: number; cached: boolean },
 ): Promise<void> {
   const key = c.get('key')
-  const log = c.get('log') // not `c`: the write must not keep the request's context alive
   const at = Date.now()
-  const written = deps.usage
-    .record({
-      id: usageId(at),
-      tenant: key.tenant,
-      apiKeyId: key.id,
-      model: u.model,
-      kind: u.kind,
-      promptTokens: u.promptTokens,
-      completionTokens: u.completionTokens,
-      trainedTokens: 0,
-      requestId: c.get('requestId'),
-      cached: u.cached,
-      at,
-    })
-    .catch((err: unknown) => log.error({ err }, 'usage record failed'))
-  if (deps.usageBeforeResponse) await written
-  else deps.waitUntil?.(c, written)
+  const written = deps.usage.record({
+    id: usageId(at),
+    tenant: key.tenant,
+    apiKeyId: key.id,
+    model: u.model,
+    kind: u.kind,
+    promptTokens: u.promptTokens,
+    completionTokens: u.completionTokens,
+    trainedTokens: 0,
+    requestId: c.get('requestId'),
+    cached: u.cached,
+    at,
+  })
+  const log = c.get('log') // not `c`: the handler must not keep the request's context alive
+  const logged = () => written.catch((err: unknown) => log.error({ err }, 'usage record failed'))
+  if (deps.usageBeforeResponse) return logged()
+  // A store that commits records together answers them with one promise: one
+  // handler per commit (one log line if it fails), not one kept per record.
+  if (written === lastWrite) return
+  lastWrite = written
+  const handled = logged() // before `?.`: a missing waitUntil would skip evaluating its argument
+  deps.waitUntil?.(c, handled)
 }
+
+let lastWrite: Promise<void> | undefined
 
 export { notFound }
