@@ -47,7 +47,9 @@
  * own work, the young-generation collections their allocation causes,
  * SQLite; not the full collections' share. V8 runs single-threaded
  * (--single-threaded) so the count repeats. About 4 minutes per run of 6 000
- * requests; `--jobs 2` runs two at once (counts do not depend on load).
+ * requests; `--jobs 2` runs two at once (counts hardly depend on load; a pair run
+ * beside the whole test suite came out ~2% high: V8's collection heuristics
+ * follow allocation per millisecond).
  *
  * Over HTTP (the edge on @hono/node-server, autocannon in the parent) the
  * counts did not repeat: the bare edge counted 1.36 M and 1.04 M
@@ -375,7 +377,7 @@ async function instructionsMode(o: CountOptions, repeat: number, variants: Varia
   const ir: Partial<Record<Variant, number[]>> = {}
   for (const v of variants) ir[v] = []
   const runs = Array.from({ length: repeat }, (_, r) => variants.map((v) => ({ r, v }))).flat()
-  // Counts do not depend on other work on the machine: runs may share it (`--jobs`).
+  // Counts hardly depend on other work on the machine: runs may share it (`--jobs`).
   const next = async (): Promise<void> => {
     const run = runs.shift()
     if (!run) return
