@@ -7,6 +7,7 @@
  * Registry so tests can create several side by side.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import { branch, type ValueTree } from './value-tree.js'
 
 /**
  * Fast paths for counters and histograms with labels. prom-client turns the
@@ -58,20 +59,16 @@ function entryOf<E>(m: Internals, labels: Labels): Found<E> | undefined {
 
 const isLabels = (x: unknown): x is Labels => x !== null && typeof x === 'object'
 
-/**
- * Label sets' entries, kept while prom-client still holds them, in a tree of
- * Maps by label value (the values are mostly the same string objects each
- * time, whose hashes V8 keeps: cheaper than joining them into a key).
- */
+/** Label sets' entries, kept while prom-client still holds them, in a tree by label value. */
 function entries<E>(m: Internals) {
   const names = m.labelNames
   const last = names.length - 1
-  const root = new Map<unknown, unknown>()
+  const root: ValueTree = new Map()
   return {
     get(labels: Labels): E | undefined {
       let node = root
       for (let i = 0; i < last; i++) {
-        node = node.get(labels[names[i]!]) as Map<unknown, unknown>
+        node = node.get(labels[names[i]!]) as ValueTree
         if (node === undefined) return undefined
       }
       const f = node.get(labels[names[last]!]) as Found<E> | undefined
@@ -82,12 +79,7 @@ function entries<E>(m: Internals) {
       const f = entryOf<E>(m, labels)
       if (!f) return
       let node = root
-      for (let i = 0; i < last; i++) {
-        const k = labels[names[i]!]
-        const next = (node.get(k) as Map<unknown, unknown> | undefined) ?? new Map<unknown, unknown>()
-        node.set(k, next)
-        node = next
-      }
+      for (let i = 0; i < last; i++) node = branch(node, labels[names[i]!])
       node.set(labels[names[last]!], f)
     },
   }

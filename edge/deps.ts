@@ -44,10 +44,9 @@ export interface EdgeDeps {
   /** Longest wait of a synchronous request for its job, in ms. Default 300 000. */
   syncTimeoutMs?: number
   /**
-   * Keeps background work alive after the response: Workers' waitUntil
-   * (edge/worker.ts sets it). Without it, a stream's relay falls back to the
-   * request's execution context, and a usage record is left to the process
-   * (Node stays up).
+   * Keeps background work alive after the response (Workers' waitUntil);
+   * without it, edge/generation/run.ts keepAlive uses the request's execution
+   * context where there is one. Node and Lambda keep the process alive anyway.
    */
   waitUntil?: (c: Context, p: Promise<unknown>) => void
   /**

@@ -96,7 +96,6 @@ function build(env: WorkerEnv): Built {
     logger,
     metrics: createMetrics(),
     models: createModelCatalog(store),
-    waitUntil: (c, p) => c.executionCtx.waitUntil(p),
   }
   const ready = config.PGPT_API_KEY ? ensureKey(keys, config.PGPT_API_KEY) : Promise.resolve()
   return { app: createApp(deps), ready }

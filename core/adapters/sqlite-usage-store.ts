@@ -13,6 +13,7 @@
 
 import type { Statement } from 'better-sqlite3'
 import type { UsageBucket, UsageQuery, UsageRecord, UsageStore } from '../ports/usage-store.js'
+import { branch, type ValueTree } from '../value-tree.js'
 import { createError } from './adapter-error.js'
 import { LazySqlite, type SqliteDatabase } from './sqlite.js'
 
@@ -116,15 +117,16 @@ const COMMIT_TURNS = 8
 const ROWS_PER_INSERT = 32
 const COLUMNS = 'id, series, prompt_tokens, completion_tokens, trained_tokens, request_id, at'
 
-/**
- * Inserts a batch of records in one transaction, a record id already stored
- * counting once. One statement writes up to ROWS_PER_INSERT rows: each run of
- * a statement costs ~6 000 instructions of its own (better-sqlite3's call and
- * result, SQLite's program start and reset).
- */
 /** Values of one row, in COLUMNS order. */
 const PER_ROW = 7
 
+/**
+ * Series ids of the connection, and its batch insert: records in one
+ * transaction, a record id already stored counting once. One statement
+ * writes up to ROWS_PER_INSERT rows: each run of a statement costs ~6 000
+ * instructions of its own (better-sqlite3's call and result, SQLite's program
+ * start and reset).
+ */
 function writerFor(db: SqliteDatabase) {
   const statements: Array<Statement<unknown[]>> = []
   const insert = (rows: number) =>
@@ -141,41 +143,20 @@ function writerFor(db: SqliteDatabase) {
     )
     .pluck()
   /**
-   * Series ids by tenant, key, model, kind and cached, a Map per level: the
-   * record's strings are the same objects each time, whose hashes V8 keeps,
-   * where one joined key string was built, flattened and hashed per record.
+   * Series ids by tenant, key, model, kind and cached (core/value-tree.ts).
    * A new series is committed on its own when its first record arrives,
    * and series rows are never removed, so a known id stays right.
    */
-  const known = new Map<string, Map<string, Map<string, Map<string, number[]>>>>()
+  const known: ValueTree = new Map()
   const series = (r: UsageRecord): number => {
-    let byKey = known.get(r.tenant)
-    if (!byKey) {
-      byKey = new Map()
-      known.set(r.tenant, byKey)
-    }
-    let byModel = byKey.get(r.apiKeyId)
-    if (!byModel) {
-      byModel = new Map()
-      byKey.set(r.apiKeyId, byModel)
-    }
-    let byKind = byModel.get(r.model)
-    if (!byKind) {
-      byKind = new Map()
-      byModel.set(r.model, byKind)
-    }
-    let byCached = byKind.get(r.kind)
-    if (!byCached) {
-      byCached = []
-      byKind.set(r.kind, byCached)
-    }
+    const byCached = branch(branch(branch(branch(known, r.tenant), r.apiKeyId), r.model), r.kind)
     const cached = r.cached ? 1 : 0
-    let id = byCached[cached]
+    let id = byCached.get(cached) as number | undefined
     if (id === undefined) {
       const values = [r.tenant, r.apiKeyId, r.model, r.kind, cached]
       addSeries.run(...values)
       id = seriesId.get(...values)!
-      byCached[cached] = id
+      byCached.set(cached, id)
     }
     return id
   }

@@ -17,6 +17,7 @@ import {
   awaitTerminal,
   type GenerationRequest,
   isRepeatable,
+  keepAlive,
   outputOf,
   type Prepared,
   prepareGeneration,
@@ -222,16 +223,3 @@ function streamGeneration(
 }
 
 const isTerminal = (e: JobEvent) => e.type === 'completed' || e.type === 'failed' || e.type === 'canceled'
-
-/** Workers end a request's work with its response unless told to wait. */
-export function keepAlive(c: AppContext, deps: EdgeDeps, p: Promise<unknown>): void {
-  if (deps.waitUntil) {
-    deps.waitUntil(c, p)
-    return
-  }
-  try {
-    c.executionCtx.waitUntil(p)
-  } catch {
-    // Node and Lambda: no execution context; the process stays up anyway.
-  }
-}

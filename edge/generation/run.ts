@@ -297,7 +297,7 @@ function usageId(at: number): string {
  * together): holding every response until then kept each
  * request's objects alive across the turn, which made the young-generation
  * collections copy them and cost ~2% of a cache hit (bench/observability.ts).
- * Workers keep the write alive with waitUntil; Lambda commits first
+ * Workers keep the write alive (keepAlive); Lambda commits first
  * (`usageBeforeResponse`). A failed write is logged; it never fails the request.
  */
 export async function recordUsage(
@@ -327,10 +327,22 @@ export async function recordUsage(
   // handler per commit (one log line if it fails), not one kept per record.
   if (written === lastWrite) return
   lastWrite = written
-  const handled = logged() // before `?.`: a missing waitUntil would skip evaluating its argument
-  deps.waitUntil?.(c, handled)
+  keepAlive(c, deps, logged())
 }
 
 let lastWrite: Promise<void> | undefined
+
+/** Workers end a request's work with its response unless told to wait. */
+export function keepAlive(c: AppContext, deps: EdgeDeps, p: Promise<unknown>): void {
+  if (deps.waitUntil) {
+    deps.waitUntil(c, p)
+    return
+  }
+  try {
+    c.executionCtx.waitUntil(p)
+  } catch {
+    // Node and Lambda: no execution context; the process stays up anyway.
+  }
+}
 
 export { notFound }

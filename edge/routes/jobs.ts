@@ -11,10 +11,10 @@ import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
 import { chatMessageSchema, type GenerationOutput } from '../../core/protocol.js'
 import type { AppContext } from '../deps.js'
-import { keepAlive } from '../generation/respond.js'
 import {
   awaitTerminal,
   type GenerationRequest,
+  keepAlive,
   outputOf,
   prepareGeneration,
   recordUsage,
