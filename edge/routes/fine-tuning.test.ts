@@ -5,6 +5,7 @@
  * paging, cancel.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { manifestKey } from '../../core/model-manifest.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import {
   appendEvent,
@@ -12,7 +13,7 @@ import {
   writeCheckpointMeta,
   writeStatus,
 } from '../../workers/fine-tuning/records.js'
-import { makeTestEdge, type TestEdge } from '../testing/harness.js'
+import { makeTestEdge, manifest, type TestEdge } from '../testing/harness.js'
 import { createFile } from './files-store.js'
 
 let e: TestEdge
@@ -183,6 +184,27 @@ describe('reading and cancelling', () => {
     const job = await createJob()
     const res = (await (await req(`/v1/fine_tuning/jobs/${job.id}/cancel`, ftKey, {})).json()) as Job
     expect(res.status).toBe('cancelled')
+  })
+
+  it('a model listing read before the fine-tune was published lists it once the job is seen succeeded', async () => {
+    const ids = async () =>
+      ((await (await req('/v1/models', ftKey)).json()) as { data: Array<{ id: string }> }).data.map(
+        (m) => m.id,
+      )
+    const job = await createJob()
+    const name = 'ft:echo-1:t1::listed'
+    expect(await ids()).not.toContain(name) // the edge now reuses this listing for seconds
+    // What the worker does: publish the model, then mark the job succeeded.
+    await e.deps.store.put(manifestKey(name), JSON.stringify(manifest(name, 't1')))
+    await e.deps.jobs.transition(job.id, 'running')
+    await e.deps.jobs.transition(job.id, 'succeeded', {
+      output: { fine_tuned_model: name, trained_tokens: 1, steps: 1, base_valid_loss: 2, valid_loss: 1 },
+    })
+    expect(await ids()).not.toContain(name) // still the cached listing
+    expect(((await (await req(`/v1/fine_tuning/jobs/${job.id}`, ftKey)).json()) as Job).status).toBe(
+      'succeeded',
+    )
+    expect(await ids()).toContain(name)
   })
 
   it('a succeeded job shows its model and metrics; a failed one its error', async () => {

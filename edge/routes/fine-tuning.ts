@@ -171,8 +171,16 @@ export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
     if (!r || r.kind !== FINE_TUNE_KIND) throw notFound('fine-tuning job', id, 'fine_tuning_job_id')
     return r
   }
-  const view = async (r: JobRecord) =>
-    fineTuningJobView(r, r.state === 'running' ? await readStatus(deps.store, r.id).catch(() => null) : null)
+  const view = async (r: JobRecord) => {
+    const v = fineTuningJobView(
+      r,
+      r.state === 'running' ? await readStatus(deps.store, r.id).catch(() => null) : null,
+    )
+    // A caller who saw the job succeed lists models next: the catalog's cached listing
+    // (reused for seconds) may predate the publish. get() re-reads it when the model is missing.
+    if (v.fine_tuned_model) await deps.models.get(r.tenant, v.fine_tuned_model).catch(() => null)
+    return v
+  }
 
   app.openapi(
     create,
