@@ -1,7 +1,7 @@
 /**
  * The fast inc/observe paths of core/metrics.ts export exactly what
  * prom-client's own paths export, for the same calls: label sets seen again,
- * numbers as label values, partial label sets, bucket boundaries and values
+ * in another order, numbers as label values, partial label sets, bucket boundaries and values
  * above the last bucket, values added, metrics reset or a label set removed
  * in between; and they refuse what prom-client refuses.
  */
@@ -14,6 +14,8 @@ function traffic(m: Metrics) {
   for (let i = 0; i < 3; i++) m.requests.inc(chat)
   m.requests.inc({ ...chat, status: 200 as unknown as string }) // the same series as '200'
   m.requests.inc({ ...chat, model: 'm2' }, 5)
+  const reordered = { model: 'm1', status: '200', method: 'POST', route: chat.route } // the same series as chat
+  for (let i = 0; i < 2; i++) m.requests.inc(reordered)
   m.requests.inc({ ...chat, model: 'm2' }, 0)
   m.requests.inc({ route: '/health', method: 'GET', status: '200' } as typeof chat) // model left out
   m.requests.inc({ route: '/health', method: 'GET', status: '200', model: 'undefined' }) // not the same series
@@ -39,7 +41,7 @@ describe('metrics fast paths', () => {
     for (const m of [fast, plain]) traffic(m)
     const first = await exported(plain)
     expect(first).toContain(
-      'pgpt:http_requests_total{route="/v1/chat/completions",method="POST",status="200",model="m1"} 4',
+      'pgpt:http_requests_total{route="/v1/chat/completions",method="POST",status="200",model="m1"} 6',
     )
     expect(await exported(fast)).toBe(first)
 

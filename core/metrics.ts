@@ -16,8 +16,9 @@ import { branch, type ValueTree } from './value-tree.js'
  * other metric work of a cache hit). Here each label set keeps a reference to
  * prom-client's own entry for it once prom-client has created it, and later
  * calls update that entry directly;
- * the first call for a label set, any unusual argument and an entry that
- * prom-client replaced (reset, remove, zero) take prom-client's path (so a
+ * the first call for a label set and any unusual argument take prom-client's
+ * path, and so does every label set after reset, remove or zero (the known
+ * entries are forgotten then, the only calls that replace them) (so a
  * label name that was not declared is refused there, but only on a label
  * set's first call: later calls are not validated again). The
  * export is prom-client's, unchanged (core/metrics.test.ts compares both).
@@ -31,7 +32,6 @@ interface Internals {
   enableExemplars?: boolean
 }
 type Labels = Record<string, unknown>
-type Found<E> = { hash: string; entry: E }
 
 const internals = (m: object): Internals | undefined => {
   const i = m as Partial<Internals>
@@ -44,38 +44,59 @@ const internals = (m: object): Internals | undefined => {
     : undefined
 }
 
-/** prom-client's key and entry for a label set. */
-function entryOf<E>(m: Internals, labels: Labels): Found<E> | undefined {
-  for (const [hash, entry] of Object.entries(m.hashMap))
+/** prom-client's entry for a label set. */
+function entryOf<E>(m: Internals, labels: Labels): E | undefined {
+  for (const entry of Object.values(m.hashMap))
     if (
       m.labelNames.every((n) => {
         const [a, b] = [entry.labels[n], labels[n]] // as prom-client's key: a label left out ≠ 'undefined'
         return (a === undefined) === (b === undefined) && String(a) === String(b)
       })
     )
-      return { hash, entry: entry as E }
+      return entry as E
   return undefined
 }
 
 const isLabels = (x: unknown): x is Labels => x !== null && typeof x === 'object'
 
-/** Label sets' entries, kept while prom-client still holds them, in a tree by label value. */
-function entries<E>(m: Internals) {
+/**
+ * Label sets' entries, in a tree by label value, forgotten when the metric's
+ * reset, remove or zero is called: those replace or drop prom-client's entries.
+ */
+function entries<E>(metric: object, m: Internals) {
   const names = m.labelNames
   const last = names.length - 1
   const root: ValueTree = new Map()
-  return {
-    get(labels: Labels): E | undefined {
-      let node = root
-      for (let i = 0; i < last; i++) {
-        node = node.get(labels[names[i]!]) as ValueTree
-        if (node === undefined) return undefined
+  const own = metric as Record<string, unknown>
+  for (const name of ['reset', 'remove', 'zero']) {
+    const replaces = own[name]
+    if (typeof replaces === 'function')
+      own[name] = (...args: unknown[]) => {
+        root.clear()
+        return replaces.apply(metric, args)
       }
-      const f = node.get(labels[names[last]!]) as Found<E> | undefined
-      return f && m.hashMap[f.hash] === f.entry ? f.entry : undefined
+  }
+  return {
+    /**
+     * Only for labels given in declared order (as this codebase's calls do;
+     * others take prom-client's path). Read by for-in, not `labels[name]`:
+     * one reading site for every metric's label objects made that load
+     * megamorphic (a stub-cache probe per label), while for-in reads each
+     * value by its field index.
+     */
+    get(labels: Labels): E | undefined {
+      let node: unknown = root
+      let i = 0
+      for (const name in labels) {
+        if (name !== names[i++] || node === undefined) return undefined
+        node = (node as ValueTree).get(labels[name])
+      }
+      return i === names.length ? (node as E | undefined) : undefined
     },
     /** After prom-client's own path created or updated the entry. */
     learn(labels: Labels): void {
+      const given = Object.keys(labels)
+      if (given.length !== names.length || given.some((n, i) => n !== names[i])) return
       const f = entryOf<E>(m, labels)
       if (!f) return
       let node = root
@@ -89,7 +110,7 @@ function withFastInc<T extends string>(c: Counter<T>): Counter<T> {
   const m = internals(c)
   if (!m) return c
   const slow = c.inc.bind(c) as (labels?: unknown, value?: unknown) => void
-  const known = entries<{ value: number }>(m)
+  const known = entries<{ value: number }>(c, m)
   c.inc = ((labels?: unknown, value?: unknown) => {
     if (
       !isLabels(labels) ||
@@ -112,7 +133,7 @@ function withFastObserve<T extends string>(h: Histogram<T>): Histogram<T> {
   if (!m || !Array.isArray(bounds)) return h
   const keys = bounds.map(String)
   const slow = h.observe.bind(h) as (labels: unknown, value?: unknown) => void
-  const known = entries<{ sum: number; count: number; bucketValues: Record<string, number> }>(m)
+  const known = entries<{ sum: number; count: number; bucketValues: Record<string, number> }>(h, m)
   h.observe = ((labels: unknown, value?: unknown) => {
     if (!isLabels(labels) || typeof value !== 'number' || !Number.isFinite(value)) return slow(labels, value)
     const e = known.get(labels)

@@ -44,9 +44,8 @@ export interface EdgeDeps {
   /** Longest wait of a synchronous request for its job, in ms. Default 300 000. */
   syncTimeoutMs?: number
   /**
-   * Keeps background work alive after the response (Workers' waitUntil);
-   * without it, edge/generation/run.ts keepAlive uses the request's execution
-   * context where there is one. Node and Lambda keep the process alive anyway.
+   * Keeps background work alive after the response (Workers' waitUntil, set
+   * by edge/worker.ts). Node and Lambda keep the process alive anyway.
    */
   waitUntil?: (c: Context, p: Promise<unknown>) => void
   /**

@@ -170,6 +170,14 @@ describe('the edge in workerd', () => {
     }
     expect(body.choices[0]!.message.content).toBe('hello from a worker')
     expect(body.usage.total_tokens).toBe(7)
+    // Its usage record is written after the response, kept alive by the request's waitUntil.
+    const bucket = await (await ready).getR2Bucket('MODELS')
+    let records: string[] = []
+    for (let i = 0; i < 50 && records.length === 0; i++) {
+      records = (await bucket.list({ prefix: 'usage/' })).objects.map((o) => o.key)
+      if (records.length === 0) await new Promise((r) => setTimeout(r, 50))
+    }
+    expect(records.some((k) => k.endsWith('~3~4~0~0'))).toBe(true) // prompt~completion~trained~cached
   })
 
   it('validates and rate-limits through the Durable Object', async () => {

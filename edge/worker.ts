@@ -96,6 +96,8 @@ function build(env: WorkerEnv): Built {
     logger,
     metrics: createMetrics(),
     models: createModelCatalog(store),
+    // Usage writes, stream relays and job follow-ups outlive the response.
+    waitUntil: (c, p) => c.executionCtx.waitUntil(p),
   }
   const ready = config.PGPT_API_KEY ? ensureKey(keys, config.PGPT_API_KEY) : Promise.resolve()
   return { app: createApp(deps), ready }

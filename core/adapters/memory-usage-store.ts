@@ -14,8 +14,10 @@ export class MemoryUsageStore implements UsageStore {
 
   async record(rec: UsageRecord): Promise<void> {
     // A record id counts once, however often it is recorded (retries).
-    if (this.ids.has(rec.id)) return
-    this.ids.add(rec.id)
+    if (rec.id !== undefined) {
+      if (this.ids.has(rec.id)) return
+      this.ids.add(rec.id)
+    }
     this.records.push({ ...rec })
   }
 

@@ -20,6 +20,7 @@
  * `from`, `bucketSeconds` long; only buckets (and groups) with records,
  * ordered by start then group.
  */
+import { newId } from '../ids.js'
 import type { ObjectStore } from '../ports/object-store.js'
 import type { UsageBucket, UsageQuery, UsageRecord, UsageStore } from '../ports/usage-store.js'
 import { createError } from './adapter-error.js'
@@ -86,7 +87,10 @@ export class ObjectUsageStore implements UsageStore {
   }
 
   async record(rec: UsageRecord): Promise<void> {
-    if (!rec.id || !rec.tenant) throw createError(OBJECT_USAGE_STORE, 'id and tenant are required')
+    if (!rec.tenant || rec.id === '')
+      throw createError(OBJECT_USAGE_STORE, 'tenant is required, and an id when given is not empty')
+    // A record written once still needs a key of its own (a put costs far more than the id).
+    const id = rec.id ?? newId('usage')
     for (const n of [rec.promptTokens, rec.completionTokens, rec.trainedTokens, rec.at])
       if (!Number.isInteger(n) || n < 0)
         throw createError(OBJECT_USAGE_STORE, 'token counts and at must be integers >= 0')
@@ -95,14 +99,15 @@ export class ObjectUsageStore implements UsageStore {
       `${encodeSegment(rec.model ?? '')}/${encodeSegment(rec.kind ?? '')}/` +
       [
         padTime(rec.at),
-        encodeSegment(rec.id),
+        encodeSegment(id),
         rec.promptTokens,
         rec.completionTokens,
         rec.trainedTokens,
         rec.cached ? 1 : 0,
       ].join('~')
-    if (this.store.supportsConditionalPut) await putIfAbsent(this.store, key, toJson(rec))
-    else await this.store.put(key, toJson(rec), { contentType: 'application/json' })
+    const body = toJson({ ...rec, id })
+    if (this.store.supportsConditionalPut) await putIfAbsent(this.store, key, body)
+    else await this.store.put(key, body, { contentType: 'application/json' })
   }
 
   private parse(key: string): Parsed | null {

@@ -57,12 +57,19 @@ describe('SqliteUsageStore group commit', () => {
   })
 })
 
+/** A SQLite file in a fresh folder, written by `sql` as an earlier version would have. */
+async function fileWritten(sql: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'pgpt-usage-'))
+  const file = join(dir, 'pgpt.db')
+  const old = new Database(file)
+  old.exec(sql)
+  old.close()
+  return { dir, file }
+}
+
 describe('SqliteUsageStore on a file written before series', () => {
   it('moves every record into the new layout once; queries and retries see them', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'pgpt-usage-'))
-    const file = join(dir, 'pgpt.db')
-    const old = new Database(file)
-    old.exec(`
+    const { dir, file } = await fileWritten(`
       CREATE TABLE pgpt_usage (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, api_key_id TEXT NOT NULL,
         model TEXT NOT NULL, kind TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,
         completion_tokens INTEGER NOT NULL, trained_tokens INTEGER NOT NULL, request_id TEXT,
@@ -73,7 +80,6 @@ describe('SqliteUsageStore on a file written before series', () => {
                                     ('b', 't1', 'k1', 'm', 'completion', 3, 4, 0, NULL, 0, 1500),
                                     ('c', 't2', 'k2', 'm2', 'fine_tune', 0, 0, 9, NULL, 0, 2000);
     `)
-    old.close()
     const rec = (id: string, tenant: string, at: number) => ({
       id,
       tenant,
@@ -126,6 +132,63 @@ describe('SqliteUsageStore on a file written before series', () => {
     // Opened again: nothing left to move, nothing counted twice.
     const again = new SqliteUsageStore({ file })
     expect((await again.query({ from: 0, to: 10_000, bucketSeconds: 10 }))[0]!.requests).toBe(4)
+    await again.close()
+    await rm(dir, { recursive: true, force: true })
+  })
+})
+
+describe('SqliteUsageStore on a file where every record had an id as its primary key', () => {
+  it('moves the records into the layout where ids are optional; retries still count once', async () => {
+    const { dir, file } = await fileWritten(`
+      CREATE TABLE pgpt_usage_series (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, api_key_id TEXT NOT NULL,
+        model TEXT NOT NULL, kind TEXT NOT NULL, cached INTEGER NOT NULL,
+        UNIQUE (tenant, api_key_id, model, kind, cached));
+      CREATE TABLE pgpt_usage_records (id TEXT PRIMARY KEY, series INTEGER NOT NULL REFERENCES pgpt_usage_series (id),
+        prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, trained_tokens INTEGER NOT NULL,
+        request_id TEXT, at INTEGER NOT NULL);
+      CREATE INDEX pgpt_usage_records_series_at ON pgpt_usage_records (series, at);
+      INSERT INTO pgpt_usage_series VALUES (1, 't1', 'k1', 'm', 'completion', 0), (2, 't2', 'k2', 'm2', 'batch', 0);
+      INSERT INTO pgpt_usage_records VALUES ('a', 1, 1, 2, 0, 'req_a', 1000), ('b', 1, 3, 4, 0, NULL, 1500),
+                                            ('c', 2, 5, 6, 0, 'req_c', 2000);
+    `)
+    const rec = (over: { id?: string; tenant: string; at: number }) => ({
+      apiKeyId: 'k1',
+      model: 'm',
+      kind: 'completion',
+      promptTokens: 10,
+      completionTokens: 10,
+      trainedTokens: 0,
+      cached: false,
+      ...over,
+    })
+    const store = new SqliteUsageStore({ file })
+    try {
+      expect(await store.query({ tenant: 't1', from: 0, to: 10_000, bucketSeconds: 10 })).toEqual([
+        { start: 0, end: 10_000, requests: 2, promptTokens: 4, completionTokens: 6, trainedTokens: 0 },
+      ])
+      await store.record(rec({ id: 'a', tenant: 't1', at: 1000 })) // a retry of a moved record
+      await store.record(rec({ tenant: 't1', at: 1200 }))
+      await store.record(rec({ tenant: 't1', at: 1300 }))
+      expect((await store.query({ tenant: 't1', from: 0, to: 10_000, bucketSeconds: 10 }))[0]).toMatchObject({
+        requests: 4,
+        promptTokens: 24,
+      })
+      expect((await store.query({ tenant: 't2', from: 0, to: 10_000, bucketSeconds: 10 }))[0]!.requests).toBe(
+        1,
+      )
+    } finally {
+      await store.close()
+    }
+    const db = new Database(file, { readonly: true })
+    const names = db.prepare(`SELECT name FROM sqlite_master`).pluck().all()
+    const requestIds = db.prepare(`SELECT request_id FROM pgpt_usage_records ORDER BY at`).pluck().all()
+    db.close()
+    expect(names).not.toContain('sqlite_autoindex_pgpt_usage_records_1')
+    expect(names).not.toContain('pgpt_usage_records_keyed')
+    expect(names).toEqual(expect.arrayContaining(['pgpt_usage_records_series_at', 'pgpt_usage_records_id']))
+    expect(requestIds).toEqual(['req_a', null, null, null, 'req_c']) // by at: a, two new, b, c
+    const again = new SqliteUsageStore({ file }) // nothing left to move
+    expect((await again.query({ from: 0, to: 10_000, bucketSeconds: 10 }))[0]!.requests).toBe(5)
     await again.close()
     await rm(dir, { recursive: true, force: true })
   })

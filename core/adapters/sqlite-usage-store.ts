@@ -4,7 +4,8 @@
  * series, what records share); totals are summed
  * at query time (never kept as counters), so they can be audited.
  *
- * Recording is idempotent by record id (a retried write counts once).
+ * Recording is idempotent by record id (a retried write counts once); a
+ * record without an id (written once, as the edge's) is stored without one.
  * A query covers records with `from <= at < to` (epoch ms). Buckets are
  * aligned to `from`, `bucketSeconds` long: bucket i is
  * [from + i·size, from + (i+1)·size). Only buckets (and groups) with records
@@ -36,6 +37,10 @@ const SERIES = 'pgpt_usage_series'
 const RECORDS = 'pgpt_usage_records'
 /** The layout before series: one row with every column per record; migrated on open. */
 const LEGACY = 'pgpt_usage'
+/** Where migrateKeyedRecords moves the records table of the layout where every record had an id. */
+const KEYED = 'pgpt_usage_records_keyed'
+/** Columns a record is written to, in the order of its row values. */
+const COLUMNS = 'series, prompt_tokens, completion_tokens, trained_tokens, request_id, at, id'
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS ${SERIES} (
@@ -48,16 +53,41 @@ const SCHEMA = `
     UNIQUE (tenant, api_key_id, model, kind, cached)
   );
   CREATE TABLE IF NOT EXISTS ${RECORDS} (
-    id TEXT PRIMARY KEY,
     series INTEGER NOT NULL REFERENCES ${SERIES} (id),
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     trained_tokens INTEGER NOT NULL,
     request_id TEXT,
-    at INTEGER NOT NULL
+    at INTEGER NOT NULL,
+    id TEXT
   );
   CREATE INDEX IF NOT EXISTS ${RECORDS}_series_at ON ${RECORDS} (series, at);
+  -- Partial: records written once (no id, most of them) cost no entry here.
+  CREATE UNIQUE INDEX IF NOT EXISTS ${RECORDS}_id ON ${RECORDS} (id) WHERE id IS NOT NULL;
 `
+
+/**
+ * The previous layout keyed every record by its id (`id TEXT PRIMARY KEY`):
+ * a third b-tree insert per record, and a record id the edge made up per
+ * request only to fill it. Moved into the current layout in one transaction,
+ * taken before any other connection can start the same move.
+ */
+function migrateKeyedRecords(db: SqliteDatabase): void {
+  db.transaction(() => {
+    const keyed = db
+      .prepare(`SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?`)
+      .get(`sqlite_autoindex_${RECORDS}_1`)
+    if (!keyed) return
+    db.exec(`
+      DROP INDEX IF EXISTS ${RECORDS}_series_at;
+      ALTER TABLE ${RECORDS} RENAME TO ${KEYED};
+      ${SCHEMA}
+      INSERT INTO ${RECORDS} (${COLUMNS})
+        SELECT series, prompt_tokens, completion_tokens, trained_tokens, request_id, at, id FROM ${KEYED};
+      DROP TABLE ${KEYED};
+    `)
+  }).immediate()
+}
 
 /** Moves the records of a file written before series into the new layout, in one transaction. */
 function migrateLegacy(db: SqliteDatabase): void {
@@ -68,12 +98,12 @@ function migrateLegacy(db: SqliteDatabase): void {
       INSERT INTO ${SERIES} (tenant, api_key_id, model, kind, cached)
         SELECT DISTINCT tenant, api_key_id, model, kind, cached FROM ${LEGACY} WHERE true
         ON CONFLICT DO NOTHING;
-      INSERT INTO ${RECORDS} (id, series, prompt_tokens, completion_tokens, trained_tokens, request_id, at)
-        SELECT u.id, s.id, u.prompt_tokens, u.completion_tokens, u.trained_tokens, u.request_id, u.at
+      INSERT INTO ${RECORDS} (${COLUMNS})
+        SELECT s.id, u.prompt_tokens, u.completion_tokens, u.trained_tokens, u.request_id, u.at, u.id
         FROM ${LEGACY} u JOIN ${SERIES} s
           ON s.tenant = u.tenant AND s.api_key_id = u.api_key_id AND s.model = u.model
              AND s.kind = u.kind AND s.cached = u.cached
-        WHERE true ON CONFLICT (id) DO NOTHING;
+        WHERE true ON CONFLICT (id) WHERE id IS NOT NULL DO NOTHING;
       DROP TABLE ${LEGACY};
     `)
   })()
@@ -115,7 +145,6 @@ const COMMIT_TURNS = 8
 
 /** Rows one INSERT statement writes at most. */
 const ROWS_PER_INSERT = 32
-const COLUMNS = 'id, series, prompt_tokens, completion_tokens, trained_tokens, request_id, at'
 
 /** Values of one row, in COLUMNS order. */
 const PER_ROW = 7
@@ -132,7 +161,7 @@ function writerFor(db: SqliteDatabase) {
   const insert = (rows: number) =>
     (statements[rows] ??= db.prepare<unknown[]>(
       `INSERT INTO ${RECORDS} (${COLUMNS}) VALUES ${Array(rows).fill('(?, ?, ?, ?, ?, ?, ?)').join(', ')}
-       ON CONFLICT (id) DO NOTHING`,
+       ON CONFLICT (id) WHERE id IS NOT NULL DO NOTHING`,
     ))
   const addSeries = db.prepare<unknown[]>(
     `INSERT INTO ${SERIES} (tenant, api_key_id, model, kind, cached) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
@@ -148,16 +177,17 @@ function writerFor(db: SqliteDatabase) {
    * and series rows are never removed, so a known id stays right.
    */
   const known: ValueTree = new Map()
+  const leaf = (r: UsageRecord) =>
+    branch(branch(branch(branch(known, r.tenant), r.apiKeyId), r.model), r.kind)
+  /** The series id when known, without touching the database. */
+  const knownSeries = (r: UsageRecord) => leaf(r).get(r.cached ? 1 : 0) as number | undefined
+  /** The series id, stored first when new. */
   const series = (r: UsageRecord): number => {
-    const byCached = branch(branch(branch(branch(known, r.tenant), r.apiKeyId), r.model), r.kind)
     const cached = r.cached ? 1 : 0
-    let id = byCached.get(cached) as number | undefined
-    if (id === undefined) {
-      const values = [r.tenant, r.apiKeyId, r.model, r.kind, cached]
-      addSeries.run(...values)
-      id = seriesId.get(...values)!
-      byCached.set(cached, id)
-    }
+    const values = [r.tenant, r.apiKeyId, r.model, r.kind, cached]
+    addSeries.run(...values)
+    const id = seriesId.get(...values)!
+    leaf(r).set(cached, id)
     return id
   }
   /** Rows of PER_ROW values each (COLUMNS order), in one transaction. */
@@ -168,7 +198,7 @@ function writerFor(db: SqliteDatabase) {
       insert(n).run(...values.slice(from * PER_ROW, (from + n) * PER_ROW))
     }
   })
-  return { series, write }
+  return { knownSeries, series, write }
 }
 
 export class SqliteUsageStore implements UsageStore {
@@ -180,6 +210,7 @@ export class SqliteUsageStore implements UsageStore {
 
   constructor(options: SqliteUsageStoreOptions) {
     this.sqlite = new LazySqlite(SQLITE_USAGE_STORE, options.file, (db) => {
+      migrateKeyedRecords(db)
       db.exec(SCHEMA)
       migrateLegacy(db)
     })
@@ -197,15 +228,15 @@ export class SqliteUsageStore implements UsageStore {
    * batching keeps the durability of a synchronous insert at a fraction of
    * that. The wait is counted in turns, not time: an idle loop runs them
    * back to back (microseconds), a busy one gathers each turn's records.
-   * Record ids should grow with time (as the edge's, edge/generation/run.ts):
-   * random ones (UUIDs) land on a different page of the primary-key index
-   * each, which made every commit write several more pages (about 3× the CPU
-   * per record on a busy machine).
+   * Give a record an id only when it may be written again: each id is an
+   * entry in the id index, and random ids (UUIDs) land on a different page
+   * of it each, which made every commit write several more pages (about 3×
+   * the CPU per record on a busy machine, when every record had one).
    */
   record(rec: UsageRecord): Promise<void> {
     const invalid =
-      !rec.id || !rec.tenant
-        ? 'id and tenant are required'
+      !rec.tenant || rec.id === ''
+        ? 'tenant is required, and an id when given is not empty'
         : !(
               isCount(rec.promptTokens) &&
               isCount(rec.completionTokens) &&
@@ -217,15 +248,16 @@ export class SqliteUsageStore implements UsageStore {
             ? 'store is closed'
             : undefined
     if (invalid) return Promise.reject(createError(SQLITE_USAGE_STORE, invalid))
-    let series: number
-    try {
-      series = this.run('record', (db) => {
-        this.writer ??= writerFor(db)
-        return this.writer.series(rec)
-      })
-    } catch (err) {
-      return Promise.reject(err)
-    }
+    let series = this.writer?.knownSeries(rec)
+    if (series === undefined)
+      try {
+        series = this.run('record', (db) => {
+          this.writer ??= writerFor(db)
+          return this.writer.knownSeries(rec) ?? this.writer.series(rec)
+        })
+      } catch (err) {
+        return Promise.reject(err)
+      }
     if (!this.batch) {
       let resolve = () => {}
       let reject: (err: unknown) => void = () => {}
@@ -239,13 +271,13 @@ export class SqliteUsageStore implements UsageStore {
       wait(COMMIT_TURNS)
     }
     this.batch.values.push(
-      rec.id,
       series,
       rec.promptTokens,
       rec.completionTokens,
       rec.trainedTokens,
       rec.requestId ?? null,
       rec.at,
+      rec.id ?? null,
     )
     this.batch.rows++
     return this.batch.committed // one promise for the whole commit, not one per record

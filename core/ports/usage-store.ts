@@ -5,7 +5,13 @@
  */
 
 export interface UsageRecord {
-  id: string
+  /**
+   * Idempotency key, for writers that may write the same record again (a
+   * retried batch line or fine-tuning job): a store keeps one record per id.
+   * Left out by writers that write each record once (the edge, per request),
+   * which then costs the store no unique index entry.
+   */
+  id?: string
   tenant: string
   apiKeyId: string
   model: string

@@ -4,7 +4,6 @@
  * never runs the model (core/protocol.ts is the contract with the workers).
  */
 import { ApiError, badRequest, notFound } from '../../core/errors.js'
-import { newId } from '../../core/ids.js'
 import type { ModelManifest } from '../../core/model-manifest.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord, type WebhookTarget } from '../../core/ports/job-store.js'
@@ -275,23 +274,6 @@ export function outputOf(e: JobEvent, jobId: string): GenerationOutput {
 }
 
 /**
- * Usage record ids: time-ordered, so the SQLite store appends to its id index
- * instead of touching a random page of it (a random UUID per record tripled
- * its cost), and cheap: the time part is formatted once per millisecond, with
- * a random part drawn once per process (isolate), and a counter makes ids unique
- * (newId draws fresh randomness: ~20 000 instructions a call).
- */
-const usageIds = { at: -1, prefix: '', count: 0, process: '' }
-function usageId(at: number): string {
-  if (at !== usageIds.at) {
-    usageIds.process ||= newId('u').slice(-12) // not at load: Workers allow randomness only in a handler
-    usageIds.at = at
-    usageIds.prefix = `usage_${at.toString(36).padStart(9, '0')}${usageIds.process}_`
-  }
-  return `${usageIds.prefix}${usageIds.count++}`
-}
-
-/**
  * Writes the usage record of a request. The response does not wait for the
  * commit (the SQLite store commits the records of a few event-loop turns
  * together): holding every response until then kept each
@@ -307,8 +289,8 @@ export async function recordUsage(
 ): Promise<void> {
   const key = c.get('key')
   const at = Date.now()
+  // No record id: a request writes its record once (ids are for writers that retry).
   const written = deps.usage.record({
-    id: usageId(at),
     tenant: key.tenant,
     apiKeyId: key.id,
     model: u.model,
@@ -320,29 +302,29 @@ export async function recordUsage(
     cached: u.cached,
     at,
   })
-  const log = c.get('log') // not `c`: the handler must not keep the request's context alive
-  const logged = () => written.catch((err: unknown) => log.error({ err }, 'usage record failed'))
-  if (deps.usageBeforeResponse) return logged()
+  if (deps.usageBeforeResponse) return logFailure(written, c.get('log'))
   // A store that commits records together answers them with one promise: one
   // handler per commit (one log line if it fails), not one kept per record.
   if (written === lastWrite) return
   lastWrite = written
-  keepAlive(c, deps, logged())
+  keepAlive(c, deps, logFailure(written, c.get('log')))
 }
+
+/** Given the logger, not `c`: the handler must not keep the request's context alive. */
+const logFailure = (written: Promise<void>, log: AppContext['var']['log']) =>
+  written.catch((err: unknown) => log.error({ err }, 'usage record failed'))
 
 let lastWrite: Promise<void> | undefined
 
-/** Workers end a request's work with its response unless told to wait. */
+/**
+ * Workers end a request's work with its response unless told to wait
+ * (`deps.waitUntil`, set by edge/worker.ts). Node and Lambda set none: their
+ * process outlives the response. Not by trying `c.executionCtx`, which throws
+ * where there is none: an Error with its stack trace per call cost a cache
+ * hit ~4% of its instructions (bench/observability.ts).
+ */
 export function keepAlive(c: AppContext, deps: EdgeDeps, p: Promise<unknown>): void {
-  if (deps.waitUntil) {
-    deps.waitUntil(c, p)
-    return
-  }
-  try {
-    c.executionCtx.waitUntil(p)
-  } catch {
-    // Node and Lambda: no execution context; the process stays up anyway.
-  }
+  deps.waitUntil?.(c, p)
 }
 
 export { notFound }

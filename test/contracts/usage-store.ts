@@ -4,7 +4,7 @@
  * the suite never skips. Besides the port, the suite requires: a query covers
  * `from <= at < to`; buckets are aligned to `from`; only buckets (and groups)
  * with records are returned, by start then group; recording one id twice
- * counts once.
+ * counts once; records without an id count each time.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import type { UsageRecord, UsageStore } from '../../core/ports/usage-store.js'
@@ -172,6 +172,23 @@ export function testUsageStore({ name, make }: UsageStoreContractOptions) {
       const [bucket] = await store.query({ tenant: 'tenant_a', from: T0, to: T0 + MIN, bucketSeconds: 60 })
       expect(bucket.requests).toBe(1)
       expect(bucket.promptTokens).toBe(10)
+    })
+
+    it('counts every record written without an id, beside ones with ids', async () => {
+      const store = await setup()
+      const once = (over: Partial<UsageRecord>) => {
+        const { id: _, ...r } = rec(over)
+        return r
+      }
+      await store.record(once({ promptTokens: 1 }))
+      await store.record(once({ promptTokens: 1 }))
+      await store.record(once({ promptTokens: 1, at: T0 + 1 }))
+      const keyed = rec({ promptTokens: 100 })
+      await store.record(keyed)
+      await store.record(keyed)
+      const [bucket] = await store.query({ tenant: 'tenant_a', from: T0, to: T0 + MIN, bucketSeconds: 60 })
+      expect(bucket.requests).toBe(4)
+      expect(bucket.promptTokens).toBe(103)
     })
 
     it('rejects a malformed query', async () => {
