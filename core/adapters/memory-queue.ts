@@ -1,12 +1,25 @@
 /**
- * In-memory Queue: the edge's tests, and the Workers/Lambda entries when no
- * SQS queue is configured (one isolate's memory: jobs do not survive it, and
- * no worker outside the isolate can see them). Visibility timeouts and
- * long-poll are honoured; there is no dead-letter queue, so it runs no Queue
- * contract suite: durable queues are core/adapters/local-queue.ts and sqs-queue.ts.
+ * In-memory Queue: the Workers/Lambda entries when no SQS queue is configured
+ * (one isolate's memory: jobs do not survive it, and no worker outside the
+ * isolate can see them), and the unit tests of the edge and the workers.
+ * Visibility timeouts, delays, long polls and receive counts as SQS; with a
+ * `redrive` (memoryQueueWithDeadLetter), a message received maxReceiveCount
+ * times moves to the dead-letter queue on its next receive, as SQS does. It
+ * passes the Queue contract suite; the durable queues are
+ * core/adapters/local-queue.ts and sqs-queue.ts.
  */
 import { newId } from '../ids.js'
-import type { Queue, QueueMessage, QueueStats, ReceiveOptions, SendOptions } from '../ports/queue.js'
+import type {
+  Queue,
+  QueueMessage,
+  QueueStats,
+  QueueWithDeadLetter,
+  ReceiveOptions,
+  SendOptions,
+} from '../ports/queue.js'
+import { createError } from './adapter-error.js'
+
+const MEMORY_QUEUE = 'memory-queue'
 
 interface Entry {
   id: string
@@ -17,37 +30,55 @@ interface Entry {
   handle?: string
 }
 
+export interface MemoryQueueOptions {
+  /** Default visibility timeout of a receive, seconds. Default 30. */
+  visibilityTimeoutSeconds?: number
+  /** Where a message goes after maxReceiveCount receives. */
+  redrive?: { deadLetter: MemoryQueue; maxReceiveCount: number }
+}
+
+/** SQS's limits, so code tested here does not ask SQS for more than it gives. */
+function check(ok: boolean, message: string): void {
+  if (!ok) throw createError(MEMORY_QUEUE, message)
+}
+
 export class MemoryQueue implements Queue {
   readonly name: string
-  private readonly entries: Entry[] = []
+  /** Messages in send order (stats and tests read them; send/receive/ack change them). */
+  readonly entries: Entry[] = []
   private readonly waiters = new Set<() => void>()
+  private readonly visibilityTimeoutSeconds: number
+  private readonly redrive: MemoryQueueOptions['redrive']
 
-  constructor(
-    name = 'memory',
-    private readonly visibilityTimeoutSeconds = 30,
-  ) {
+  constructor(name = 'memory', options: MemoryQueueOptions = {}) {
     this.name = name
+    this.visibilityTimeoutSeconds = options.visibilityTimeoutSeconds ?? 30
+    this.redrive = options.redrive
   }
 
   async send(body: string, options: SendOptions = {}): Promise<{ id: string }> {
+    const delay = options.delaySeconds ?? 0
+    check(
+      Number.isInteger(delay) && delay >= 0 && delay <= 900,
+      'delaySeconds must be an integer from 0 to 900',
+    )
     const now = Date.now()
-    const e: Entry = {
-      id: newId('msg'),
-      body,
-      sentAt: now,
-      visibleAt: now + (options.delaySeconds ?? 0) * 1000,
-      receiveCount: 0,
-    }
+    const e: Entry = { id: newId('msg'), body, sentAt: now, visibleAt: now + delay * 1000, receiveCount: 0 }
     this.entries.push(e)
-    for (const w of this.waiters) w()
+    this.wake()
     return { id: e.id }
   }
 
   async receive(options: ReceiveOptions = {}): Promise<QueueMessage[]> {
-    const deadline = Date.now() + (options.waitTimeSeconds ?? 0) * 1000
+    const max = options.maxMessages ?? 1
+    const wait = options.waitTimeSeconds ?? 0
+    check(Number.isInteger(max) && max >= 1 && max <= 10, 'maxMessages must be an integer from 1 to 10')
+    check(wait >= 0 && wait <= 20, 'waitTimeSeconds must be from 0 to 20')
+    const deadline = Date.now() + wait * 1000
     for (;;) {
-      const got = this.take(options)
+      const got = this.take(max, options.visibilityTimeoutSeconds ?? this.visibilityTimeoutSeconds)
       if (got.length || Date.now() >= deadline || options.signal?.aborted) return got
+      // Woken by a send or release; the timer catches delays and visibility timeouts running out.
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer)
@@ -55,23 +86,37 @@ export class MemoryQueue implements Queue {
           options.signal?.removeEventListener('abort', done)
           resolve()
         }
-        const timer = setTimeout(done, Math.min(250, Math.max(1, deadline - Date.now())))
+        const timer = setTimeout(done, Math.min(50, Math.max(1, deadline - Date.now())))
         this.waiters.add(done)
         options.signal?.addEventListener('abort', done)
       })
     }
   }
 
-  private take(options: ReceiveOptions): QueueMessage[] {
+  /** A message dead-lettered from another memory queue: the same id and body, as SQS moves it. */
+  private adopt(e: Entry, now: number): void {
+    this.entries.push({ id: e.id, body: e.body, sentAt: e.sentAt, visibleAt: now, receiveCount: 0 })
+    this.wake()
+  }
+
+  private wake(): void {
+    for (const w of this.waiters) w()
+  }
+
+  private take(max: number, visibilitySeconds: number): QueueMessage[] {
     const now = Date.now()
-    const max = options.maxMessages ?? 1
     const out: QueueMessage[] = []
-    for (const e of this.entries) {
-      if (out.length >= max) break
+    for (let i = 0; i < this.entries.length && out.length < max; i++) {
+      const e = this.entries[i]!
       if (e.visibleAt > now) continue
+      if (this.redrive && e.receiveCount >= this.redrive.maxReceiveCount) {
+        this.entries.splice(i--, 1)
+        this.redrive.deadLetter.adopt(e, now)
+        continue
+      }
       e.receiveCount += 1
       e.handle = newId('rh')
-      e.visibleAt = now + (options.visibilityTimeoutSeconds ?? this.visibilityTimeoutSeconds) * 1000
+      e.visibleAt = now + visibilitySeconds * 1000
       out.push({
         id: e.id,
         receiptHandle: e.handle,
@@ -83,6 +128,7 @@ export class MemoryQueue implements Queue {
     return out
   }
 
+  /** The message a handle was given for, while that delivery is the latest (an older handle does nothing). */
   private byHandle(handle: string): Entry | undefined {
     return this.entries.find((e) => e.handle === handle)
   }
@@ -90,6 +136,7 @@ export class MemoryQueue implements Queue {
   async extend(receiptHandle: string, seconds: number): Promise<void> {
     const e = this.byHandle(receiptHandle)
     if (e) e.visibleAt = Date.now() + seconds * 1000
+    if (seconds === 0) this.wake()
   }
 
   async ack(receiptHandle: string): Promise<void> {
@@ -100,7 +147,7 @@ export class MemoryQueue implements Queue {
   async release(receiptHandle: string): Promise<void> {
     const e = this.byHandle(receiptHandle)
     if (e) e.visibleAt = Date.now()
-    for (const w of this.waiters) w()
+    this.wake()
   }
 
   async stats(): Promise<QueueStats> {
@@ -108,12 +155,26 @@ export class MemoryQueue implements Queue {
     let visible = 0
     let inFlight = 0
     let delayed = 0
+    let oldest = now // dead-lettered messages keep their sentAt, so the first entry need not be the oldest
     for (const e of this.entries) {
       if (e.visibleAt <= now) visible++
       else if (e.receiveCount > 0) inFlight++
       else delayed++
+      oldest = Math.min(oldest, e.sentAt)
     }
-    const oldest = this.entries[0]
-    return { visible, inFlight, delayed, oldestAgeSeconds: oldest ? (now - oldest.sentAt) / 1000 : 0 }
+    return { visible, inFlight, delayed, oldestAgeSeconds: (now - oldest) / 1000 }
   }
+}
+
+/** A memory queue and its dead-letter queue (`jobs`, `jobs-dlq`). */
+export function memoryQueueWithDeadLetter(
+  visibilityTimeoutSeconds: number,
+  maxReceiveCount: number,
+): QueueWithDeadLetter {
+  const deadLetter = new MemoryQueue('jobs-dlq', { visibilityTimeoutSeconds })
+  const queue = new MemoryQueue('jobs', {
+    visibilityTimeoutSeconds,
+    redrive: { deadLetter, maxReceiveCount },
+  })
+  return { queue, deadLetter, maxReceiveCount }
 }

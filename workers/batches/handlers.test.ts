@@ -6,13 +6,13 @@
  * expiry, the line limit).
  */
 import { afterEach, describe, expect, it } from 'vitest'
+import { MemoryQueue } from '../../core/adapters/memory-queue.js'
 import { silentLogger } from '../../core/logger.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import type { GenerationInput, GenerationOutput } from '../../core/protocol.js'
 import { getBatch, listResults } from '../../edge/routes/batches-store.js'
 import { createFile, deleteFile } from '../../edge/routes/files-store.js'
 import { makeTestEdge, type TestEdge } from '../../edge/testing/harness.js'
-import { MemoryQueue } from '../testing/memory-queue.js'
 import type { JobContext } from '../worker-loop.js'
 import { type BatchHandlerDeps, chunkJobId, createBatchHandlers } from './handlers.js'
 
@@ -147,7 +147,7 @@ describe('batch handlers', () => {
     expect(planned.status).toBe('in_progress')
     expect(planned.request_counts).toEqual({ total: 8, completed: 0, failed: 3 })
     // 5 good lines in chunks of 4: two chunk jobs, each enqueued once.
-    expect(s.chunkQueue.messages.size).toBe(2)
+    expect(s.chunkQueue.entries.length).toBe(2)
     await s.runChunk(id, 0)
     expect((await s.view(id)).request_counts).toEqual({ total: 8, completed: 4, failed: 3 })
     expect(s.notified).toEqual([])
