@@ -172,6 +172,29 @@ describe('batch handlers', () => {
     expect((await s.call('POST', `/v1/batches/${id}/cancel`)).status).toBe(409)
   })
 
+  it('a batch without one valid line fails validation, each line with its reason, and runs nothing', async () => {
+    const s = await setup()
+    const id = await s.createBatch(
+      ['{not json', line('b', {}, '/v1/chat/completions'), line('c', { temperature: 9 })].join('\n'),
+    )
+    await s.runBatchJob(id)
+    const v = (await s.view(id)) as unknown as {
+      status: string
+      request_counts: { total: number; completed: number; failed: number }
+      errors: { data: Array<{ code: string; line: number | null; param: string | null }> }
+    }
+    expect(v.status).toBe('failed')
+    expect(v.request_counts).toEqual({ total: 3, completed: 0, failed: 3 })
+    expect(v.errors.data.map((e) => [e.line, e.code])).toEqual([
+      [1, 'invalid_json'],
+      [2, 'invalid_url'],
+      [3, expect.any(String)],
+    ])
+    expect(s.chunkQueue.entries).toHaveLength(0)
+    expect(s.engine.calls).toBe(0)
+    expect(s.notified).toEqual([`${id}:failed`])
+  })
+
   it('a chunk delivered again runs nothing twice and the batch has one line per custom_id', async () => {
     const s = await setup()
     const id = await s.createBatch(['a', 'b', 'c', 'd', 'e'].map((x) => line(x)).join('\n'))

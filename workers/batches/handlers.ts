@@ -35,6 +35,8 @@ import type { GenerationOutput, QueueMessageBody } from '../../core/protocol.js'
 import { chatBody, completionBody } from '../../edge/generation/format.js'
 import type { ModelCatalog } from '../../edge/model-catalog.js'
 import {
+  type BatchError,
+  type BatchObject,
   type BatchRecord,
   getBatch,
   getChunk,
@@ -90,6 +92,8 @@ export interface BatchHandlers {
 }
 
 const now = () => Math.floor(Date.now() / 1000)
+/** Line errors kept on a batch that failed validation (its error file holds every line). */
+const MAX_LINE_ERRORS = 1000
 export const requestIdOf = (batchId: string, line: number) =>
   `batch_req_${batchId.slice('batch_'.length)}_${line}`
 export const chunkJobId = (batchId: string, n: number) => `${batchId}_c${n}`
@@ -110,7 +114,12 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
   const finalize = (tenant: string, batchId: string, log?: Logger) =>
     finalizeBatch({ store, notify: d.notify, logger: log ?? d.logger }, tenant, batchId)
 
-  async function failBatch(tenant: string, batchId: string, code: string, message: string): Promise<void> {
+  async function failBatch(
+    tenant: string,
+    batchId: string,
+    errors: BatchError[],
+    counts?: BatchObject['request_counts'],
+  ): Promise<void> {
     const b = await updateBatch(store, tenant, batchId, (cur) =>
       isTerminalBatch(cur.status)
         ? null
@@ -118,11 +127,15 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
             ...cur,
             status: 'failed',
             failed_at: now(),
-            errors: { object: 'list', data: [{ code, message, param: 'input_file_id', line: null }] },
+            errors: { object: 'list', data: errors },
+            ...(counts ? { request_counts: counts } : {}),
           },
     )
     if (b?.status === 'failed') await d.notify?.(b)
   }
+  const fileError = (code: string, message: string): BatchError[] => [
+    { code, message, param: 'input_file_id', line: null },
+  ]
 
   /** Creates the chunk's job unless it exists, and sends its message (again after a crash: harmless, results are create-once). */
   async function enqueueChunk(b: BatchRecord, n: number, log: Logger | undefined): Promise<void> {
@@ -162,18 +175,18 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
       await failBatch(
         tenant,
         b.id,
-        'invalid_input_file',
-        `The input file ${b.input_file_id} no longer exists.`,
+        fileError('invalid_input_file', `The input file ${b.input_file_id} no longer exists.`),
       )
       return null
     }
     const all = splitJsonl(text)
     if (!all.length) {
-      await failBatch(tenant, b.id, 'empty_file', 'The input file has no lines.')
+      await failBatch(tenant, b.id, fileError('empty_file', 'The input file has no lines.'))
       return null
     }
     const seen = new Set<string>()
     const planned: PlannedLine[] = []
+    const lineErrors: BatchError[] = []
     let invalid = 0
     for (const l of all) {
       const r = await checkLine(d.models, tenant, b.endpoint, l.text, seen)
@@ -182,6 +195,8 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
         continue
       }
       invalid++
+      if (lineErrors.length < MAX_LINE_ERRORS)
+        lineErrors.push({ code: r.code, message: r.message, param: null, line: l.line })
       const id = requestIdOf(b.id, l.line)
       await putResult(store, tenant, b.id, {
         ok: false,
@@ -205,6 +220,12 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
                 error: null,
               },
       })
+    }
+    if (!planned.length) {
+      // Nothing to run: fail at validation with the lines' reasons (the first MAX_LINE_ERRORS), as OpenAI does.
+      ctx.logger.info({ batchId: b.id, lines: all.length }, 'batch failed validation: no valid line')
+      await failBatch(tenant, b.id, lineErrors, { total: all.length, completed: 0, failed: invalid })
+      return null
     }
     const chunks = Math.ceil(planned.length / perChunk)
     for (let n = 0; n < chunks; n++) {
