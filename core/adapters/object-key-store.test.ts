@@ -9,10 +9,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testKeyStore } from '../../test/contracts/key-store.js'
-import { type S3Server, startS3Server } from '../../test/servers/s3-server.js'
+import { type S3Server, s3StoreOf, startS3Server } from '../../test/servers/s3-server.js'
 import { FsObjectStore } from './fs-store.js'
 import { ObjectKeyStore } from './object-key-store.js'
-import { S3ObjectStore } from './s3-store.js'
 
 testKeyStore({
   name: 'objects over FsObjectStore',
@@ -30,16 +29,7 @@ beforeAll(async () => {
 afterAll(() => server?.stop())
 
 let n = 0
-const s3 = (prefix: string, conditionalPut = true) =>
-  new S3ObjectStore({
-    bucket: server.bucket,
-    region: server.region,
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    credentials: server.credentials,
-    prefix,
-    conditionalPut,
-  })
+const s3 = (prefix: string, conditionalPut = true) => s3StoreOf(server, { prefix, conditionalPut })
 
 testKeyStore({
   name: 'objects over S3ObjectStore (s3rver behind the conditional-write shim)',

@@ -11,10 +11,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { testUsageStore } from '../../test/contracts/usage-store.js'
-import { type S3Server, startS3Server } from '../../test/servers/s3-server.js'
+import { type S3Server, s3StoreOf, startS3Server } from '../../test/servers/s3-server.js'
 import { FsObjectStore } from './fs-store.js'
 import { ObjectUsageStore } from './object-usage-store.js'
-import { S3ObjectStore } from './s3-store.js'
 
 testUsageStore({
   name: 'objects over FsObjectStore',
@@ -39,15 +38,7 @@ afterAll(async () => {
 
 let n = 0
 const s3 = (server: S3Server, conditionalPut: boolean) =>
-  new S3ObjectStore({
-    bucket: server.bucket,
-    region: server.region,
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    credentials: server.credentials,
-    prefix: `usage${process.pid}-${++n}/`,
-    conditionalPut,
-  })
+  s3StoreOf(server, { prefix: `usage${process.pid}-${++n}/`, conditionalPut })
 
 testUsageStore({
   name: 'objects over S3ObjectStore (conditional-write shim)',

@@ -1,7 +1,6 @@
 import { afterAll, beforeAll } from 'vitest'
 import { testObjectStore } from '../../test/contracts/object-store.js'
-import { type S3Server, startS3Server } from '../../test/servers/s3-server.js'
-import { S3ObjectStore } from './s3-store.js'
+import { type S3Server, s3StoreOf, startS3Server } from '../../test/servers/s3-server.js'
 
 let server: S3Server
 beforeAll(async () => {
@@ -14,17 +13,8 @@ let n = 0
 const make = (conditionalPut: boolean) => async () => {
   const prefix = `t${process.pid}-${++n}/`
   const open = async () =>
-    new S3ObjectStore({
-      bucket: server.bucket,
-      region: server.region,
-      endpoint: server.endpoint,
-      forcePathStyle: true,
-      credentials: server.credentials,
-      prefix,
-      conditionalPut,
-      // The smallest part S3 allows, so the contract's 5 MiB streams go multipart.
-      partSizeBytes: 5 * 1024 * 1024,
-    })
+    // The smallest part S3 allows, so the contract's 5 MiB streams go multipart.
+    s3StoreOf(server, { prefix, conditionalPut, partSizeBytes: 5 * 1024 * 1024 })
   return { store: await open(), connect: open }
 }
 

@@ -7,10 +7,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ObjectJobStore } from '../../core/adapters/object-job-store.js'
-import { S3ObjectStore } from '../../core/adapters/s3-store.js'
+import type { S3ObjectStore } from '../../core/adapters/s3-store.js'
 import { handler as cleanup } from '../../functions/cleanup.js'
 import { handler as deadLetter } from '../../functions/dead-letter.js'
-import { type S3Server, startS3Server } from '../servers/s3-server.js'
+import { type S3Server, s3StoreOf, startS3Server } from '../servers/s3-server.js'
 
 let server: S3Server
 let store: S3ObjectStore
@@ -32,13 +32,7 @@ beforeAll(async () => {
     AWS_SECRET_ACCESS_KEY: server.credentials.secretAccessKey,
   })
   for (const k of ['PGPT_EDGE_URL', 'PGPT_CONFIG_FILE', 'PGPT_API_KEY']) delete process.env[k]
-  store = new S3ObjectStore({
-    bucket: server.bucket,
-    region: server.region,
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    credentials: server.credentials,
-  })
+  store = s3StoreOf(server)
 })
 afterAll(async () => {
   process.env = saved

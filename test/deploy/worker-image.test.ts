@@ -16,13 +16,12 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { S3ObjectStore } from '../../core/adapters/s3-store.js'
 import { SqliteJobStore } from '../../core/adapters/sqlite-job-store.js'
 import { createSqsQueue } from '../../core/adapters/sqs-queue.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import type { QueueWithDeadLetter } from '../../core/ports/queue.js'
 import { buildTestModel, byteChain, publishTestModel } from '../../workers/generation/testing/models.js'
-import { type S3Server, startS3Server } from '../servers/s3-server.js'
+import { type S3Server, s3StoreOf, startS3Server } from '../servers/s3-server.js'
 import { type SqsServer, startSqsServer } from '../servers/sqs-server.js'
 import { execForm, readDockerfile, stageEnv } from './dockerfile.js'
 
@@ -85,13 +84,7 @@ describe('worker image entry over SQS and S3', () => {
       visibilityTimeoutSeconds: 30,
       maxReceiveCount: 3,
     })
-    const store = new S3ObjectStore({
-      bucket: s3.bucket,
-      region: s3.region,
-      endpoint: s3.endpoint,
-      forcePathStyle: true,
-      credentials: s3.credentials,
-    })
+    const store = s3StoreOf(s3)
     const base = await buildTestModel({ kind: 'random', seed: 3 })
     const chain = await buildTestModel({
       kind: 'chain',

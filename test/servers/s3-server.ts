@@ -34,6 +34,7 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { finished } from 'node:stream/promises'
+import { S3ObjectStore, type S3ObjectStoreOptions } from '../../core/adapters/s3-store.js'
 
 export interface S3Server {
   endpoint: string
@@ -41,6 +42,24 @@ export interface S3Server {
   region: string
   credentials: { accessKeyId: string; secretAccessKey: string }
   stop(): Promise<void>
+}
+
+/** Our S3 adapter as a client of `server` (path-style, its credentials); `options` add a prefix and the like. */
+export function s3StoreOf(
+  server: S3Server,
+  options: Omit<
+    S3ObjectStoreOptions,
+    'bucket' | 'region' | 'endpoint' | 'forcePathStyle' | 'credentials'
+  > = {},
+): S3ObjectStore {
+  return new S3ObjectStore({
+    bucket: server.bucket,
+    region: server.region,
+    endpoint: server.endpoint,
+    forcePathStyle: true,
+    credentials: server.credentials,
+    ...options,
+  })
 }
 
 export interface S3ServerOptions {
