@@ -13,43 +13,28 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { testJobStore } from '../../test/contracts/job-store.js'
-import { type S3Server, s3StoreOf, startS3Server } from '../../test/servers/s3-server.js'
+import { objectBackends } from '../../test/servers/object-backends.js'
 import { IllegalTransitionError } from '../ports/job-store.js'
 import { FsObjectStore } from './fs-store.js'
 import { ObjectJobStore } from './object-job-store.js'
 
+const backends = objectBackends('objjobs')
 testJobStore({
   name: 'objects over FsObjectStore',
-  make: async () => {
-    const root = await mkdtemp(join(tmpdir(), 'pgpt-objjobs-'))
-    const open = async () => new ObjectJobStore({ store: new FsObjectStore({ root }) })
-    return { store: await open(), connect: open, cleanup: () => rm(root, { recursive: true, force: true }) }
-  },
+  make: backends.overFolder((store) => new ObjectJobStore({ store })),
 })
-
-let server: S3Server
-beforeAll(async () => {
-  server = await startS3Server()
-})
-afterAll(() => server?.stop())
-
-let n = 0
-const s3 = (prefix: string, conditionalPut = true) => s3StoreOf(server, { prefix, conditionalPut })
-
 testJobStore({
   name: 'objects over S3ObjectStore (s3rver behind the conditional-write shim)',
-  make: async () => {
-    const prefix = `jobs${process.pid}-${++n}/`
-    const open = async () => new ObjectJobStore({ store: s3(prefix) })
-    return { store: await open(), connect: open }
-  },
+  make: backends.overS3((store) => new ObjectJobStore({ store })),
 })
 
 describe('ObjectJobStore', () => {
   it('refuses a store that does not enforce conditional puts, naming the reason', () => {
-    expect(() => new ObjectJobStore({ store: s3('x/', false) })).toThrow(/does not enforce conditional puts/)
+    expect(() => new ObjectJobStore({ store: backends.s3('x/', false) })).toThrow(
+      /does not enforce conditional puts/,
+    )
   })
 
   it('two stores over one folder: of many concurrent transitions of one job exactly one wins', async () => {

@@ -7,37 +7,20 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { testKeyStore } from '../../test/contracts/key-store.js'
-import { type S3Server, s3StoreOf, startS3Server } from '../../test/servers/s3-server.js'
+import { objectBackends } from '../../test/servers/object-backends.js'
 import { FsObjectStore } from './fs-store.js'
 import { ObjectKeyStore } from './object-key-store.js'
 
+const backends = objectBackends('objkeys')
 testKeyStore({
   name: 'objects over FsObjectStore',
-  make: async () => {
-    const root = await mkdtemp(join(tmpdir(), 'pgpt-objkeys-'))
-    const open = async () => new ObjectKeyStore({ store: new FsObjectStore({ root }) })
-    return { store: await open(), connect: open, cleanup: () => rm(root, { recursive: true, force: true }) }
-  },
+  make: backends.overFolder((store) => new ObjectKeyStore({ store })),
 })
-
-let server: S3Server
-beforeAll(async () => {
-  server = await startS3Server()
-})
-afterAll(() => server?.stop())
-
-let n = 0
-const s3 = (prefix: string, conditionalPut = true) => s3StoreOf(server, { prefix, conditionalPut })
-
 testKeyStore({
   name: 'objects over S3ObjectStore (s3rver behind the conditional-write shim)',
-  make: async () => {
-    const prefix = `keys${process.pid}-${++n}/`
-    const open = async () => new ObjectKeyStore({ store: s3(prefix) })
-    return { store: await open(), connect: open }
-  },
+  make: backends.overS3((store) => new ObjectKeyStore({ store })),
 })
 
 describe('ObjectKeyStore', () => {
@@ -69,6 +52,8 @@ describe('ObjectKeyStore', () => {
   })
 
   it('refuses a store that does not enforce conditional puts', () => {
-    expect(() => new ObjectKeyStore({ store: s3('x/', false) })).toThrow(/does not enforce conditional puts/)
+    expect(() => new ObjectKeyStore({ store: backends.s3('x/', false) })).toThrow(
+      /does not enforce conditional puts/,
+    )
   })
 })
