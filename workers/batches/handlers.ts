@@ -92,7 +92,7 @@ export interface BatchHandlers {
 }
 
 const now = () => Math.floor(Date.now() / 1000)
-/** Line errors kept on a batch that failed validation (its error file holds every line). */
+/** Line errors a batch that fails validation keeps in `errors` (the first ones: the batch object stays small). */
 const MAX_LINE_ERRORS = 1000
 export const requestIdOf = (batchId: string, line: number) =>
   `batch_req_${batchId.slice('batch_'.length)}_${line}`
@@ -187,18 +187,18 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
     const seen = new Set<string>()
     const planned: PlannedLine[] = []
     const lineErrors: BatchError[] = []
-    let invalid = 0
+    /** The invalid lines' results, written only once the batch is to run (a batch failing validation has no files). */
+    const rejected: StoredResult[] = []
     for (const l of all) {
       const r = await checkLine(d.models, tenant, b.endpoint, l.text, seen)
       if (r.ok) {
         planned.push({ line: l.line, custom_id: r.request.custom_id, input: r.input })
         continue
       }
-      invalid++
       if (lineErrors.length < MAX_LINE_ERRORS)
         lineErrors.push({ code: r.code, message: r.message, param: null, line: l.line })
       const id = requestIdOf(b.id, l.line)
-      await putResult(store, tenant, b.id, {
+      rejected.push({
         ok: false,
         line: l.line,
         result:
@@ -221,12 +221,14 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
               },
       })
     }
+    const invalid = rejected.length
     if (!planned.length) {
       // Nothing to run: fail at validation with the lines' reasons (the first MAX_LINE_ERRORS), as OpenAI does.
       ctx.logger.info({ batchId: b.id, lines: all.length }, 'batch failed validation: no valid line')
       await failBatch(tenant, b.id, lineErrors, { total: all.length, completed: 0, failed: invalid })
       return null
     }
+    for (const result of rejected) await putResult(store, tenant, b.id, result)
     const chunks = Math.ceil(planned.length / perChunk)
     for (let n = 0; n < chunks; n++) {
       await putChunk(store, tenant, b.id, n, planned.slice(n * perChunk, (n + 1) * perChunk))
