@@ -23,7 +23,7 @@
  * load), each started in its own event-loop turn as from a socket.
  *
  *   npx tsx bench/observability.ts --instructions [--requests 2000] [--warmup 10000] [--repeat 3] [--jobs 1]
- *     [--variants shipped,no-metrics,no-usage,bare,plain-prom-client] [--keep folder]
+ *     [--variants shipped,no-metrics,no-usage,bare,plain-prom-client] [--keep folder] [--minor-gc-task]
  *
  * Instructions per request, which other work on the machine does not change.
  * Each edge in a child process under `valgrind --tool=callgrind` (every
@@ -53,7 +53,8 @@
  * whenever the loop runs that task, which followed the machine's load: runs
  * beside other work counted up to 4% more). Now a run repeats within ~0.2%,
  * and a pair run beside two busy loops counted 0.2–0.5% more, its cost the
- * same. About 4 minutes per run of 6 000 requests; `--jobs 2` runs two at once.
+ * same. `--minor-gc-task` leaves the task on, as Node runs by default.
+ * About 4 minutes per run of 6 000 requests; `--jobs 2` runs two at once.
  *
  * Over HTTP (the edge on @hono/node-server, autocannon in the parent) the
  * counts did not repeat: the bare edge counted 1.36 M and 1.04 M
@@ -323,6 +324,8 @@ interface CountOptions {
   concurrency: number
   /** Keep the window's callgrind profile here (for callgrind_annotate). */
   keep?: string
+  /** Leave V8's young-generation task on, as Node runs by default (counts then follow the load). */
+  minorGcTask?: boolean
 }
 
 /** Instructions (Ir) of one child's window (see the top of this file). */
@@ -345,7 +348,7 @@ async function countOnce(script: string, variant: Variant, o: CountOptions): Pro
         '--no-memory-reducer',
         // Young-generation collections only when the space is full, not also from a task run
         // whenever the loop gets to it: that timing followed the machine's load.
-        '--no-minor-gc-task',
+        ...(o.minorGcTask ? [] : ['--no-minor-gc-task']),
         '--expose-gc',
         script,
         '--count-child',
@@ -427,6 +430,7 @@ async function main() {
       'cpu-child': { type: 'string' },
       'count-child': { type: 'string' },
       keep: { type: 'string' },
+      'minor-gc-task': { type: 'boolean', default: false },
     },
   })
   if (values['cpu-child']) return cpuChild(values['cpu-child'] as Variant)
@@ -436,6 +440,7 @@ async function main() {
     requests: Number(values.requests ?? 2000),
     concurrency: Number(values.concurrency),
     ...(values.keep ? { keep: values.keep } : {}),
+    minorGcTask: values['minor-gc-task'],
   }
   if (values['count-child']) return countChild(values['count-child'] as Variant, count)
   const variants = values.variants.split(',') as Variant[]
