@@ -56,7 +56,7 @@ async function serve(off: Set<string>) {
   const { manifestKey } = await import('../core/model-manifest.js')
   const { startEdge } = await import('../edge/node.js')
   const { createKey } = await import('../edge/keys.js')
-  const { makeTestEdge } = await import('../edge/testing/harness.js')
+  const { makeTestEdge } = await import('../test/helpers/edge-harness.js')
   const { startEchoWorker } = await import('../test/helpers/echo-worker.js')
   // The test harness' in-memory deps, served for real.
   const t = await makeTestEdge({

@@ -15,7 +15,7 @@
  *               prom-client's own inc/observe instead of core/metrics.ts'
  *               fast paths.
  *
- * Everything else is the test harness' edge (edge/testing/harness.ts:
+ * Everything else is the test harness' edge (test/helpers/edge-harness.ts:
  * in-memory keys, rate limiter, response cache), its cache filled once by the
  * echo worker double. Requests are sent in-process (`app.fetch` on
  * createApp, no sockets), `--concurrency` in flight (as autocannon's
@@ -129,7 +129,7 @@ export const noopUsage: UsageStore = { name: 'noop', record: () => recorded, que
 export async function benchEdge(off: { metrics?: boolean; usage?: boolean; fastPaths?: boolean }) {
   const { createMetrics } = await import('../core/metrics.js')
   const { SqliteUsageStore } = await import('../core/adapters/sqlite-usage-store.js')
-  const { makeTestEdge } = await import('../edge/testing/harness.js')
+  const { makeTestEdge } = await import('../test/helpers/edge-harness.js')
   const dir = mkdtempSync(join(tmpdir(), 'pgpt-bench-'))
   const usage: UsageStore = off.usage ? noopUsage : new SqliteUsageStore({ file: join(dir, 'usage.db') })
   const metrics = off.metrics

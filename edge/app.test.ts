@@ -1,6 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import {
+  INTERNAL_TOKEN,
+  makeTestEdge,
+  type TestEdge,
+  type TestEdgeOptions,
+} from '../test/helpers/edge-harness.js'
 import { sha256Hex } from './keys.js'
-import { INTERNAL_TOKEN, makeTestEdge, type TestEdge, type TestEdgeOptions } from './testing/harness.js'
 
 let t: TestEdge
 const edges: TestEdge[] = []

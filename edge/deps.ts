@@ -18,7 +18,7 @@ import type {
   ResponseCache,
   UsageStore,
 } from '../core/ports/index.js'
-import type { ModelCatalog } from './model-catalog.js'
+import type { ModelCatalog } from '../core/records/model-catalog.js'
 
 /** The parts of core/metrics.ts the edge uses (so a runtime may pass a lighter one). */
 export type EdgeMetrics = Pick<

@@ -1,37 +1,13 @@
 /**
  * Errors in OpenAI's shape. Everything thrown reaches `onError`: ApiError as
  * is, hono's HTTPException (malformed JSON, body limit) by status, anything
- * else as a 500 that leaks nothing. `validationHook` turns a zod failure into
- * a 400 whose `param` names the field (`messages[0].content`).
+ * else as a 500 that leaks nothing. A zod failure becomes a 400 naming the
+ * field (core/openai/zod-error.ts).
  */
 import type { ErrorHandler, NotFoundHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
-import type { ZodError } from 'zod'
-import { ApiError, badRequest, toApiError } from '../core/errors.js'
+import { ApiError, toApiError } from '../core/errors.js'
 import type { AppEnv } from './deps.js'
-
-export function paramOf(path: ReadonlyArray<PropertyKey>): string | null {
-  let out = ''
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p)
-  return out || null
-}
-
-export function fromZod(error: ZodError, target: string): ApiError {
-  const issue = error.issues[0]
-  if (!issue) return badRequest('Invalid request.')
-  const param = paramOf(issue.path)
-  const where = target === 'json' ? '' : ` (${target})`
-  const message = param
-    ? `Invalid value for '${param}'${where}: ${issue.message}`
-    : `Invalid request${where}: ${issue.message}`
-  return badRequest(
-    message,
-    param,
-    issue.code === 'invalid_type' && /received undefined/.test(issue.message)
-      ? 'missing_required_parameter'
-      : 'invalid_value',
-  )
-}
 
 export const onError: ErrorHandler<AppEnv> = (err, c) => {
   let api: ApiError

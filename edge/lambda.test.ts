@@ -1,7 +1,7 @@
 /** functions/api.ts: the same app behind hono/aws-lambda, fed API Gateway v2 events. */
 import { describe, expect, it } from 'vitest'
 import { handler, lambdaApp } from '../functions/api.js'
-import { makeTestEdge } from './testing/harness.js'
+import { makeTestEdge } from '../test/helpers/edge-harness.js'
 
 const event = (path: string, headers: Record<string, string> = {}, method = 'GET', body?: string) => ({
   version: '2.0',

@@ -11,9 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseConfig } from '../core/config.js'
 import { manifestKey } from '../core/model-manifest.js'
 import { startEchoWorker } from '../test/helpers/echo-worker.js'
+import { manifest } from '../test/helpers/edge-harness.js'
 import { createKey } from './keys.js'
 import { type RunningEdge, startEdge } from './node.js'
-import { manifest } from './testing/harness.js'
 
 let dir: string
 let edge: RunningEdge

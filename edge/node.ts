@@ -24,13 +24,13 @@ import type { Config } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
+import { createModelCatalog } from '../core/records/model-catalog.js'
+import { loadOrCreateSigningKey, tenantWebhookSecret } from '../core/webhook-secrets.js'
 import { parseWorkerSettings } from '../workers/settings.js'
-import { loadOrCreateSigningKey, tenantWebhookSecret } from '../workers/webhooks/secrets.js'
 import { createApp } from './app.js'
 import type { EdgeDeps } from './deps.js'
 import { ensureKey } from './keys.js'
 import { localDatabase, openLocalKeyStore } from './local-key-store.js'
-import { createModelCatalog } from './model-catalog.js'
 
 export interface StartEdgeOptions {
   /** Default: loadConfig() (process.env and PGPT_CONFIG_FILE). */

@@ -16,6 +16,7 @@ import { PreconditionFailedError } from '../core/ports/object-store.js'
 import { testEvents } from '../test/contracts/events.js'
 import { testRateLimiter } from '../test/contracts/rate-limiter.js'
 import { testResponseCache } from '../test/contracts/response-cache.js'
+import { manifest } from '../test/helpers/edge-harness.js'
 import { DurableObjectEvents, type EventsNamespace } from './adapters/durable-object-events.js'
 import {
   DurableObjectRateLimiter,
@@ -23,7 +24,6 @@ import {
 } from './adapters/durable-object-rate-limiter.js'
 import { type R2BucketLike, R2ObjectStore } from './adapters/r2-store.js'
 import { type CacheLike, WorkersCache } from './adapters/workers-cache.js'
-import { manifest } from './testing/harness.js'
 
 const KEY = 'pgpt_workerdbootstrapkey0001'
 const INTERNAL = 'internal-token-workerd-0123456789'

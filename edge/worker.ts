@@ -28,6 +28,7 @@ import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import { parseConfig } from '../core/config.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
+import { createModelCatalog } from '../core/records/model-catalog.js'
 import { DurableObjectEvents, type EventsNamespace } from './adapters/durable-object-events.js'
 import {
   DurableObjectRateLimiter,
@@ -38,7 +39,6 @@ import { type CacheLike, WorkersCache } from './adapters/workers-cache.js'
 import { createApp } from './app.js'
 import type { EdgeDeps } from './deps.js'
 import { ensureKey } from './keys.js'
-import { createModelCatalog } from './model-catalog.js'
 
 export { EventsHubDurableObject } from './adapters/durable-object-events.js'
 export { RateLimiterDurableObject } from './adapters/durable-object-rate-limiter.js'

@@ -24,10 +24,10 @@ import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import { type Config, parseConfig } from '../core/config.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
+import { createModelCatalog } from '../core/records/model-catalog.js'
 import { createApp } from '../edge/app.js'
 import type { EdgeDeps } from '../edge/deps.js'
 import { ensureKey } from '../edge/keys.js'
-import { createModelCatalog } from '../edge/model-catalog.js'
 
 export function createLambdaDeps(config: Config): EdgeDeps {
   const logger = createLogger({ service: 'edge-lambda', level: config.PGPT_LOG_LEVEL })

@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest'
 import { parseConfig } from './config.js'
 import { FILES, readModelFolder, writeModelFolder } from './folder.js'
 import { randomWeights } from './llama/weights.js'
-import { createSession, greedy } from './testing/ort.js'
+import { createSession, greedy } from './ort-decode.js'
 import { createTokenizer, readTokenizerFiles, type TokenizerFiles } from './tokenizer/tokenizer.js'
 
 const MINI = join(dirname(fileURLToPath(import.meta.url)), 'prometheus-mini')

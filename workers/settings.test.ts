@@ -9,7 +9,7 @@ describe('parseWorkerSettings', () => {
     expect(s.PGPT_WORKER_KINDS).toEqual(['generation', 'fine_tune', 'batch'])
     expect(s.PGPT_WORKER_METRICS_PORT).toBeUndefined()
     expect(s.PGPT_WEBHOOK_RETRY_SCHEDULE_MS).toEqual(SVIX_SCHEDULE_MS)
-    expect(s.PGPT_TEST_HANDLERS).toBe('0')
+    expect(s.PGPT_HANDLER_MODULES).toEqual([])
     expect(s.PGPT_DEAD_LETTER_INTERVAL_S).toBe(30)
   })
 
@@ -18,7 +18,9 @@ describe('parseWorkerSettings', () => {
       PGPT_WORKER_KINDS: 'none',
       PGPT_WEBHOOK_RETRY_SCHEDULE_MS: '100, 200,300',
       PGPT_WORKER_METRICS_PORT: '0',
+      PGPT_HANDLER_MODULES: 'a.ts, b/c.ts',
     })
+    expect(s.PGPT_HANDLER_MODULES).toEqual(['a.ts', 'b/c.ts'])
     expect(s.PGPT_WORKER_KINDS).toEqual([])
     expect(s.PGPT_WEBHOOK_RETRY_SCHEDULE_MS).toEqual([100, 200, 300])
     expect(s.PGPT_WORKER_METRICS_PORT).toBe(0)
@@ -29,7 +31,6 @@ describe('parseWorkerSettings', () => {
     ['PGPT_WEBHOOK_SIGNING_KEY', 'short'],
     ['PGPT_WEBHOOK_RETRY_SCHEDULE_MS', '5,soon'],
     ['PGPT_WORKER_METRICS_PORT', '70000'],
-    ['PGPT_TEST_HANDLERS', 'yes'],
   ])('a bad %s stops start-up naming the variable and the value', (variable, value) => {
     const err = (() => {
       try {

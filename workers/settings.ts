@@ -49,8 +49,21 @@ export const workerSettingsSchema = z.object({
     )
     .pipe(z.array(z.enum(['generation', 'fine_tune', 'batch'])))
     .default(['generation', 'fine_tune', 'batch']),
-  /** Register the test job kinds (test.sleep, test.fail, test.crash). Never in production. */
-  PGPT_TEST_HANDLERS: z.enum(['0', '1']).default('0'),
+  /**
+   * Modules whose `handlers` export (job kind → JobHandler) are registered
+   * beside the built-in kinds: comma-separated paths, relative to the working
+   * directory. How extra job kinds are added without changing the worker (the
+   * tests add test.sleep, test.fail and test.crash this way).
+   */
+  PGPT_HANDLER_MODULES: z
+    .string()
+    .transform((s) =>
+      s
+        .split(',')
+        .map((p) => p.trim())
+        .filter(Boolean),
+    )
+    .default([]),
 })
 
 export type WorkerSettings = z.infer<typeof workerSettingsSchema>

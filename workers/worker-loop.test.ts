@@ -12,11 +12,11 @@ import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
 import type { JobEvent } from '../core/ports/events.js'
 import type { JobRecord } from '../core/ports/job-store.js'
+import { RecordingQueue } from '../test/helpers/recording-queue.js'
+import { handlers as testHandlers } from '../test/helpers/test-handlers.js'
 import { type SqsServer, startSqsServer } from '../test/servers/sqs-server.js'
 import { drainDeadLetter } from './dead-letter.js'
 import { PermanentError } from './errors.js'
-import { testHandlers } from './testing/handlers.js'
-import { RecordingQueue } from './testing/recording-queue.js'
 import { type JobHandler, type RunWorkerOptions, runWorker } from './worker-loop.js'
 
 async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5000): Promise<NonNullable<T>> {

@@ -9,7 +9,8 @@
  * the same file.
  */
 import { hostname } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { HttpEvents } from '../core/adapters/http-events.js'
 import { openLocalQueue } from '../core/adapters/local-queue.js'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
@@ -22,12 +23,12 @@ import { createMetrics, type Metrics } from '../core/metrics.js'
 import type { Events } from '../core/ports/events.js'
 import type { JobStore } from '../core/ports/job-store.js'
 import type { QueueWithDeadLetter } from '../core/ports/queue.js'
+import { loadOrCreateSigningKey, tenantWebhookSecret } from '../core/webhook-secrets.js'
 import { drainDeadLetter } from './dead-letter.js'
 import { startWorkerServer } from './http-server.js'
 import type { WorkerSettings } from './settings.js'
 import { DeliveryLog } from './webhooks/delivery-log.js'
 import { WebhookDispatcher } from './webhooks/dispatcher.js'
-import { loadOrCreateSigningKey, tenantWebhookSecret } from './webhooks/secrets.js'
 import { type JobHandler, runWorker } from './worker-loop.js'
 
 /**
@@ -110,6 +111,24 @@ function signingKey(config: Config, settings: WorkerSettings): string {
   ])
 }
 
+/** A module of PGPT_HANDLER_MODULES: its `handlers` export, checked to be functions. */
+async function loadHandlerModule(path: string): Promise<Record<string, JobHandler>> {
+  const mod = (await import(pathToFileURL(resolve(path)).href)) as { handlers?: unknown }
+  const handlers = mod.handlers
+  if (
+    !handlers ||
+    typeof handlers !== 'object' ||
+    !Object.values(handlers).every((h) => typeof h === 'function')
+  )
+    throw new ConfigError([
+      {
+        variable: 'PGPT_HANDLER_MODULES',
+        message: `${path} does not export \`handlers\` (job kind → handler function)`,
+      },
+    ])
+  return handlers as Record<string, JobHandler>
+}
+
 export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProcess> {
   const { config, settings } = deps
   const workerId = `${hostname()}:${process.pid}`
@@ -117,15 +136,15 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
   const metrics = createMetrics({ defaultMetrics: true })
 
   const handlers: Record<string, JobHandler> = { ...(await deps.handlers?.({ metrics, logger })) }
-  if (settings.PGPT_TEST_HANDLERS === '1') {
-    const { testHandlers } = await import('./testing/handlers.js')
-    Object.assign(handlers, testHandlers)
-    logger.warn({ kinds: Object.keys(testHandlers) }, 'PGPT_TEST_HANDLERS=1: test job kinds registered')
+  for (const path of settings.PGPT_HANDLER_MODULES) {
+    const extra = await loadHandlerModule(path)
+    Object.assign(handlers, extra)
+    logger.warn({ module: path, kinds: Object.keys(extra) }, 'job kinds registered from PGPT_HANDLER_MODULES')
   }
 
   if (Object.keys(handlers).length === 0)
     throw new ConfigError([
-      { variable: 'PGPT_WORKER_KINDS', message: 'no job kind to run: set it, or PGPT_TEST_HANDLERS=1' },
+      { variable: 'PGPT_WORKER_KINDS', message: 'no job kind to run: set it, or PGPT_HANDLER_MODULES' },
     ])
   const key = signingKey(config, settings)
   const { queue, deadLetter, maxReceiveCount } = openQueue(config)

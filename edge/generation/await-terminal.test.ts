@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { MemoryEvents } from '../../core/adapters/memory-events.js'
 import { startEchoWorker } from '../../test/helpers/echo-worker.js'
-import { makeTestEdge, type TestEdge } from '../testing/harness.js'
+import { makeTestEdge, type TestEdge } from '../../test/helpers/edge-harness.js'
 
 let edge: TestEdge | undefined
 let stopWorker: (() => Promise<void>) | undefined

@@ -8,8 +8,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { createLogger } from '../../core/logger.js'
 import type { UsageRecord, UsageStore } from '../../core/ports/usage-store.js'
+import { makeTestEdge, type TestEdge } from '../../test/helpers/edge-harness.js'
 import type { EdgeDeps } from '../deps.js'
-import { makeTestEdge, type TestEdge } from '../testing/harness.js'
 
 /** A usage store whose writes finish only when the test lets them. */
 function heldStore(fail = false) {

@@ -7,20 +7,22 @@
  */
 import { streamSSE } from 'hono/streaming'
 import { ApiError, toApiError } from '../../core/errors.js'
+import { chatBody, chunker, completionBody } from '../../core/openai/format.js'
+import {
+  type GenerationRequest,
+  type Prepared,
+  prepareGeneration,
+} from '../../core/openai/generation-request.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { type TokenEventData, tokenEventDataSchema } from '../../core/protocol.js'
 import type { AppContext, EdgeDeps } from '../deps.js'
 import { canonicalHash } from '../lib/canonical.js'
 import type { TokenLimiter } from '../middleware/rate-limit/index.js'
-import { chatBody, chunker, completionBody } from './format.js'
 import {
   awaitTerminal,
-  type GenerationRequest,
   isRepeatable,
   keepAlive,
   outputOf,
-  type Prepared,
-  prepareGeneration,
   recordUsage,
   type Submitted,
   submitGeneration,
@@ -59,7 +61,7 @@ export async function handleGeneration(
 ): Promise<Response> {
   const key = c.get('key')
   c.set('model', r.model)
-  const prep = await prepareGeneration(deps, key.tenant, r)
+  const prep = await prepareGeneration(deps.models, key.tenant, r)
   c.set('model', prep.manifest.id)
 
   let cacheKey: string | undefined

@@ -3,125 +3,17 @@
  * the `generation` job, enqueue its pointer, and follow its events. The edge
  * never runs the model (core/protocol.ts is the contract with the workers).
  */
-import { ApiError, badRequest, notFound } from '../../core/errors.js'
-import type { ModelManifest } from '../../core/model-manifest.js'
+import { ApiError, notFound } from '../../core/errors.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord, type WebhookTarget } from '../../core/ports/job-store.js'
 import {
-  type ChatMessage,
   type GenerationInput,
   type GenerationOutput,
   generationOutputSchema,
   type QueueMessageBody,
   type Sampling,
-  samplingSchema,
 } from '../../core/protocol.js'
 import type { AppContext, EdgeDeps } from '../deps.js'
-import type { samplingFields } from './schemas.js'
-
-type Fields = { [K in keyof typeof samplingFields]?: unknown } & {
-  max_tokens?: number | null
-  temperature?: number | null
-  top_p?: number | null
-  top_k?: number | null
-  n?: number | null
-  stop?: string | string[] | null
-  presence_penalty?: number | null
-  frequency_penalty?: number | null
-  repetition_penalty?: number | null
-  seed?: number | null
-}
-
-export interface GenerationRequest {
-  endpoint: GenerationInput['endpoint']
-  model: string
-  prompt?: string
-  messages?: ChatMessage[]
-  fields: Fields
-  /** max_tokens as given (chat: max_completion_tokens wins). */
-  maxTokens?: number | null
-  /** Top alternatives per token, or null. */
-  logprobs: number | null
-  echo: boolean
-  stream: boolean
-}
-
-export interface Prepared {
-  input: GenerationInput
-  manifest: ModelManifest
-  promptTokens: number
-  /** Tokens the request may use: prompt + max_tokens × n (the tokens-per-minute cost). */
-  tokenBudget: number
-}
-
-/** Per-message overhead of a chat template (role markers), in tokens. */
-export const CHAT_MESSAGE_OVERHEAD = 4
-/** Default max_tokens of completions (as OpenAI); chat defaults to what fits, at most this. */
-export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16
-export const CHAT_DEFAULT_MAX_TOKENS = 1024
-
-const nn = <T>(v: T | null | undefined): T | undefined => (v === null ? undefined : v)
-
-export async function prepareGeneration(
-  deps: EdgeDeps,
-  tenant: string,
-  r: GenerationRequest,
-): Promise<Prepared> {
-  const manifest = await deps.models.get(tenant, r.model)
-  if (!manifest)
-    throw new ApiError(404, `The model '${r.model}' does not exist or you do not have access to it.`, {
-      param: 'model',
-      code: 'model_not_found',
-    })
-  const counter = await deps.models.tokenCounter(manifest)
-  const promptTokens = r.messages
-    ? r.messages.reduce((n, m) => n + counter.count(m.content) + CHAT_MESSAGE_OVERHEAD, 0) + 2
-    : counter.count(r.prompt ?? '')
-  const ctx = manifest.context_length
-  const promptParam = r.messages ? 'messages' : 'prompt'
-  const room = ctx - promptTokens
-  if (room < 1)
-    throw badRequest(
-      `This model's maximum context length is ${ctx} tokens. However, your ${promptParam} has ${promptTokens} tokens.`,
-      promptParam,
-      'context_length_exceeded',
-    )
-  const requested = nn(r.maxTokens)
-  const maxTokens =
-    requested ??
-    (r.endpoint === 'completions' ? COMPLETIONS_DEFAULT_MAX_TOKENS : Math.min(room, CHAT_DEFAULT_MAX_TOKENS))
-  if (promptTokens + maxTokens > ctx)
-    throw badRequest(
-      `This model's maximum context length is ${ctx} tokens. However, you requested ${promptTokens + maxTokens} tokens ` +
-        `(${promptTokens} in the ${promptParam}, ${maxTokens} in the completion). Please reduce the length of the ${promptParam} or the completion.`,
-      r.messages ? 'messages' : 'max_tokens',
-      'context_length_exceeded',
-    )
-  const f = r.fields
-  const stop = f.stop == null ? [] : typeof f.stop === 'string' ? [f.stop] : f.stop
-  const sampling: Sampling = samplingSchema.parse({
-    maxTokens,
-    temperature: nn(f.temperature),
-    topP: nn(f.top_p),
-    topK: nn(f.top_k),
-    presencePenalty: nn(f.presence_penalty),
-    frequencyPenalty: nn(f.frequency_penalty),
-    repetitionPenalty: nn(f.repetition_penalty),
-    seed: nn(f.seed),
-    stop,
-    n: nn(f.n),
-    logprobs: r.logprobs,
-  })
-  const input: GenerationInput = {
-    endpoint: r.endpoint,
-    model: manifest.id,
-    ...(r.messages ? { messages: r.messages } : { prompt: r.prompt ?? '' }),
-    sampling,
-    stream: r.stream,
-    echo: r.echo,
-  }
-  return { input, manifest, promptTokens, tokenBudget: promptTokens + maxTokens * sampling.n }
-}
 
 /** Same input, same output: greedy decoding or a fixed seed. */
 export const isRepeatable = (s: Sampling) => s.temperature === 0 || s.seed !== undefined

@@ -5,8 +5,8 @@
  */
 import { createRoute, z } from '@hono/zod-openapi'
 import { notFound } from '../../core/errors.js'
+import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import { type ApiKeyRecord, SCOPES } from '../../core/ports/key-store.js'
-import { authErrors, errorResponseOf } from '../generation/schemas.js'
 import { createKey } from '../keys.js'
 import { requireScope } from '../middleware/auth/index.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'

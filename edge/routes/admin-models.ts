@@ -24,12 +24,12 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { bodyLimit } from 'hono/body-limit'
 import { ApiError, badRequest, tooLarge } from '../../core/errors.js'
+import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import { InvalidModelIdError, PublishConflictError, publishByoModel } from '../../models/byo/publish.js'
 import { isSafeRelativePath, memorySource } from '../../models/byo/source.js'
 import { readTar, stripCommonFolder, TarError } from '../../models/byo/tar.js'
 import { ModelValidationError } from '../../models/byo/validate.js'
 import type { AppContext } from '../deps.js'
-import { authErrors, errorResponseOf } from '../generation/schemas.js'
 import { requireScope } from '../middleware/auth/index.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 

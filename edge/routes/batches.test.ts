@@ -4,7 +4,7 @@
  * staying `validating`: nothing accepted is left hanging.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import { makeTestEdge, type TestEdge } from '../testing/harness.js'
+import { makeTestEdge, type TestEdge } from '../../test/helpers/edge-harness.js'
 
 let t: TestEdge
 afterEach(async () => {

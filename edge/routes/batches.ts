@@ -12,10 +12,8 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
 import { BATCH_URLS } from '../../core/jsonl.js'
+import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import type { QueueMessageBody } from '../../core/protocol.js'
-import { authErrors, errorResponseOf } from '../generation/schemas.js'
-import { webhookUrlProblem } from '../lib/webhook-url.js'
-import { requireScope } from '../middleware/auth/index.js'
 import {
   BATCH_STATUSES,
   type BatchRecord,
@@ -27,8 +25,10 @@ import {
   parseCompletionWindow,
   putNewBatch,
   updateBatch,
-} from './batches-store.js'
-import { getFileObject } from './files-store.js'
+} from '../../core/records/batches.js'
+import { getFileObject } from '../../core/records/files.js'
+import { webhookUrlProblem } from '../lib/webhook-url.js'
+import { requireScope } from '../middleware/auth/index.js'
 import { cursorQuery, pageOk } from './pages.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 

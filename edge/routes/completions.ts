@@ -1,7 +1,6 @@
 /** POST /v1/completions and POST /v1/chat/completions (OpenAI-compatible, with SSE streaming). */
 import { createRoute, z } from '@hono/zod-openapi'
-import { badRequest } from '../../core/errors.js'
-import { handleGeneration } from '../generation/respond.js'
+import { chatGeneration, completionGeneration } from '../../core/openai/generation-request.js'
 import {
   type ChatRequest,
   type CompletionRequest,
@@ -10,7 +9,8 @@ import {
   completionRequest,
   completionResponse,
   generationErrors,
-} from '../generation/schemas.js'
+} from '../../core/openai/schemas.js'
+import { handleGeneration } from '../generation/respond.js'
 import { requireScope } from '../middleware/auth/index.js'
 import { type EdgeApp, h, type RouteContext, security, valid } from './util.js'
 
@@ -62,22 +62,11 @@ export function registerCompletions(app: EdgeApp, { deps, tokens }: RouteContext
     completions,
     h(async (c) => {
       const b = valid<CompletionRequest>(c, 'json')
-      const prompt = typeof b.prompt === 'string' ? b.prompt : b.prompt[0]
-      if (prompt === undefined) throw badRequest('prompt is required.', 'prompt')
       return handleGeneration(
         c,
         deps,
         tokens,
-        {
-          endpoint: 'completions',
-          model: b.model,
-          prompt,
-          fields: b,
-          maxTokens: b.max_tokens,
-          logprobs: b.logprobs ?? null,
-          echo: b.echo ?? false,
-          stream: b.stream ?? false,
-        },
+        completionGeneration(b),
         b.stream_options?.include_usage ?? false,
       )
     }),
@@ -86,24 +75,7 @@ export function registerCompletions(app: EdgeApp, { deps, tokens }: RouteContext
     chat,
     h(async (c) => {
       const b = valid<ChatRequest>(c, 'json')
-      if (b.top_logprobs != null && !b.logprobs)
-        throw badRequest('top_logprobs requires logprobs to be true.', 'top_logprobs')
-      return handleGeneration(
-        c,
-        deps,
-        tokens,
-        {
-          endpoint: 'chat.completions',
-          model: b.model,
-          messages: b.messages,
-          fields: b,
-          maxTokens: b.max_completion_tokens ?? b.max_tokens,
-          logprobs: b.logprobs ? (b.top_logprobs ?? 0) : null,
-          echo: false,
-          stream: b.stream ?? false,
-        },
-        b.stream_options?.include_usage ?? false,
-      )
+      return handleGeneration(c, deps, tokens, chatGeneration(b), b.stream_options?.include_usage ?? false)
     }),
   )
 }

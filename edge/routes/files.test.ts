@@ -1,12 +1,13 @@
 import { OpenAPIHono } from '@hono/zod-openapi'
 import { afterEach, describe, expect, it } from 'vitest'
+import { fromZod } from '../../core/openai/zod-error.js'
+import { fileContentKey, fileMetaKey } from '../../core/records/files.js'
+import { makeTestEdge, type TestEdge } from '../../test/helpers/edge-harness.js'
 import type { AppEnv } from '../deps.js'
-import { fromZod, onError } from '../errors.js'
+import { onError } from '../errors.js'
 import { apiKeyAuth } from '../middleware/auth/index.js'
 import { requestId } from '../middleware/request-id/index.js'
-import { makeTestEdge, type TestEdge } from '../testing/harness.js'
 import { registerFiles } from './files.js'
-import { fileContentKey, fileMetaKey } from './files-store.js'
 
 let t: TestEdge
 afterEach(async () => {

@@ -17,11 +17,9 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { bodyLimit } from 'hono/body-limit'
 import { ApiError, badRequest, forbidden, notFound, tooLarge } from '../../core/errors.js'
 import { describeProblems, validateJsonl } from '../../core/jsonl.js'
+import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import { isTerminal } from '../../core/ports/job-store.js'
-import { FINE_TUNE_KIND, type FineTuneInput } from '../../workers/fine-tuning/records.js'
-import type { EdgeDeps } from '../deps.js'
-import { authErrors, errorResponseOf } from '../generation/schemas.js'
-import { isTerminalBatch, listBatches } from './batches-store.js'
+import { isTerminalBatch, listBatches } from '../../core/records/batches.js'
 import {
   createFile,
   deleteFile,
@@ -31,7 +29,9 @@ import {
   listFiles,
   readFileStream,
   UPLOAD_PURPOSES,
-} from './files-store.js'
+} from '../../core/records/files.js'
+import { FINE_TUNE_KIND, type FineTuneInput } from '../../core/records/fine-tunes.js'
+import type { EdgeDeps } from '../deps.js'
 import { cursorQuery, pageOk } from './pages.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 

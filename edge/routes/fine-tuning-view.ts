@@ -17,7 +17,7 @@ import {
   type FineTuneStatus,
   fineTuneInputSchema,
   fineTuneOutputSchema,
-} from '../../workers/fine-tuning/records.js'
+} from '../../core/records/fine-tunes.js'
 
 const auto = <T extends z.ZodTypeAny>(t: T) => z.union([z.literal('auto'), t]).optional()
 

@@ -7,14 +7,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { manifestKey } from '../../core/model-manifest.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
+import { createFile } from '../../core/records/files.js'
 import {
   appendEvent,
   type FineTuneInput,
   writeCheckpointMeta,
   writeStatus,
-} from '../../workers/fine-tuning/records.js'
-import { makeTestEdge, manifest, type TestEdge } from '../testing/harness.js'
-import { createFile } from './files-store.js'
+} from '../../core/records/fine-tunes.js'
+import { makeTestEdge, manifest, type TestEdge } from '../../test/helpers/edge-harness.js'
 
 let e: TestEdge
 let ftKey: string

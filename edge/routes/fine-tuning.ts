@@ -7,14 +7,16 @@
  * A job is a `fine_tune` job record plus a queue message, like a generation
  * job; a worker runs it (workers/fine-tuning) and publishes the result as the
  * model `ft:<base>:<tenant>:<suffix>:<id>`, visible to this tenant only. Its
- * events and checkpoints live in the ObjectStore (workers/fine-tuning/records.ts).
+ * events and checkpoints live in the ObjectStore (core/records/fine-tunes.ts).
  * Every read is tenant-scoped: another tenant's job, file or model is a 404.
  */
 import { createRoute, z } from '@hono/zod-openapi'
 import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
 import { newId } from '../../core/ids.js'
+import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
 import type { QueueMessageBody } from '../../core/protocol.js'
+import { getFileObject } from '../../core/records/files.js'
 import {
   AUTO_HYPERPARAMETERS,
   appendEvent,
@@ -25,12 +27,10 @@ import {
   listCheckpoints,
   listEvents,
   readStatus,
-} from '../../workers/fine-tuning/records.js'
+} from '../../core/records/fine-tunes.js'
 import type { AppContext } from '../deps.js'
-import { authErrors, errorResponseOf } from '../generation/schemas.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
 import { requireScope } from '../middleware/auth/index.js'
-import { getFileObject } from './files-store.js'
 import {
   type CreateFineTuningBody,
   createFineTuningBody,

@@ -7,20 +7,13 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { streamSSE } from 'hono/streaming'
 import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
+import { jobGeneration, prepareGeneration } from '../../core/openai/generation-request.js'
+import { authErrors, errorResponseOf, samplingFields } from '../../core/openai/schemas.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
 import { chatMessageSchema, type GenerationOutput } from '../../core/protocol.js'
 import type { AppContext } from '../deps.js'
-import {
-  awaitTerminal,
-  type GenerationRequest,
-  keepAlive,
-  outputOf,
-  prepareGeneration,
-  recordUsage,
-  submitGeneration,
-} from '../generation/run.js'
-import { authErrors, errorResponseOf, samplingFields } from '../generation/schemas.js'
+import { awaitTerminal, keepAlive, outputOf, recordUsage, submitGeneration } from '../generation/run.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
 import { requireScope } from '../middleware/auth/index.js'
 import { cursorQuery, pageOk } from './pages.js'
@@ -206,19 +199,9 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
         const problem = webhookUrlProblem(b.webhook, deps.config.PGPT_WEBHOOK_ALLOW_PRIVATE)
         if (problem) throw unprocessable(`The webhook URL ${problem}.`, 'webhook', 'webhook_url_not_allowed')
       }
-      const r: GenerationRequest = {
-        endpoint: i.messages ? 'chat.completions' : 'completions',
-        model: b.model,
-        ...(i.messages ? { messages: i.messages } : { prompt: i.prompt }),
-        fields: i,
-        maxTokens: i.max_tokens,
-        logprobs: i.logprobs ?? null,
-        echo: i.echo ?? false,
-        // Job events are streamable at /v1/jobs/{id}/stream.
-        stream: true,
-      }
+      const r = jobGeneration(b.model, i)
       c.set('model', b.model)
-      const prep = await prepareGeneration(deps, c.get('key').tenant, r)
+      const prep = await prepareGeneration(deps.models, c.get('key').tenant, r)
       const refund = await tokens.take(c, prep.tokenBudget)
       const sub = await submitGeneration(c, deps, prep.input, {
         ...(b.webhook ? { webhook: { url: b.webhook, eventsFilter: b.webhook_events_filter ?? [] } } : {}),

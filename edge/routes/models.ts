@@ -6,7 +6,7 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { ApiError, forbidden } from '../../core/errors.js'
 import { deleteModel, type ModelManifest } from '../../core/model-manifest.js'
-import { authErrors, errorResponseOf } from '../generation/schemas.js'
+import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import { requireScope } from '../middleware/auth/index.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 

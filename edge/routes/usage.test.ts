@@ -13,10 +13,10 @@ import { SqliteUsageStore } from '../../core/adapters/sqlite-usage-store.js'
 import { silentLogger } from '../../core/logger.js'
 import type { GenerationInput, GenerationOutput } from '../../core/protocol.js'
 import { echoChoice, echoSource } from '../../test/helpers/echo-worker.js'
+import { makeTestEdge, type TestEdge } from '../../test/helpers/edge-harness.js'
 import { createBatchHandlers } from '../../workers/batches/handlers.js'
 import { runWorker } from '../../workers/worker-loop.js'
 import { verifyKey } from '../keys.js'
-import { makeTestEdge, type TestEdge } from '../testing/harness.js'
 
 let t: TestEdge
 let dir: string

@@ -11,8 +11,8 @@
  */
 import { createRoute, z } from '@hono/zod-openapi'
 import { badRequest, forbidden } from '../../core/errors.js'
+import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import type { UsageBucket } from '../../core/ports/usage-store.js'
-import { authErrors, errorResponseOf } from '../generation/schemas.js'
 import { hasScope } from '../keys.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 

@@ -1,12 +1,12 @@
 /**
  * GET /v1/webhooks/default/secret: the tenant's webhook signing secret
  * (`whsec_…`), to verify deliveries with any Standard Webhooks library. Every
- * webhook of a tenant is signed with it (workers/webhooks/secrets.ts derives
+ * webhook of a tenant is signed with it (core/webhook-secrets.ts derives
  * it from the deployment's signing key, so nothing per tenant is stored).
  */
 import { createRoute, z } from '@hono/zod-openapi'
 import { ApiError } from '../../core/errors.js'
-import { authErrors, errorResponseOf } from '../generation/schemas.js'
+import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import { type EdgeApp, h, json, type RouteContext, security } from './util.js'
 
 const route = createRoute({

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import modelCli from '../../cli/model.js'
 import { FsObjectStore } from '../../core/adapters/fs-store.js'
 import { readManifest } from '../../core/model-manifest.js'
-import { writeByoFolder } from './testing/fixtures.js'
+import { writeByoFolder } from '../../test/helpers/byo-fixtures.js'
 
 let root: string
 let folder: string

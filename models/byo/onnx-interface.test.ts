@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
+import { buildByoGraph, serializeByo, shapeConfig } from '../../test/helpers/byo-fixtures.js'
 import { describeOnnx } from '../graph/onnx.js'
 import { OnnxReadError, readOnnxInterface } from './onnx-interface.js'
-import { buildByoGraph, serializeByo, shapeConfig } from './testing/fixtures.js'
 
 const shape = {
   heads: 4,

@@ -6,11 +6,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FsObjectStore } from '../../core/adapters/fs-store.js'
 import { readManifest } from '../../core/model-manifest.js'
 import { publishModelFolder } from '../../core/model-publish.js'
-import { createModelCatalog } from '../../edge/model-catalog.js'
+import { createModelCatalog } from '../../core/records/model-catalog.js'
+import { writeByoFolder } from '../../test/helpers/byo-fixtures.js'
 import { dirSource } from './fs-source.js'
 import { InvalidModelIdError, PublishConflictError, publishByoModel } from './publish.js'
 import { memorySource } from './source.js'
-import { writeByoFolder } from './testing/fixtures.js'
 import { ModelValidationError } from './validate.js'
 
 let root: string

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import onnxProto, { type onnx as OnnxTypes } from 'onnx-proto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type ByoShape, buildByoGraph, shapeConfig, writeByoFolder } from '../../test/helpers/byo-fixtures.js'
 import { toOnnxModel } from '../graph/onnx.js'
 import { dirSource } from './fs-source.js'
-import { type ByoShape, buildByoGraph, shapeConfig, writeByoFolder } from './testing/fixtures.js'
 import { ModelValidationError, validateModelFolder } from './validate.js'
 
 const { onnx } = onnxProto

@@ -6,7 +6,7 @@
  * the model's vocabulary.
  *
  * The contract is the one the generation engine reads
- * (workers/generation/model-info.ts, whose `readModelInfo` runs here too, so a
+ * (models/model-info.ts, whose `readModelInfo` runs here too, so a
  * folder that passes is a folder the engine opens):
  *
  *   input_ids [B,S] int64, attention_mask [B,P+S] int64, position_ids [B,S] int64 (optional),
@@ -16,7 +16,7 @@
  * (plus Optimum's optional `use_cache_branch` and `num_logits_to_keep`). The
  * attention mask is required: the engine batches left-padded rows.
  */
-import { type ModelInfo, ModelInfoError, readModelInfo } from '../../workers/generation/model-info.js'
+import { type ModelInfo, ModelInfoError, readModelInfo } from '../model-info.js'
 import { type OnnxIo, OnnxReadError, readOnnxInterface } from './onnx-interface.js'
 import { type FolderSource, isSafeRelativePath } from './source.js'
 

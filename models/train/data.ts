@@ -65,6 +65,14 @@ export interface Packed {
   train: Uint8Array
 }
 
+/**
+ * The EOS after a document is trained when the document's last token is (or the
+ * document has no mask): a completion learns to end with EOS, while the
+ * template text after a chat's last end-of-turn marker (untrained) does not
+ * teach "EOS after a newline", which a chat prompt also ends with.
+ */
+const endTrained = (d: Doc) => !d.train || d.train.at(-1) === true
+
 export function pack(docs: Doc[], eos: number): Packed {
   const n = docs.reduce((a, d) => a + d.ids.length + 1, 0)
   const tokens = new Int32Array(n)
@@ -76,9 +84,67 @@ export function pack(docs: Doc[], eos: number): Packed {
       train[at++] = d.train && !d.train[i] ? 0 : 1
     })
     tokens[at] = eos
-    train[at++] = 1
+    train[at++] = endTrained(d) ? 1 : 0
   }
   return { tokens, train }
+}
+
+/** A document as it goes into a row: its ids, the EOS after it, without the untrained tail (no loss reads it). */
+export function exampleTokens(d: Doc, eos: number): { tokens: number[]; train: boolean[] } {
+  const tokens = [...d.ids, eos]
+  const train = [...d.ids.map((_, i) => !d.train || d.train[i]), endTrained(d)]
+  const end = train.lastIndexOf(true) + 1 // 0: nothing trained, the document adds no loss
+  return { tokens: tokens.slice(0, end), train: train.slice(0, end) }
+}
+
+/**
+ * Fine-tuning examples laid out in rows of `seqLen + 1` tokens (a row is one
+ * window: inputs its first seqLen tokens, targets its last seqLen): each
+ * example whole in one row, several short ones in a row in order, the rest of
+ * a row padding without loss. Unlike `pack` + fixed windows, no example is cut
+ * at a window boundary, so an answer is always trained with its question in
+ * view (a cut one teaches answers without their question). An example longer
+ * than a row is cut into consecutive windows, as `pack` would.
+ */
+export function packRows(
+  docs: Doc[],
+  o: { eos: number; pad: number; seqLen: number },
+): { packed: Packed; starts: number[] } {
+  const R = o.seqLen + 1
+  const rows: { tokens: number[]; train: boolean[] }[] = []
+  let row: { tokens: number[]; train: boolean[] } | null = null
+  const flush = () => {
+    if (row) rows.push(row)
+    row = null
+  }
+  for (const d of docs) {
+    const ex = exampleTokens(d, o.eos)
+    if (ex.tokens.length === 0) continue
+    if (ex.tokens.length > R) {
+      flush()
+      for (let s = 0; s + 1 < ex.tokens.length; s += o.seqLen)
+        rows.push({ tokens: ex.tokens.slice(s, s + R), train: ex.train.slice(s, s + R) })
+      continue
+    }
+    if (row && row.tokens.length + ex.tokens.length <= R) {
+      row.tokens.push(...ex.tokens)
+      row.train.push(...ex.train)
+    } else {
+      flush()
+      row = { tokens: [...ex.tokens], train: [...ex.train] }
+    }
+  }
+  flush()
+  const tokens = new Int32Array(rows.length * R).fill(o.pad)
+  const train = new Uint8Array(rows.length * R)
+  rows.forEach((r, i) => {
+    tokens.set(r.tokens, i * R)
+    train.set(
+      r.train.map((x) => (x ? 1 : 0)),
+      i * R,
+    )
+  })
+  return { packed: { tokens, train }, starts: rows.map((_, i) => i * R) }
 }
 
 export interface Dataset {
@@ -95,13 +161,22 @@ export function splitDataset(packed: Packed, seqLen: number, valFraction: number
   for (let s = 0; s + seqLen + 1 <= packed.tokens.length; s += seqLen) starts.push(s)
   if (starts.length < (valFraction > 0 ? 2 : 1))
     throw new Error(`data: ${packed.tokens.length} tokens make too few windows of ${seqLen + 1}`)
+  return { packed, seqLen, ...splitWindows(starts, valFraction, seed) }
+}
+
+/** A seeded random `valFraction` of the windows (at least one when > 0, and one left to train). */
+export function splitWindows(
+  starts: number[],
+  valFraction: number,
+  seed: number,
+): { trainWindows: number[]; valWindows: number[] } {
   const rand = mulberry32(seed ^ 0x5eed)
   const val: number[] = []
   const train: number[] = []
   for (const s of starts) (rand() < valFraction ? val : train).push(s)
   if (valFraction > 0 && val.length === 0) val.push(train.pop()!)
   if (train.length === 0) train.push(val.pop()!)
-  return { packed, seqLen, trainWindows: train, valWindows: val }
+  return { trainWindows: train, valWindows: val }
 }
 
 /** Batch of windows: inputs are tokens[s, s+T), targets tokens[s+1, s+T] (ignored where not trained). */

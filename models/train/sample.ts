@@ -6,7 +6,7 @@
 import type * as ort from 'onnxruntime-node'
 import type { LlamaConfig } from '../config.js'
 import { mulberry32 } from '../llama/weights.js'
-import { emptyCache, step } from '../testing/ort.js'
+import { emptyCache, step } from '../ort-decode.js'
 import type { PrometheusTokenizer } from '../tokenizer/tokenizer.js'
 
 export interface SampleOptions {

@@ -20,7 +20,7 @@ import { SqliteJobStore } from '../../core/adapters/sqlite-job-store.js'
 import { createSqsQueue } from '../../core/adapters/sqs-queue.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import type { QueueWithDeadLetter } from '../../core/ports/queue.js'
-import { buildTestModel, byteChain, publishTestModel } from '../../workers/generation/testing/models.js'
+import { buildTestModel, byteChain, publishTestModel } from '../helpers/tiny-models.js'
 import { type S3Server, s3StoreOf, startS3Server } from '../servers/s3-server.js'
 import { type SqsServer, startSqsServer } from '../servers/sqs-server.js'
 import { execForm, readDockerfile, stageEnv } from './dockerfile.js'
@@ -132,7 +132,7 @@ describe('worker image entry over SQS and S3', () => {
       PGPT_WEBHOOK_SIGNING_KEY: 'k'.repeat(40),
       PGPT_WORKER_WAIT_S: '1',
       PGPT_WORKER_KINDS: 'generation',
-      PGPT_TEST_HANDLERS: '1',
+      PGPT_HANDLER_MODULES: join(ROOT, 'test/helpers/test-handlers.ts'),
     }
     expect(env.PGPT_PROFILE).toBe('onprem')
     expect(cmd[0]).toBe('node')

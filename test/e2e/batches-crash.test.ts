@@ -12,10 +12,10 @@ import { publishBundledModels } from '../../bin/bundled-models.js'
 import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
 import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
 import { parseConfig } from '../../core/config.js'
+import { listResults } from '../../core/records/batches.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { listResults } from '../../edge/routes/batches-store.js'
-import { createHarness, type Harness, waitFor } from '../../workers/testing/process-harness.js'
+import { createHarness, type Harness, waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'batches-crash-token-0123456789'
 const MODEL = 'prometheus-mini'
@@ -53,7 +53,6 @@ const api = (path: string, init: RequestInit = {}) =>
 const spawn = () =>
   h.spawnWorker({
     PGPT_WORKER_KINDS: 'batch',
-    PGPT_TEST_HANDLERS: '0',
     PGPT_EDGE_URL: edge.url,
     PGPT_INTERNAL_TOKEN: TOKEN,
     PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),

@@ -19,16 +19,11 @@ import { publishBundledModels } from '../../bin/bundled-models.js'
 import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
 import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
 import { parseConfig } from '../../core/config.js'
+import { tenantWebhookSecret } from '../../core/webhook-secrets.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
-import {
-  createHarness,
-  type Harness,
-  type WorkerChild,
-  waitFor,
-} from '../../workers/testing/process-harness.js'
-import { tenantWebhookSecret } from '../../workers/webhooks/secrets.js'
 import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'batches-internal-token-0123456789'
 const MODEL = 'prometheus-mini'
@@ -60,7 +55,6 @@ beforeAll(async () => {
     .secret
   worker = h.spawnWorker({
     PGPT_WORKER_KINDS: 'generation,batch',
-    PGPT_TEST_HANDLERS: '0',
     PGPT_EDGE_URL: edge.url,
     PGPT_INTERNAL_TOKEN: TOKEN,
     PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),

@@ -21,8 +21,8 @@ import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
 import { dirSource } from '../../models/byo/fs-source.js'
 import { publishByoModel } from '../../models/byo/publish.js'
-import { type ByoShape, writeByoFolder } from '../../models/byo/testing/fixtures.js'
-import { createHarness, type Harness, type WorkerChild } from '../../workers/testing/process-harness.js'
+import { type ByoShape, writeByoFolder } from '../helpers/byo-fixtures.js'
+import { createHarness, type Harness, type WorkerChild } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'byo-internal-token-0123456789'
 const EOS = [0, 2]
@@ -205,7 +205,6 @@ beforeAll(async () => {
   for (const c of CASES) await writeByoFolder(join(root, c.id), c.shape)
   worker = h.spawnWorker({
     PGPT_WORKER_KINDS: 'generation',
-    PGPT_TEST_HANDLERS: '0',
     PGPT_EDGE_URL: edge.url,
     PGPT_INTERNAL_TOKEN: TOKEN,
     PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),

@@ -12,9 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
 import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
 import { parseConfig } from '../../core/config.js'
+import { fileContentKey } from '../../core/records/files.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { fileContentKey } from '../../edge/routes/files-store.js'
 
 let dir: string
 let edge: RunningEdge

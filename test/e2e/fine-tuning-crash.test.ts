@@ -10,15 +10,15 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { FsObjectStore } from '../../core/adapters/fs-store.js'
 import { readManifest } from '../../core/model-manifest.js'
 import { publishModelFolder } from '../../core/model-publish.js'
-import { createFile } from '../../edge/routes/files-store.js'
-import { capitalsJsonl, MINI_DIR } from '../../models/train/fixtures.js'
+import { createFile } from '../../core/records/files.js'
 import {
   AUTO_HYPERPARAMETERS,
   type FineTuneInput,
   listCheckpoints,
   listEvents,
-} from '../../workers/fine-tuning/records.js'
-import { createHarness, type Harness, waitFor } from '../../workers/testing/process-harness.js'
+} from '../../core/records/fine-tunes.js'
+import { capitalsJsonl, MINI_DIR } from '../../models/train/fixtures.js'
+import { createHarness, type Harness, waitFor } from '../helpers/worker-process-harness.js'
 
 let h: Harness
 afterAll(async () => {
@@ -30,7 +30,6 @@ describe('fine-tuning when the worker dies', () => {
     h = createHarness({
       PGPT_VISIBILITY_TIMEOUT_S: '10',
       PGPT_WORKER_KINDS: 'fine_tune',
-      PGPT_TEST_HANDLERS: '0',
       PGPT_LOG_LEVEL: 'info',
     })
     const store = new FsObjectStore({ root: join(h.dir, 'store') })

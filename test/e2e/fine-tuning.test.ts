@@ -29,13 +29,8 @@ import { type RunningEdge, startEdge } from '../../edge/node.js'
 import { readModelFolder, writeModelFolder } from '../../models/folder.js'
 import { capitalsJsonl, MINI_DIR, templateCorpus } from '../../models/train/fixtures.js'
 import { ADAPTER_FILES, loadAdapter, mergeLora } from '../../models/train/lora.js'
-import {
-  createHarness,
-  type Harness,
-  type WorkerChild,
-  waitFor,
-} from '../../workers/testing/process-harness.js'
 import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'fine-tuning-internal-token-0123456789'
 const PROMPT = 'Q: What is the capital of France?\nA:'
@@ -77,7 +72,6 @@ beforeAll(async () => {
   other = client(await key('globex'))
   worker = h.spawnWorker({
     PGPT_WORKER_KINDS: 'generation,fine_tune',
-    PGPT_TEST_HANDLERS: '0',
     PGPT_EDGE_URL: edge.url,
     PGPT_INTERNAL_TOKEN: TOKEN,
     PGPT_VISIBILITY_TIMEOUT_S: '30',

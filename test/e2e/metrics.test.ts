@@ -11,14 +11,9 @@ import { parseConfig } from '../../core/config.js'
 import { publishModelFolder } from '../../core/model-publish.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { buildTestModel } from '../../workers/generation/testing/models.js'
-import {
-  createHarness,
-  type Harness,
-  type WorkerChild,
-  waitFor,
-} from '../../workers/testing/process-harness.js'
 import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { buildTestModel } from '../helpers/tiny-models.js'
+import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'metrics-internal-token-0123456789'
 const METRICS_TOKEN = 'metrics-bearer-0123'

@@ -8,8 +8,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { createLogger } from '../../core/logger.js'
 import { drainDeadLetter } from '../../workers/dead-letter.js'
-import { createHarness, type Harness, waitFor } from '../../workers/testing/process-harness.js'
 import { startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { createHarness, type Harness, waitFor } from '../helpers/worker-process-harness.js'
 
 describe('worker process: crashes', () => {
   let h: Harness | undefined

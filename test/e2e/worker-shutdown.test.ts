@@ -5,7 +5,7 @@
  * worker takes it at once (not after the visibility timeout).
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import { createHarness, type Harness, waitFor } from '../../workers/testing/process-harness.js'
+import { createHarness, type Harness, waitFor } from '../helpers/worker-process-harness.js'
 
 describe('worker process: SIGTERM', () => {
   let h: Harness | undefined

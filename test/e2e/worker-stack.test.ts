@@ -15,17 +15,12 @@ import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
 import { parseConfig } from '../../core/config.js'
 import { createLogger } from '../../core/logger.js'
 import { publishModelFolder } from '../../core/model-publish.js'
+import { tenantWebhookSecret } from '../../core/webhook-secrets.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { buildTestModel } from '../../workers/generation/testing/models.js'
-import {
-  createHarness,
-  type Harness,
-  type WorkerChild,
-  waitFor,
-} from '../../workers/testing/process-harness.js'
-import { tenantWebhookSecret } from '../../workers/webhooks/secrets.js'
 import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { buildTestModel } from '../helpers/tiny-models.js'
+import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'stack-internal-token-0123456789'
 let h: Harness
@@ -62,7 +57,6 @@ beforeAll(async () => {
   apiKey = (await createKey(edge.deps.keys, { tenant: 'acme', name: 'e2e', scopes: ['generate'] })).secret
   worker = h.spawnWorker({
     PGPT_WORKER_KINDS: 'generation',
-    PGPT_TEST_HANDLERS: '0',
     PGPT_EDGE_URL: edge.url,
     PGPT_INTERNAL_TOKEN: TOKEN,
     PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),

@@ -13,10 +13,10 @@ import { join } from 'node:path'
 import { Webhook } from 'standardwebhooks'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { JobEvent } from '../../core/ports/events.js'
-import { createHarness, type Harness, waitFor } from '../../workers/testing/process-harness.js'
+import { tenantWebhookSecret } from '../../core/webhook-secrets.js'
 import { DeliveryLog } from '../../workers/webhooks/delivery-log.js'
-import { tenantWebhookSecret } from '../../workers/webhooks/secrets.js'
 import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { createHarness, type Harness, waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'e2e-internal-token-0123456789'
 

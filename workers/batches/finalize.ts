@@ -20,8 +20,8 @@ import {
   listResults,
   outputFileId,
   updateBatch,
-} from '../../edge/routes/batches-store.js'
-import { createFile } from '../../edge/routes/files-store.js'
+} from '../../core/records/batches.js'
+import { createFile } from '../../core/records/files.js'
 
 export interface FinalizeDeps {
   store: ObjectStore

@@ -27,13 +27,12 @@
 import { ApiError } from '../../core/errors.js'
 import { splitJsonl } from '../../core/jsonl.js'
 import type { Logger } from '../../core/logger.js'
+import { chatBody, completionBody } from '../../core/openai/format.js'
 import { isTerminal, type JobStore } from '../../core/ports/job-store.js'
 import type { ObjectStore } from '../../core/ports/object-store.js'
 import type { Queue } from '../../core/ports/queue.js'
 import type { UsageStore } from '../../core/ports/usage-store.js'
 import type { GenerationOutput, QueueMessageBody } from '../../core/protocol.js'
-import { chatBody, completionBody } from '../../edge/generation/format.js'
-import type { ModelCatalog } from '../../edge/model-catalog.js'
 import {
   type BatchError,
   type BatchObject,
@@ -48,8 +47,9 @@ import {
   putResult,
   type StoredResult,
   updateBatch,
-} from '../../edge/routes/batches-store.js'
-import { readFileText } from '../../edge/routes/files-store.js'
+} from '../../core/records/batches.js'
+import { readFileText } from '../../core/records/files.js'
+import type { ModelCatalog } from '../../core/records/model-catalog.js'
 import { PermanentError } from '../errors.js'
 import type { GenerationEngine } from '../generation/engine.js'
 import type { JobContext, JobHandler } from '../worker-loop.js'
@@ -67,7 +67,7 @@ export interface BatchHandlerDeps {
   /** Where `batch_chunk` messages go (worker.ts: their own queue when the profile has one). */
   chunkQueue: Queue
   engine: Pick<GenerationEngine, 'generate' | 'maxBatchSize'>
-  /** Model visibility and token counts for line checks (edge/model-catalog.ts). */
+  /** Model visibility and token counts for line checks (core/records/model-catalog.ts). */
   models: ModelCatalog
   /** Deliveries after which the queue dead-letters a message: on the last one, a line's unexpected error is recorded instead of retried. */
   maxReceiveCount: number

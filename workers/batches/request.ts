@@ -1,24 +1,23 @@
 /**
  * One batch line → the generation input a worker runs, with the same checks
  * and defaults as the interactive routes: the body is parsed with the
- * routes' own schemas (edge/generation/schemas.ts) and turned into a
- * GenerationInput by the edge's `prepareGeneration` (model visible to the
+ * routes' own schemas (core/openai/schemas.ts) and turned into a
+ * GenerationInput by the same `prepareGeneration` (model visible to the
  * tenant, context length, default max_tokens, sampling). A line that fails
  * gets the reason an interactive request would get as a 4xx.
  */
 import { ApiError } from '../../core/errors.js'
 import { type BatchRequestLine, type BatchUrl, checkBatchLine, parseJsonLine } from '../../core/jsonl.js'
-import type { GenerationInput } from '../../core/protocol.js'
-import type { EdgeDeps } from '../../edge/deps.js'
-import { fromZod } from '../../edge/errors.js'
-import { type GenerationRequest, prepareGeneration } from '../../edge/generation/run.js'
 import {
-  type ChatRequest,
-  type CompletionRequest,
-  chatRequest,
-  completionRequest,
-} from '../../edge/generation/schemas.js'
-import type { ModelCatalog } from '../../edge/model-catalog.js'
+  chatGeneration,
+  completionGeneration,
+  type GenerationRequest,
+  prepareGeneration,
+} from '../../core/openai/generation-request.js'
+import { chatRequest, completionRequest } from '../../core/openai/schemas.js'
+import { fromZod } from '../../core/openai/zod-error.js'
+import type { GenerationInput } from '../../core/protocol.js'
+import type { ModelCatalog } from '../../core/records/model-catalog.js'
 
 export type LineCheck =
   | { ok: true; request: BatchRequestLine; input: GenerationInput }
@@ -47,39 +46,16 @@ const fail = (custom_id: string | null, status: number, code: string, message: s
   message,
 })
 
-/** The interactive request a body stands for (as edge/routes/completions.ts builds it). */
+/** The interactive request a body stands for (as edge/routes/completions.ts maps it). */
 export function toGenerationRequest(url: BatchUrl, body: Record<string, unknown>): GenerationRequest {
   if (url === '/v1/completions') {
     const parsed = completionRequest.safeParse(body)
     if (!parsed.success) throw fromZod(parsed.error, 'json')
-    const b: CompletionRequest = parsed.data
-    const prompt = typeof b.prompt === 'string' ? b.prompt : b.prompt[0]
-    return {
-      endpoint: 'completions',
-      model: b.model,
-      prompt,
-      fields: b,
-      maxTokens: b.max_tokens,
-      logprobs: b.logprobs ?? null,
-      echo: b.echo ?? false,
-      stream: false,
-    }
+    return { ...completionGeneration(parsed.data), stream: false }
   }
   const parsed = chatRequest.safeParse(body)
   if (!parsed.success) throw fromZod(parsed.error, 'json')
-  const b: ChatRequest = parsed.data
-  if (b.top_logprobs != null && !b.logprobs)
-    throw new ApiError(400, 'top_logprobs requires logprobs to be true.', { param: 'top_logprobs' })
-  return {
-    endpoint: 'chat.completions',
-    model: b.model,
-    messages: b.messages,
-    fields: b,
-    maxTokens: b.max_completion_tokens ?? b.max_tokens,
-    logprobs: b.logprobs ? (b.top_logprobs ?? 0) : null,
-    echo: false,
-    stream: false,
-  }
+  return { ...chatGeneration(parsed.data), stream: false }
 }
 
 /**
@@ -111,8 +87,7 @@ export async function checkLine(
     )
   try {
     const g = toGenerationRequest(r.url, r.body)
-    // prepareGeneration reads only `deps.models` (catalog and token counter).
-    const prep = await prepareGeneration({ models } as EdgeDeps, tenant, g)
+    const prep = await prepareGeneration(models, tenant, g)
     return { ok: true, request: r, input: prep.input }
   } catch (err) {
     if (err instanceof ApiError && err.status < 500)

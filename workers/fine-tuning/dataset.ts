@@ -3,21 +3,32 @@
  * them line by line), tokenized with the base model's tokenizer — chat
  * examples through the model's chat template with the loss on the assistant
  * turns only, prompt / completion examples with the loss on the completion
- * only (models/train/data.ts) — packed into one stream and cut into windows.
- * With a validation file the training file gives the training windows and the
- * validation file the validation windows; without one a seeded 10% of the
- * training windows is held out.
+ * only (models/train/data.ts) — laid out one or more whole examples per row
+ * (`packRows`: an answer is never cut off from its question). With a
+ * validation file the training file gives the training rows and the
+ * validation file the validation rows; without one a seeded 10% of the
+ * training rows is held out.
  */
 import { type FineTuneExample, parseFineTuneJsonl } from '../../core/jsonl.js'
 import type { PrometheusTokenizer } from '../../models/tokenizer/tokenizer.js'
-import { type Dataset, type Doc, pack, splitDataset, tokenizeRecord } from '../../models/train/data.js'
+import { type Dataset, type Doc, exampleTokens, packRows, splitWindows, tokenizeRecord } from '../../models/train/data.js'
 
-export const tokenizeExamples = (tok: PrometheusTokenizer, examples: FineTuneExample[]): Doc[] =>
+/**
+ * `stopIds`: the ids generation stops on (the model's EOS and end-of-turn
+ * tokens, as the generation worker reads them); a chat's assistant turn is
+ * trained through its first one.
+ */
+export const tokenizeExamples = (
+  tok: PrometheusTokenizer,
+  examples: FineTuneExample[],
+  stopIds: readonly number[] = [tok.eosTokenId],
+): Doc[] =>
   examples.map((e) =>
     e.kind === 'chat'
       ? chatDoc(
           tok,
           e.messages.map((m) => ({ role: m.role, content: m.content })),
+          stopIds,
         )
       : tokenizeRecord(tok, { prompt: e.prompt, completion: e.completion }),
   )
@@ -28,10 +39,19 @@ const isPrefix = (a: number[], b: number[]) => a.length <= b.length && a.every((
  * A chat rendered with the model's template, the loss on the assistant turns
  * only (as OpenAI trains chat examples): each assistant span is what the
  * template adds between the conversation before it (with the generation
- * prompt) and the conversation through it, its end-of-turn marker included.
- * A template that does not render prefixes stably gets the loss everywhere.
+ * prompt) and the conversation through it, trained through its end-of-turn
+ * marker (the first of `stopIds` in it: where generation stops) and not
+ * beyond. What a template writes after that marker (ChatML's newline) is
+ * never generated; training it would teach the model what follows a newline
+ * at the end of a turn — and the generation prompt ends with a newline too.
+ * A span without a stop id is trained whole. A template that does not render
+ * prefixes stably gets the loss everywhere.
  */
-export function chatDoc(tok: PrometheusTokenizer, messages: { role: string; content: string }[]): Doc {
+export function chatDoc(
+  tok: PrometheusTokenizer,
+  messages: { role: string; content: string }[],
+  stopIds: readonly number[] = [tok.eosTokenId],
+): Doc {
   const ids = tok.applyChatTemplate(messages)
   const train = ids.map(() => false)
   for (let i = 0; i < messages.length; i++) {
@@ -39,7 +59,10 @@ export function chatDoc(tok: PrometheusTokenizer, messages: { role: string; cont
     const before = tok.applyChatTemplate(messages.slice(0, i), { addGenerationPrompt: true })
     const through = tok.applyChatTemplate(messages.slice(0, i + 1))
     if (!isPrefix(before, through) || !isPrefix(through, ids)) return { ids }
-    for (let t = before.length; t < through.length; t++) train[t] = true
+    for (let t = before.length; t < through.length; t++) {
+      train[t] = true
+      if (stopIds.includes(ids[t])) break
+    }
   }
   return { ids, train }
 }
@@ -47,42 +70,44 @@ export function chatDoc(tok: PrometheusTokenizer, messages: { role: string; cont
 /** Parses a fine-tune file; throws core/jsonl's JsonlError naming the bad lines. */
 export const parseExamples = (text: string) => parseFineTuneJsonl(text)
 
-const windows = (from: number, to: number, seqLen: number) => {
-  const out: number[] = []
-  for (let s = from; s + seqLen + 1 <= to; s += seqLen) out.push(s)
-  return out
+/** Row length for `docs`: the longest example (EOS included) rounded up to 8, at most `maxSeqLen`. */
+export function rowLength(docs: Doc[], eos: number, maxSeqLen: number): number {
+  const longest = docs.reduce((a, d) => Math.max(a, exampleTokens(d, eos).tokens.length), 0)
+  return Math.min(maxSeqLen, Math.max(8, Math.ceil((longest - 1) / 8) * 8))
 }
 
-/** Throws a message fit for the job's error when a file is too small for one window. */
+/**
+ * Rows of `seqLen` tokens (the `rowLength` of both files, at most `maxSeqLen`).
+ * Throws a message fit for the job's error when a file has nothing to train on.
+ */
 export function buildDataset(
   train: Doc[],
   validation: Doc[] | null,
-  o: { eos: number; seqLen: number; seed: number },
+  o: { eos: number; pad: number; maxSeqLen: number; seed: number },
 ): Dataset {
-  const a = pack(train, o.eos)
-  const need = `at least ${o.seqLen + 1} tokens`
-  if (a.tokens.length < o.seqLen + 1)
-    throw new Error(`the training file has ${a.tokens.length} tokens; it needs ${need}`)
+  const seqLen = rowLength([...train, ...(validation ?? [])], o.eos, o.maxSeqLen)
+  const a = packRows(train, { ...o, seqLen })
+  if (a.starts.length === 0) throw new Error('the training file has no tokens to train on')
   if (!validation) {
-    if (a.tokens.length < 2 * o.seqLen + 1)
+    if (a.starts.length < 2)
       throw new Error(
-        `the training file has ${a.tokens.length} tokens; without a validation file it needs at least ${2 * o.seqLen + 1}`,
+        `the training file makes ${a.starts.length} training sequence of ${seqLen + 1} tokens; without a validation file it needs at least 2 (one is held out for validation)`,
       )
-    return splitDataset(a, o.seqLen, 0.1, o.seed)
+    return { packed: a.packed, seqLen, ...splitWindows(a.starts, 0.1, o.seed) }
   }
-  const b = pack(validation, o.eos)
-  if (b.tokens.length < o.seqLen + 1)
-    throw new Error(`the validation file has ${b.tokens.length} tokens; it needs ${need}`)
-  const tokens = new Int32Array(a.tokens.length + b.tokens.length)
-  tokens.set(a.tokens)
-  tokens.set(b.tokens, a.tokens.length)
+  const b = packRows(validation, { ...o, seqLen })
+  if (b.starts.length === 0) throw new Error('the validation file has no tokens to validate on')
+  const n = a.packed.tokens.length
+  const tokens = new Int32Array(n + b.packed.tokens.length)
+  tokens.set(a.packed.tokens)
+  tokens.set(b.packed.tokens, n)
   const trainMask = new Uint8Array(tokens.length)
-  trainMask.set(a.train)
-  trainMask.set(b.train, a.train.length)
+  trainMask.set(a.packed.train)
+  trainMask.set(b.packed.train, n)
   return {
     packed: { tokens, train: trainMask },
-    seqLen: o.seqLen,
-    trainWindows: windows(0, a.tokens.length, o.seqLen),
-    valWindows: windows(a.tokens.length, tokens.length, o.seqLen),
+    seqLen,
+    trainWindows: a.starts,
+    valWindows: b.starts.map((s) => s + n),
   }
 }

@@ -16,12 +16,17 @@ import { createLogger } from '../../core/logger.js'
 import { isAdapterManifest, readManifest } from '../../core/model-manifest.js'
 import { publishModelFolder } from '../../core/model-publish.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
-import { createFile } from '../../edge/routes/files-store.js'
+import { createFile } from '../../core/records/files.js'
+import {
+  AUTO_HYPERPARAMETERS,
+  type FineTuneInput,
+  listCheckpoints,
+  listEvents,
+} from '../../core/records/fine-tunes.js'
 import { capitalsJsonl, MINI_DIR, templateCorpus } from '../../models/train/fixtures.js'
 import { PermanentError } from '../errors.js'
 import { JobAbortError, type JobContext } from '../worker-loop.js'
 import { createFineTuneHandler, FINE_TUNE_TARGETS } from './handler.js'
-import { AUTO_HYPERPARAMETERS, type FineTuneInput, listCheckpoints, listEvents } from './records.js'
 
 let dir: string
 const store = new MemoryObjectStore()

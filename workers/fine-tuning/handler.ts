@@ -31,7 +31,20 @@ import { readManifest } from '../../core/model-manifest.js'
 import { publishModelFolder } from '../../core/model-publish.js'
 import type { ObjectStore } from '../../core/ports/object-store.js'
 import type { UsageStore } from '../../core/ports/usage-store.js'
-import { readFileText } from '../../edge/routes/files-store.js'
+import { readFileText } from '../../core/records/files.js'
+import {
+  appendEvent,
+  BASE_LEARNING_RATE,
+  checkpointDirKey,
+  type FineTuneCheckpoint,
+  type FineTuneInput,
+  type FineTuneOutput,
+  fineTuneInputSchema,
+  listCheckpoints,
+  type NewFineTuneEvent,
+  writeCheckpointMeta,
+  writeStatus,
+} from '../../core/records/fine-tunes.js'
 import { readModelFolder, writeModelFolder } from '../../models/folder.js'
 import { readSafetensors, type Weights, writeSafetensors } from '../../models/safetensors.js'
 import { createTokenizer } from '../../models/tokenizer/tokenizer.js'
@@ -53,19 +66,6 @@ import { ADAPTER_SERVING_MODULES, adapterServable, writeAdapterFolder } from '..
 import { ModelCache } from '../generation/model-cache.js'
 import { JobAbortError, type JobContext, type JobHandler } from '../worker-loop.js'
 import { buildDataset, parseExamples, tokenizeExamples } from './dataset.js'
-import {
-  appendEvent,
-  BASE_LEARNING_RATE,
-  checkpointDirKey,
-  type FineTuneCheckpoint,
-  type FineTuneInput,
-  type FineTuneOutput,
-  fineTuneInputSchema,
-  listCheckpoints,
-  type NewFineTuneEvent,
-  writeCheckpointMeta,
-  writeStatus,
-} from './records.js'
 
 /** The linear layers that get adapters: those a served base has adapter slots on. */
 export const FINE_TUNE_TARGETS: LoraConfig['targetModules'] = ADAPTER_SERVING_MODULES
@@ -178,17 +178,23 @@ async function runFineTune(
       })
     const tok = createTokenizer(base.tokenizer)
     const c = base.config
-    const seqLen = Math.min(h.seq_len, c.maxPositions)
+    // What generation stops on (generation_config's eos ids, config's, the tokenizer's: as the
+    // generation worker reads them): a chat's assistant turn is trained through the first of them.
+    const stopIds = [
+      ...new Set([...[base.generationConfig?.eos_token_id ?? []].flat(), c.eosTokenId, tok.eosTokenId]),
+    ]
     let data: Dataset
     try {
       data = buildDataset(
-        tokenizeExamples(tok, trainExamples),
-        valExamples ? tokenizeExamples(tok, valExamples) : null,
-        { eos: tok.eosTokenId, seqLen, seed: input.seed },
+        tokenizeExamples(tok, trainExamples, stopIds),
+        valExamples ? tokenizeExamples(tok, valExamples, stopIds) : null,
+        { eos: tok.eosTokenId, pad: tok.padTokenId, maxSeqLen: Math.min(h.seq_len, c.maxPositions), seed: input.seed },
       )
     } catch (err) {
       throw new PermanentError((err as Error).message, { code: 'invalid_training_file' })
     }
+    // Rows as long as the longest example needs, at most seq_len.
+    const seqLen = data.seqLen
     const batch = h.batch_size
     const steps = Math.max(1, Math.ceil((h.n_epochs * data.trainWindows.length) / batch))
     const every = o.checkpointEvery ?? Math.max(1, Math.ceil(steps / 5))

@@ -1,4 +1,3 @@
-export { createFineTuneHandler, FINE_TUNE_TARGETS, type FineTuneHandlerOptions } from './handler.js'
 export {
   AUTO_HYPERPARAMETERS,
   appendEvent,
@@ -16,4 +15,5 @@ export {
   listCheckpoints,
   listEvents,
   readStatus,
-} from './records.js'
+} from '../../core/records/fine-tunes.js'
+export { createFineTuneHandler, FINE_TUNE_TARGETS, type FineTuneHandlerOptions } from './handler.js'

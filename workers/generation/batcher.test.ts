@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildTestModel } from '../../test/helpers/tiny-models.js'
 import { Batcher, type BatchSequence, prefillInput } from './batcher.js'
 import { Decoder } from './decoder.js'
 import { argmax } from './sampling.js'
-import { buildTestModel } from './testing/models.js'
 
 let decoder: Decoder
 beforeAll(async () => {

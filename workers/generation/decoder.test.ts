@@ -2,8 +2,8 @@ import { Writable } from 'node:stream'
 import type * as ort from 'onnxruntime-node'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { createLogger } from '../../core/logger.js'
+import { buildTestModel, type TestModel } from '../../test/helpers/tiny-models.js'
 import { createSessionWithFallback, Decoder, halfToFloat } from './decoder.js'
-import { buildTestModel, type TestModel } from './testing/models.js'
 
 let model: TestModel
 beforeAll(async () => {

@@ -16,8 +16,8 @@ import * as ort from 'onnxruntime-node'
 import type { Logger } from '../../core/logger.js'
 import { fromHfConfig } from '../../models/config.js'
 import { exportServingOnnx, isOurExport, weightsFromExport } from '../../models/llama/serving.js'
+import { type IoMetadata, type KvDType, type ModelInfo, readModelInfo } from '../../models/model-info.js'
 import { DEFAULT_LORA_SLOTS, LoraSlots } from './lora-slots.js'
-import { type IoMetadata, type KvDType, type ModelInfo, readModelInfo } from './model-info.js'
 
 export type ExecutionProvider = 'tensorrt' | 'cuda' | 'cpu'
 

@@ -8,11 +8,16 @@ import { ApiError } from '../../core/errors.js'
 import { createMetrics } from '../../core/metrics.js'
 import type { GenerationInput, TokenEventData } from '../../core/protocol.js'
 import { referenceForward } from '../../models/index.js'
+import { completion, greedy } from '../../test/helpers/generation-inputs.js'
+import {
+  buildTestModel,
+  byteChain,
+  publishTestModel,
+  type TestModel,
+} from '../../test/helpers/tiny-models.js'
 import { halfToFloat } from './decoder.js'
 import { GenerationEngine } from './engine.js'
 import { argmax } from './sampling.js'
-import { completion, greedy } from './testing/inputs.js'
-import { buildTestModel, byteChain, publishTestModel, type TestModel } from './testing/models.js'
 
 const CHAIN_TEXT = 'ab€c😀 END!xyz'
 

@@ -20,9 +20,9 @@ import type { Logger } from '../../core/logger.js'
 import { headDim, type LlamaConfig } from '../../models/config.js'
 import { toHalfBits } from '../../models/half.js'
 import { LORA_SLOT_INPUTS, PROJECTIONS, type Projection } from '../../models/llama/graph.js'
+import type { IoMetadata } from '../../models/model-info.js'
 import type { Weights } from '../../models/safetensors.js'
 import { generationCancelled } from './errors.js'
-import type { IoMetadata } from './model-info.js'
 
 /** Slots per base decoder (slot 0, the base, included). */
 export const DEFAULT_LORA_SLOTS = 8

@@ -17,11 +17,11 @@ import { writeModelFolder } from '../../models/folder.js'
 import { mulberry32 } from '../../models/llama/weights.js'
 import type { Weights } from '../../models/safetensors.js'
 import { adapterNames, type LoraConfig, mergeLora, targetedWeights } from '../../models/train/lora.js'
+import { greedy, completion as greedyCompletion } from '../../test/helpers/generation-inputs.js'
+import { buildTestModel, publishTestModel, type TestModel } from '../../test/helpers/tiny-models.js'
 import { GenerationEngine } from './engine.js'
 import { ADAPTER_SERVING_MODULES, writeAdapterFolder } from './lora-graph.js'
 import { LoraSlots, slotAdapterOf } from './lora-slots.js'
-import { greedy, completion as greedyCompletion } from './testing/inputs.js'
-import { buildTestModel, publishTestModel, type TestModel } from './testing/models.js'
 
 const SAMPLING: Partial<Sampling> = { maxTokens: 12, logprobs: 2 }
 const completion = (model: string, prompt: string) => greedyCompletion(model, prompt, SAMPLING)

@@ -7,8 +7,8 @@ import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
+import { buildTestModel, type TestModel } from '../../test/helpers/tiny-models.js'
 import { Decoder, type ForwardInput, type KvCache } from './decoder.js'
-import { buildTestModel, type TestModel } from './testing/models.js'
 
 let model: TestModel
 beforeAll(async () => {

@@ -15,10 +15,10 @@ import { copyFile, mkdir, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import onnxProto from 'onnx-proto'
-import { type LlamaConfig, parseConfig, toHfConfig } from '../../config.js'
-import { fuseSiblingMatMuls } from '../../graph/fuse.js'
-import { Graph, type Value } from '../../graph/ir.js'
-import { toOnnxModel } from '../../graph/onnx.js'
+import { type LlamaConfig, parseConfig, toHfConfig } from '../../models/config.js'
+import { fuseSiblingMatMuls } from '../../models/graph/fuse.js'
+import { Graph, type Value } from '../../models/graph/ir.js'
+import { toOnnxModel } from '../../models/graph/onnx.js'
 import {
   attention,
   attentionAllowed,
@@ -29,8 +29,8 @@ import {
   rmsNorm,
   ropeTables,
   weightParams,
-} from '../../llama/graph.js'
-import { randomWeights } from '../../llama/weights.js'
+} from '../../models/llama/graph.js'
+import { randomWeights } from '../../models/llama/weights.js'
 
 const { onnx } = onnxProto
 

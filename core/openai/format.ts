@@ -1,5 +1,5 @@
 /** GenerationOutput (core/protocol.ts) rendered in OpenAI's response and chunk shapes. */
-import type { GenerationChoice, GenerationOutput, TokenLogprob, Usage } from '../../core/protocol.js'
+import type { GenerationChoice, GenerationOutput, TokenLogprob, Usage } from '../protocol.js'
 
 export const openaiUsage = (u: Usage) => ({
   prompt_tokens: u.promptTokens,

@@ -4,9 +4,9 @@
  * engine (that lives in workers/); this is the "ours" side of the tests.
  */
 import * as ort from 'onnxruntime-node'
-import type { LlamaConfig } from '../config.js'
-import { headDim } from '../config.js'
-import { fromHalf } from '../half.js'
+import type { LlamaConfig } from './config.js'
+import { headDim } from './config.js'
+import { fromHalf } from './half.js'
 
 export type KvCache = Map<string, ort.Tensor>
 

@@ -9,8 +9,8 @@
  * ceil(characters / 4). Chat prompts add 4 tokens per message for the template.
  */
 import { Tokenizer } from '@huggingface/tokenizers'
-import { listManifests, type ModelManifest, manifestKey, modelPrefix } from '../core/model-manifest.js'
-import type { ObjectStore } from '../core/ports/object-store.js'
+import { listManifests, type ModelManifest, manifestKey, modelPrefix } from '../model-manifest.js'
+import type { ObjectStore } from '../ports/object-store.js'
 
 export type TokenCountMethod = 'tokenizer' | 'estimate'
 

@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest'
-import { MemoryObjectStore } from '../core/adapters/memory-object-store.js'
-import { type ModelManifest, manifestKey, modelPrefix } from '../core/model-manifest.js'
-import type { EdgeDeps } from './deps.js'
-import { prepareGeneration } from './generation/run.js'
+import { manifest } from '../../test/helpers/edge-harness.js'
+import { MemoryObjectStore } from '../adapters/memory-object-store.js'
+import { type ModelManifest, manifestKey, modelPrefix } from '../model-manifest.js'
+import { prepareGeneration } from '../openai/generation-request.js'
 import { createModelCatalog, estimateTokens } from './model-catalog.js'
-import { manifest } from './testing/harness.js'
 
 const WORD_LEVEL = {
   version: '1.0',
@@ -79,7 +78,7 @@ describe('model catalog', () => {
   it('the context check uses the tokenizer count', async () => {
     const store = new MemoryObjectStore()
     await publish(store, manifest('tok8', null, 8), WORD_LEVEL)
-    const deps = { models: createModelCatalog(store) } as EdgeDeps
+    const models = createModelCatalog(store)
     // 9 one-letter words: 9 tokens by the tokenizer (the estimate would say 5).
     const r = {
       endpoint: 'completions' as const,
@@ -89,11 +88,13 @@ describe('model catalog', () => {
       echo: false,
       stream: false,
     }
-    await expect(prepareGeneration(deps, 't', { ...r, prompt: 'a a a a a a a a a' })).rejects.toMatchObject({
-      status: 400,
-      code: 'context_length_exceeded',
-    })
-    const ok = await prepareGeneration(deps, 't', { ...r, prompt: 'a a a', maxTokens: 5 })
+    await expect(prepareGeneration(models, 't', { ...r, prompt: 'a a a a a a a a a' })).rejects.toMatchObject(
+      {
+        status: 400,
+        code: 'context_length_exceeded',
+      },
+    )
+    const ok = await prepareGeneration(models, 't', { ...r, prompt: 'a a a', maxTokens: 5 })
     expect(ok.promptTokens).toBe(3)
     expect(ok.tokenBudget).toBe(8)
   })

@@ -1,6 +1,7 @@
 /**
- * Job kinds for tests only. workers/main.ts registers them when
- * PGPT_TEST_HANDLERS=1, so they never exist in a production worker.
+ * Job kinds for tests only. A worker registers them when started with
+ * PGPT_HANDLER_MODULES=test/helpers/test-handlers.ts, so they never exist in a
+ * production worker.
  *
  * - `test.sleep` {ms, steps?, output?, ignoreAbort?}: sleeps `ms` in `steps`
  *   pieces, publishing a `progress` event after each and an `output` event at
@@ -10,8 +11,8 @@
  * - `test.crash`: kills its own process with SIGKILL (a poison job).
  */
 import { z } from 'zod'
-import { PermanentError, TransientError } from '../errors.js'
-import type { JobHandler } from '../worker-loop.js'
+import { PermanentError, TransientError } from '../../workers/errors.js'
+import type { JobHandler } from '../../workers/worker-loop.js'
 
 const sleepInput = z.object({
   ms: z.number().int().min(0).max(600_000),
@@ -66,7 +67,7 @@ export const crashHandler: JobHandler = async ({ logger }) => {
   await new Promise(() => {})
 }
 
-export const testHandlers: Record<string, JobHandler> = {
+export const handlers: Record<string, JobHandler> = {
   'test.sleep': sleepHandler,
   'test.fail': failHandler,
   'test.crash': crashHandler,

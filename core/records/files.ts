@@ -13,9 +13,9 @@
  *   const f = await getFileObject(store, tenant, 'file-…')   // null: no such file for this tenant
  *   const text = await readFileText(store, tenant, 'file-…') // the content as UTF-8
  */
-import { encodeSegment, getJson, listAll } from '../../core/adapters/object-records.js'
-import { newId } from '../../core/ids.js'
-import type { ObjectStore } from '../../core/ports/object-store.js'
+import { encodeSegment, getJson, listAll } from '../adapters/object-records.js'
+import { newId } from '../ids.js'
+import type { ObjectStore } from '../ports/object-store.js'
 
 /** Purposes a client may upload. */
 export const UPLOAD_PURPOSES = ['fine-tune', 'batch'] as const

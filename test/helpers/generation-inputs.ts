@@ -1,5 +1,5 @@
 /** Test support: generation inputs (greedy sampling unless told otherwise). */
-import type { GenerationInput, Sampling } from '../../../core/protocol.js'
+import type { GenerationInput, Sampling } from '../../core/protocol.js'
 
 export const greedy: Sampling = {
   maxTokens: 16,

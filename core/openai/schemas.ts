@@ -4,7 +4,7 @@
  * beyond OpenAI: top_k and repetition_penalty.
  */
 import { z } from '@hono/zod-openapi'
-import { chatMessageSchema } from '../../core/protocol.js'
+import { chatMessageSchema } from '../protocol.js'
 
 /** Upper bound of max_tokens regardless of the model. */
 export const MAX_TOKENS_CAP = 32_768

@@ -13,17 +13,11 @@
  * finds the lines already done and skips them, and finalization writes
  * exactly one output or error line per custom_id.
  */
-import {
-  casUpdate,
-  encodeSegment,
-  getJson,
-  listAll,
-  putIfAbsent,
-} from '../../core/adapters/object-records.js'
-import { newId } from '../../core/ids.js'
-import type { BatchUrl } from '../../core/jsonl.js'
-import type { ObjectStore } from '../../core/ports/object-store.js'
-import type { GenerationInput } from '../../core/protocol.js'
+import { casUpdate, encodeSegment, getJson, listAll, putIfAbsent } from '../adapters/object-records.js'
+import { newId } from '../ids.js'
+import type { BatchUrl } from '../jsonl.js'
+import type { ObjectStore } from '../ports/object-store.js'
+import type { GenerationInput } from '../protocol.js'
 
 export const BATCH_STATUSES = [
   'validating',

@@ -15,8 +15,8 @@
 import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { publishModelFolder } from '../../../core/model-publish.js'
-import type { ObjectStore } from '../../../core/ports/object-store.js'
+import { publishModelFolder } from '../../core/model-publish.js'
+import type { ObjectStore } from '../../core/ports/object-store.js'
 import {
   type LlamaConfig,
   parseConfig,
@@ -25,8 +25,8 @@ import {
   trainTokenizer,
   type Weights,
   writeModelFolder,
-} from '../../../models/index.js'
-import { bytesToUnicode } from '../../../models/tokenizer/bpe.js'
+} from '../../models/index.js'
+import { bytesToUnicode } from '../../models/tokenizer/bpe.js'
 
 const CORPUS = [
   'The quick brown fox jumps over the lazy dog.',

@@ -13,7 +13,7 @@ import { openLocalQueue } from '../../core/adapters/local-queue.js'
 import { SqliteJobStore } from '../../core/adapters/sqlite-job-store.js'
 import type { JobRecord, NewJob } from '../../core/ports/job-store.js'
 import type { QueueWithDeadLetter } from '../../core/ports/queue.js'
-import { JOBS_QUEUE } from '../worker-process.js'
+import { JOBS_QUEUE } from '../../workers/worker-process.js'
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../..')
 
@@ -68,7 +68,7 @@ export function createHarness(env: Record<string, string> = {}): Harness {
     PGPT_WORKER_CONCURRENCY: '2',
     PGPT_WORKER_WAIT_S: '1',
     PGPT_WORKER_KINDS: 'none',
-    PGPT_TEST_HANDLERS: '1',
+    PGPT_HANDLER_MODULES: 'test/helpers/test-handlers.ts',
     PGPT_WEBHOOK_ALLOW_PRIVATE: 'true',
     PGPT_WEBHOOK_RETRY_SCHEDULE_MS: '200,200,200',
     PGPT_WEBHOOK_TIMEOUT_MS: '2000',

@@ -13,7 +13,7 @@
  * checkpoints its `fine_tuning.job.checkpoint`.
  */
 import { z } from 'zod'
-import type { ObjectStore } from '../../core/ports/object-store.js'
+import type { ObjectStore } from '../ports/object-store.js'
 
 export const FINE_TUNE_KIND = 'fine_tune'
 

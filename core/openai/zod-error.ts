@@ -1,0 +1,30 @@
+/**
+ * A zod failure as an OpenAI 400 whose `param` names the field
+ * (`messages[0].content`): the edge's request validation and the batch
+ * workers' line checks give the same message for the same mistake.
+ */
+import type { ZodError } from 'zod'
+import { type ApiError, badRequest } from '../errors.js'
+
+export function paramOf(path: ReadonlyArray<PropertyKey>): string | null {
+  let out = ''
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p)
+  return out || null
+}
+
+export function fromZod(error: ZodError, target: string): ApiError {
+  const issue = error.issues[0]
+  if (!issue) return badRequest('Invalid request.')
+  const param = paramOf(issue.path)
+  const where = target === 'json' ? '' : ` (${target})`
+  const message = param
+    ? `Invalid value for '${param}'${where}: ${issue.message}`
+    : `Invalid request${where}: ${issue.message}`
+  return badRequest(
+    message,
+    param,
+    issue.code === 'invalid_type' && /received undefined/.test(issue.message)
+      ? 'missing_required_parameter'
+      : 'invalid_value',
+  )
+}
