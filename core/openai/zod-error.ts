@@ -17,14 +17,12 @@ export function fromZod(error: ZodError, target: string): ApiError {
   if (!issue) return badRequest('Invalid request.')
   const param = paramOf(issue.path)
   const where = target === 'json' ? '' : ` (${target})`
+  const missing = issue.code === 'invalid_type' && /received undefined/.test(issue.message)
+  // A missing parameter is said to be missing, not "expected string, received undefined".
+  if (missing && param)
+    return badRequest(`Missing required parameter '${param}'${where}.`, param, 'missing_required_parameter')
   const message = param
     ? `Invalid value for '${param}'${where}: ${issue.message}`
     : `Invalid request${where}: ${issue.message}`
-  return badRequest(
-    message,
-    param,
-    issue.code === 'invalid_type' && /received undefined/.test(issue.message)
-      ? 'missing_required_parameter'
-      : 'invalid_value',
-  )
+  return badRequest(message, param, missing ? 'missing_required_parameter' : 'invalid_value')
 }

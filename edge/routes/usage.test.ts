@@ -390,6 +390,38 @@ describe('GET /v1/usage', () => {
     const bad = await get(`/v1/usage?start_time=${since()}&bucket_width=2w`, t.keys.generate)
     expect(bad.status).toBe(400)
   })
+
+  type ErrorBody = { error: { message: string; type: string; param: string | null; code: string | null } }
+
+  it('says which time parameter is missing, and names a bad one, never "received NaN"', async () => {
+    const missing = await get('/v1/usage', t.keys.generate)
+    expect(missing.status).toBe(400)
+    const m = ((await missing.json()) as ErrorBody).error
+    expect(m).toMatchObject({
+      type: 'invalid_request_error',
+      param: 'start_time',
+      code: 'missing_required_parameter',
+    })
+    expect(m.message).toContain("'start_time'")
+    expect(m.message).toMatch(/missing/i)
+    expect(m.message).not.toMatch(/NaN/)
+
+    for (const [query, param] of [
+      ['start_time=yesterday', 'start_time'],
+      ['start_time=', 'start_time'],
+      ['start_time=-5', 'start_time'],
+      ['start_time=1.5', 'start_time'],
+      [`start_time=${since()}&end_time=soon`, 'end_time'],
+    ] as const) {
+      const res = await get(`/v1/usage?${query}`, t.keys.generate)
+      expect(res.status, query).toBe(400)
+      const e = ((await res.json()) as ErrorBody).error
+      expect(e.param, query).toBe(param)
+      expect(e.message, query).toContain(`'${param}'`)
+      expect(e.message, query).not.toMatch(/NaN/)
+      expect(e.message, query).toMatch(/epoch seconds|missing/i)
+    }
+  })
 })
 
 describe('GET /v1/webhooks/default/secret', () => {

@@ -20,18 +20,26 @@ const WIDTHS = { '1m': 60, '1h': 3600, '1d': 86_400 } as const
 /** Most buckets one query may ask for (a year of days, a week of hours). */
 export const MAX_BUCKETS = 400
 
+/**
+ * A time in epoch seconds. Parsed from the query string as digits (not
+ * z.coerce.number(), which turns a missing value into NaN and reports
+ * "expected number, received NaN"): a missing value is reported as missing,
+ * a bad one as what it should look like, both naming the parameter.
+ */
+const epochSeconds = z
+  .string()
+  .regex(/^\d{1,15}$/, 'must be a time in epoch seconds, a whole number such as 1760000000')
+  .transform(Number)
+
 const query = z.object({
-  start_time: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .openapi({ description: 'Start, epoch seconds (inclusive).', example: 1_760_000_000 }),
-  end_time: z.coerce
-    .number()
-    .int()
-    .min(0)
+  start_time: epochSeconds.openapi({
+    type: 'integer',
+    description: 'Start, epoch seconds (inclusive).',
+    example: 1_760_000_000,
+  }),
+  end_time: epochSeconds
     .optional()
-    .openapi({ description: 'End, epoch seconds (exclusive). Default: now.' }),
+    .openapi({ type: 'integer', description: 'End, epoch seconds (exclusive). Default: now.' }),
   bucket_width: z.enum(['1m', '1h', '1d']).default('1d'),
   group_by: z.enum(['api_key', 'model']).optional(),
   tenant: z.string().min(1).max(128).optional().openapi({ description: 'Admin keys only: one tenant.' }),
