@@ -17,33 +17,25 @@
  *   error kept. Messages that cannot be handled at all (unparseable, no handler
  *   for the kind, a job that crashes the process) are left to the queue's
  *   redrive, which moves them to the dead-letter queue (see dead-letter.ts).
+ *
+ * The pieces, in the order a delivery meets them: loop/claim.ts (message →
+ * claimed job, or the message dealt with), loop/lease.ts (heartbeat and cancel
+ * watch while the handler runs), loop/decide.ts (the outcome → the record's
+ * transition and the message's fate, a pure function), applied by `settle`
+ * below with loop/effects.ts (transitions, events, ack/return).
  */
 import type { Logger } from '../core/logger.js'
 import type { Metrics } from '../core/metrics.js'
 import type { Events, JobEvent, JobEventType } from '../core/ports/events.js'
-import {
-  IllegalTransitionError,
-  isTerminal,
-  type JobError,
-  type JobRecord,
-  type JobState,
-  type JobStore,
-  type TransitionPatch,
-} from '../core/ports/job-store.js'
+import { IllegalTransitionError, type JobRecord, type JobStore } from '../core/ports/job-store.js'
 import type { Queue, QueueMessage } from '../core/ports/queue.js'
-import { queueMessageSchema } from '../core/protocol.js'
 import { type BackoffOptions, backoffDelay, sleep } from './backoff.js'
-import { classify, TransientError, toJobError } from './errors.js'
+import { claim } from './loop/claim.js'
+import { type Decision, decide, type HandlerResult } from './loop/decide.js'
+import { type LoopEffects, loopEffects } from './loop/effects.js'
+import { holdLease, JobAbortError, type JobAbortKind } from './loop/lease.js'
 
-/** Why a job's signal fired. */
-export type JobAbortKind = 'canceled' | 'shutdown' | 'lease_lost'
-
-export class JobAbortError extends Error {
-  override readonly name = 'JobAbortError'
-  constructor(readonly kind: JobAbortKind) {
-    super(`job aborted: ${kind}`)
-  }
-}
+export { JobAbortError, type JobAbortKind }
 
 export interface JobContext {
   /** The job record as it entered `running` (attempts already counts this run). */
@@ -137,323 +129,36 @@ function validate(o: RunWorkerOptions): void {
 /** Runs until `options.signal` aborts and in-flight jobs are finished or released. */
 export async function runWorker(options: RunWorkerOptions): Promise<void> {
   validate(options)
-  const { queue, jobs, events, handlers, signal, logger, metrics } = options
+  const { queue, jobs, handlers, signal, logger } = options
   const concurrency = options.concurrency ?? 4
   const visibility = options.visibilityTimeoutSeconds
-  const maxReceiveCount = options.maxReceiveCount
   const waitTimeSeconds = options.waitTimeSeconds ?? 20
   const graceMs = options.shutdownGraceMs ?? 25_000
-  const abortWaitMs = options.abortWaitMs ?? 2_000
-  const heartbeatMs = options.heartbeatIntervalMs ?? Math.max(100, Math.floor((visibility * 1000) / 3))
-  const cancelPollMs = options.cancelPollMs ?? 250
   const retryBackoff = options.retryBackoff ?? { base: 2, max: 900 }
   const receiveBackoff = options.receiveBackoff ?? { base: 250, max: 10_000 }
-  const unhandledDelay = options.unhandledDelaySeconds ?? 5
+  const run: RunSettings = {
+    visibility,
+    maxReceiveCount: options.maxReceiveCount,
+    abortWaitMs: options.abortWaitMs ?? 2_000,
+    heartbeatMs: options.heartbeatIntervalMs ?? Math.max(100, Math.floor((visibility * 1000) / 3)),
+    cancelPollMs: options.cancelPollMs ?? 250,
+    retryBackoff,
+  }
+  const effects = loopEffects(options)
   const inFlight = new Map<string, InFlight>()
 
   const statsTimer = startStats(options)
 
-  /** State change with the jobs metric. */
-  async function transition(job: JobRecord, to: JobState, patch?: TransitionPatch): Promise<JobRecord> {
-    const next = await jobs.transition(job.id, to, patch)
-    metrics?.jobs.inc({ kind: job.kind, state: to })
-    return next
-  }
-
-  /** Make a delivery visible again after `seconds` (0: now). Errors only log: the timeout brings it back anyway. */
-  async function returnMessage(msg: QueueMessage, seconds: number, log: Logger): Promise<void> {
-    try {
-      if (seconds <= 0) await queue.release(msg.receiptHandle)
-      else await queue.extend(msg.receiptHandle, Math.min(43_200, Math.ceil(seconds)))
-    } catch (err) {
-      log.warn({ err }, 'could not return the message; it comes back when its visibility times out')
-    }
-  }
-
-  async function ack(msg: QueueMessage, log: Logger): Promise<void> {
-    try {
-      await queue.ack(msg.receiptHandle)
-    } catch (err) {
-      // The job is terminal: a redelivery sees that and acks again.
-      log.warn({ err }, 'ack failed; a redelivery will find the job finished')
-    }
-  }
-
   async function handleMessage(msg: QueueMessage, ctrl: AbortController): Promise<void> {
-    const mlog = logger.child({ messageId: msg.id, receiveCount: msg.receiveCount })
-    let body: { jobId: string; kind: string; requestId?: string }
-    try {
-      body = queueMessageSchema.parse(JSON.parse(msg.body))
-    } catch (err) {
-      mlog.error(
-        { err, body: msg.body.slice(0, 200) },
-        'unparseable queue message; left for the dead-letter queue after maxReceiveCount deliveries',
-      )
-      return returnMessage(msg, unhandledDelay, mlog)
-    }
-    let log = mlog.child({ requestId: body.requestId, jobId: body.jobId })
-    let job: JobRecord | null
-    try {
-      job = await jobs.getById(body.jobId)
-    } catch (err) {
-      log.error({ err }, 'job store read failed; retrying later')
-      return returnMessage(msg, backoffDelay(msg.receiveCount, retryBackoff), log)
-    }
-    if (!job) {
-      log.error('queue message points at a job that does not exist; acknowledging it')
-      return ack(msg, log)
-    }
-    log = mlog.child({ requestId: job.requestId ?? body.requestId, jobId: job.id, kind: job.kind })
-    if (isTerminal(job.state)) {
-      log.info({ state: job.state }, 'job already finished; acknowledging the message')
-      // Canceled while queued (or finished by a worker that died before its ack): let the hook
-      // see the terminal state, e.g. for the `completed` webhook, whose id is fixed per job so
-      // a receiver never gets two. Not republished as an event: the edge already has it.
-      await notifyTerminal(job, log)
-      return ack(msg, log)
-    }
-    const handler = handlers[job.kind]
-    if (!handler) {
-      log.warn('no handler for this job kind here; message returned (dead-letters after maxReceiveCount)')
-      return returnMessage(msg, unhandledDelay, log)
-    }
-
-    // Claim: queued → running. A job left `running` was lost by another worker
-    // (crash or expired lease): the queue handed the delivery to us, so take it over.
-    let running: JobRecord | null = null
-    let current: JobRecord = job
-    for (let i = 0; i < 3 && !running; i++) {
-      try {
-        if (current.cancelRequested) {
-          const canceled = await transition(current, 'canceled')
-          await publishTerminal(canceled, 'canceled', null, log, 1)
-          return ack(msg, log)
-        }
-        if (current.state === 'running') {
-          log.warn(
-            { attempts: current.attempts },
-            'job was left running by a worker that lost it; taking over',
-          )
-          current = await transition(current, 'queued')
-        }
-        running = await transition(current, 'running')
-      } catch (err) {
-        if (!(err instanceof IllegalTransitionError)) {
-          log.error({ err }, 'job store write failed while claiming the job; retrying later')
-          return returnMessage(msg, backoffDelay(msg.receiveCount, retryBackoff), log)
-        }
-        const reread = await jobs.getById(current.id).catch(() => null)
-        if (!reread) return returnMessage(msg, backoffDelay(msg.receiveCount, retryBackoff), log)
-        if (isTerminal(reread.state)) {
-          log.info({ state: reread.state }, 'job finished elsewhere while claiming; acknowledging')
-          return ack(msg, log)
-        }
-        current = reread
-      }
-    }
-    if (!running) {
-      log.warn('could not claim the job (contended); returning the message')
-      return returnMessage(msg, backoffDelay(msg.receiveCount, retryBackoff), log)
-    }
-    log = log.child({ attempt: running.attempts })
-    await runJob(msg, running, handler, ctrl, log)
-  }
-
-  async function publishTerminal(
-    job: JobRecord,
-    type: 'completed' | 'failed' | 'canceled',
-    data: unknown,
-    log: Logger,
-    seq: number,
-  ): Promise<void> {
-    await publishEvent(job, { jobId: job.id, seq, type, data, at: Date.now() }, log)
-  }
-
-  async function notifyTerminal(job: JobRecord, log: Logger): Promise<void> {
-    const type = job.state === 'succeeded' ? 'completed' : (job.state as 'failed' | 'canceled')
-    try {
-      await options.onJobEvent?.(job, {
-        jobId: job.id,
-        seq: 0,
-        type,
-        data: job.output ?? job.error ?? null,
-        at: Date.now(),
-      })
-    } catch (err) {
-      log.warn({ err, type }, 'onJobEvent hook failed')
-    }
-  }
-
-  async function publishEvent(job: JobRecord, event: JobEvent, log: Logger): Promise<void> {
-    try {
-      await events.publish(event)
-    } catch (err) {
-      log.warn({ err, type: event.type, seq: event.seq }, 'event publish failed')
-    }
-    try {
-      await options.onJobEvent?.(job, event)
-    } catch (err) {
-      log.warn({ err, type: event.type }, 'onJobEvent hook failed')
-    }
-  }
-
-  async function runJob(
-    msg: QueueMessage,
-    job: JobRecord,
-    handler: JobHandler,
-    ctrl: AbortController,
-    log: Logger,
-  ): Promise<void> {
-    let seq = 0
-    const publish = (type: JobEventType, data: unknown) =>
-      publishEvent(job, { jobId: job.id, seq: ++seq, type, data, at: Date.now() }, log)
-    const abort = (kind: JobAbortKind) => {
-      if (!ctrl.signal.aborted) {
-        log.info({ reason: kind }, 'aborting job')
-        ctrl.abort(new JobAbortError(kind))
-      }
-    }
-
-    let lastExtended = Date.now()
-    let heartbeatsDone = false
-    // Extends still on the wire: awaited before the release/ack, which they must not overtake.
-    const inFlightBeats = new Set<Promise<void>>()
-    const heartbeat = (): Promise<void> => {
-      if (heartbeatsDone) return Promise.resolve()
-      const beat = (async () => {
-        try {
-          await queue.extend(msg.receiptHandle, visibility)
-          lastExtended = Date.now()
-        } catch (err) {
-          log.warn({ err }, 'heartbeat failed')
-          // Past the visibility timeout another worker may hold the message now.
-          if (Date.now() - lastExtended >= visibility * 1000) abort('lease_lost')
-        }
-      })()
-      inFlightBeats.add(beat)
-      return beat.finally(() => inFlightBeats.delete(beat))
-    }
-    const checkCancel = async () => {
-      const now = await jobs.getById(job.id)
-      if (now?.cancelRequested) abort('canceled')
-      else if (!now || isTerminal(now.state)) abort('lease_lost')
-      if (ctrl.signal.aborted) throw ctrl.signal.reason
-    }
-    const hbTimer = setInterval(() => void heartbeat(), heartbeatMs)
-    let polling = false
-    const cancelTimer = setInterval(() => {
-      if (polling || ctrl.signal.aborted) return
-      polling = true
-      checkCancel()
-        .catch(() => {})
-        .finally(() => {
-          polling = false
-        })
-    }, cancelPollMs)
-
-    await publish('start', { attempt: job.attempts })
-    log.info('job started')
-    const started = Date.now()
-
-    let result: { ok: true; output: unknown } | { ok: false; err: unknown }
-    try {
-      const ctx: JobContext = {
-        job,
-        signal: ctrl.signal,
-        logger: log,
-        publish,
-        heartbeat,
-        checkCancel,
-        receiveCount: msg.receiveCount,
-      }
-      result = await raceAbort(
-        handler(ctx).then(
-          (output) => ({ ok: true as const, output }),
-          (err: unknown) => ({ ok: false as const, err }),
-        ),
-        ctrl.signal,
-        abortWaitMs,
-      )
-    } finally {
-      heartbeatsDone = true
-      clearInterval(hbTimer)
-      clearInterval(cancelTimer)
-      await Promise.allSettled([...inFlightBeats])
-    }
-
-    const reason = ctrl.signal.aborted ? (ctrl.signal.reason as JobAbortError) : undefined
-    const seconds = (Date.now() - started) / 1000
-    try {
-      if (result.ok && reason?.kind !== 'canceled') {
-        try {
-          const done = await transition(job, 'succeeded', { output: result.output ?? null })
-          await publishTerminal(done, 'completed', result.output ?? null, log, ++seq)
-          log.info({ seconds }, 'job succeeded')
-        } catch (err) {
-          if (!(err instanceof IllegalTransitionError)) throw err
-          log.warn({ err }, 'job finished elsewhere first; dropping this result')
-        }
-        return ack(msg, log)
-      }
-      if (reason?.kind === 'canceled') {
-        await finishAbnormally(job, 'canceled', undefined, log, ++seq)
-        log.info({ seconds }, 'job canceled')
-        return ack(msg, log)
-      }
-      if (reason?.kind === 'shutdown') {
-        await transition(job, 'queued').catch((err) =>
-          log.warn({ err }, 'could not put the job back to queued'),
-        )
-        await returnMessage(msg, 0, log)
-        log.info({ seconds }, 'job released for another worker (shutdown)')
-        return
-      }
-      if (reason?.kind === 'lease_lost') {
-        log.warn({ seconds }, 'lease lost; leaving the job to whoever holds its message now')
-        return
-      }
-      const err = (result as { err: unknown }).err
-      const jobError = toJobError(err)
-      if (classify(err) === 'permanent') {
-        await finishAbnormally(job, 'failed', jobError, log, ++seq)
-        log.warn({ err, seconds }, 'job failed (permanent error)')
-        return ack(msg, log)
-      }
-      if (msg.receiveCount >= maxReceiveCount) {
-        const kept: JobError = {
-          code: jobError.code,
-          message: `${jobError.message} (gave up after ${msg.receiveCount} deliveries)`,
-        }
-        await finishAbnormally(job, 'failed', kept, log, ++seq)
-        log.warn({ err, seconds }, 'job failed: retries exhausted')
-        return ack(msg, log)
-      }
-      let delay = backoffDelay(msg.receiveCount, retryBackoff)
-      if (err instanceof TransientError && err.retryAfterSeconds)
-        delay = Math.max(delay, err.retryAfterSeconds)
-      await transition(job, 'queued')
-      await returnMessage(msg, delay, log)
-      log.warn({ err, seconds, retryInSeconds: Math.ceil(delay) }, 'job failed (transient); will retry')
-    } catch (err) {
-      // The job store is unreachable: leave the message un-acked; it comes back after the visibility timeout.
-      log.error({ err }, 'could not record the job outcome; the message will be redelivered')
-    }
-  }
-
-  async function finishAbnormally(
-    job: JobRecord,
-    to: 'failed' | 'canceled',
-    error: JobError | undefined,
-    log: Logger,
-    seq: number,
-  ): Promise<void> {
-    try {
-      const done = await transition(job, to, error ? { error } : undefined)
-      await publishTerminal(done, to, error ?? null, log, seq)
-    } catch (err) {
-      if (!(err instanceof IllegalTransitionError)) throw err
-      log.warn({ err }, 'job finished elsewhere first')
-    }
+    const claimed = await claim(msg, {
+      jobs,
+      effects,
+      handlers,
+      retryBackoff,
+      unhandledDelaySeconds: options.unhandledDelaySeconds ?? 5,
+      logger,
+    })
+    if (claimed) await runJob(msg, claimed.job, claimed.handler, ctrl, claimed.log, options, effects, run)
   }
 
   // ---- the loop ----
@@ -481,7 +186,7 @@ export async function runWorker(options: RunWorkerOptions): Promise<void> {
       const got = await Promise.race([receiving, shutdownStarted.then(() => null)])
       if (got === null) {
         orphanedReceive = receiving.then(
-          (late) => Promise.all(late.map((m) => returnMessage(m, 0, logger))),
+          (late) => Promise.all(late.map((m) => effects.returnMessage(m, 0, logger))),
           () => {},
         )
         break
@@ -502,7 +207,7 @@ export async function runWorker(options: RunWorkerOptions): Promise<void> {
     for (const msg of messages) {
       if (signal.aborted) {
         // Received as shutdown began: give it straight back.
-        await returnMessage(msg, 0, logger)
+        await effects.returnMessage(msg, 0, logger)
         continue
       }
       const ctrl = new AbortController()
@@ -527,6 +232,120 @@ export async function runWorker(options: RunWorkerOptions): Promise<void> {
   await orphanedReceive
   if (statsTimer) clearInterval(statsTimer)
   logger.info('worker stopped')
+}
+
+/** The per-run settings runWorker derives from its options. */
+interface RunSettings {
+  visibility: number
+  maxReceiveCount: number
+  abortWaitMs: number
+  heartbeatMs: number
+  cancelPollMs: number
+  retryBackoff: BackoffOptions
+}
+
+/** Runs a claimed job under its lease, then applies what `decide` makes of the outcome. */
+async function runJob(
+  msg: QueueMessage,
+  job: JobRecord,
+  handler: JobHandler,
+  ctrl: AbortController,
+  log: Logger,
+  options: RunWorkerOptions,
+  effects: LoopEffects,
+  run: RunSettings,
+): Promise<void> {
+  let seq = 0
+  const publish = (type: JobEventType, data: unknown) =>
+    effects.publishEvent(job, { jobId: job.id, seq: ++seq, type, data, at: Date.now() }, log)
+  const lease = holdLease({
+    queue: options.queue,
+    jobs: options.jobs,
+    msg,
+    jobId: job.id,
+    ctrl,
+    visibilityTimeoutSeconds: run.visibility,
+    heartbeatIntervalMs: run.heartbeatMs,
+    cancelPollMs: run.cancelPollMs,
+    log,
+  })
+
+  await publish('start', { attempt: job.attempts })
+  log.info('job started')
+  const started = Date.now()
+
+  let result: HandlerResult
+  try {
+    const ctx: JobContext = {
+      job,
+      signal: ctrl.signal,
+      logger: log,
+      publish,
+      heartbeat: lease.heartbeat,
+      checkCancel: lease.checkCancel,
+      receiveCount: msg.receiveCount,
+    }
+    result = await raceAbort(
+      handler(ctx).then(
+        (output) => ({ ok: true as const, output }),
+        (err: unknown) => ({ ok: false as const, err }),
+      ),
+      ctrl.signal,
+      run.abortWaitMs,
+    )
+  } finally {
+    await lease.end()
+  }
+
+  const aborted = ctrl.signal.aborted ? (ctrl.signal.reason as JobAbortError).kind : undefined
+  const decision = decide(
+    { result, aborted },
+    {
+      receiveCount: msg.receiveCount,
+      maxReceiveCount: run.maxReceiveCount,
+      backoffSeconds: backoffDelay(msg.receiveCount, run.retryBackoff),
+    },
+  )
+  await settle(msg, job, decision, effects, log, { seconds: (Date.now() - started) / 1000, seq: seq + 1 })
+}
+
+/** Applies a decision: the record (and its terminal event), the log line, then the message. */
+async function settle(
+  msg: QueueMessage,
+  job: JobRecord,
+  d: Decision,
+  effects: LoopEffects,
+  log: Logger,
+  at: { seconds: number; seq: number },
+): Promise<void> {
+  const change = d.record
+  let dropped = false
+  try {
+    if (change?.to === 'queued') {
+      if (change.bestEffort)
+        await effects
+          .transition(job, 'queued')
+          .catch((err) => log.warn({ err }, 'could not put the job back to queued'))
+      else await effects.transition(job, 'queued')
+    } else if (change) {
+      try {
+        const done = await effects.transition(job, change.to, change.patch)
+        await effects.publishTerminal(done, change.event.type, change.event.data, log, at.seq)
+      } catch (err) {
+        if (!(err instanceof IllegalTransitionError)) throw err
+        // Finished elsewhere meanwhile (e.g. canceled while queued again): that outcome stands.
+        log.warn({ err }, 'job finished elsewhere first; dropping this outcome')
+        dropped = true
+      }
+    }
+  } catch (err) {
+    // The job store is unreachable: leave the message un-acked; it comes back after the visibility timeout.
+    log.error({ err }, 'could not record the job outcome; the message will be redelivered')
+    return
+  }
+  if (!dropped) log[d.log.level]({ ...d.log.fields, seconds: at.seconds }, d.log.msg)
+  if (d.queue.action === 'ack') await effects.ack(msg, log)
+  else if (d.queue.action === 'release') await effects.returnMessage(msg, d.queue.delaySeconds, log)
 }
 
 /** The handler's settled result, or — once the signal aborted and `waitMs` passed — a stand-in failure. */
