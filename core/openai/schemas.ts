@@ -2,12 +2,46 @@
  * Request and response schemas of the generation routes, in OpenAI's shape.
  * The OpenAPI document is generated from these same schemas. Extensions
  * beyond OpenAI: top_k and repetition_penalty.
+ *
+ * Request objects are strict: a field we do not implement (tools,
+ * response_format json, logit_bias, …) is refused by name with 400
+ * unsupported_parameter (zod-error.ts), never accepted and ignored — a client
+ * asking for JSON must not get prose with a 200. The official SDK sends only
+ * the fields its caller gives (node_modules/openai `chat.completions.create`
+ * posts the body as is), so what a plain call sends is what is listed here.
+ * A field is accepted without effect only when its value is what we do
+ * anyway (`defaultOnly`) or it is metadata that changes no output.
  */
 import { z } from '@hono/zod-openapi'
 import { chatMessageSchema } from '../protocol.js'
+import { UNSUPPORTED } from './zod-error.js'
 
 /** Upper bound of max_tokens regardless of the model. */
 export const MAX_TOKENS_CAP = 32_768
+
+/**
+ * An OpenAI field we do not implement, accepted (with null) only at the value
+ * that asks for what we do anyway; any other value is refused by name.
+ */
+function defaultOnly<T extends z.ZodType>(
+  schema: T,
+  isDefault: (v: z.output<T>) => boolean,
+  accepted: string,
+) {
+  return schema
+    .nullish()
+    .superRefine((v, ctx) => {
+      if (v != null && !isDefault(v as z.output<T>))
+        ctx.addIssue({
+          code: 'custom',
+          message: `only ${accepted} is supported`,
+          params: { code: UNSUPPORTED },
+        })
+    })
+    .openapi({
+      description: `Accepted only as ${accepted} (what PrometheusGPT does anyway); other values are refused with unsupported_parameter.`,
+    })
+}
 
 const stop = z
   .union([z.string().min(1), z.array(z.string().min(1)).max(4)])
@@ -50,16 +84,30 @@ export const samplingFields = {
     .int()
     .nullish()
     .openapi({ description: 'A fixed seed makes the request repeatable (cached).' }),
+  // Metadata about the caller (abuse monitoring at OpenAI): changes no output, so accepted.
   user: z.string().max(256).optional(),
 }
 
-const streamOptions = z.object({ include_usage: z.boolean().optional() }).nullish()
+/** Fields both OpenAI generation endpoints have that we accept only at their default. */
+const openaiDefaults = {
+  // An empty bias is no bias: what we do. A non-empty one asks for logits we do not shift.
+  logit_bias: defaultOnly(
+    z.record(z.string(), z.number()),
+    (b) => Object.keys(b).length === 0,
+    '{} (no bias)',
+  ),
+}
+
+const streamOptions = z.strictObject({ include_usage: z.boolean().optional() }).nullish()
 
 export const completionRequest = z
-  .object({
+  .strictObject({
     model: z.string().min(1).openapi({ example: 'prometheus-mini' }),
     prompt: z.union([z.string(), z.array(z.string()).min(1).max(1)]).openapi({ description: 'One prompt.' }),
     ...samplingFields,
+    ...openaiDefaults,
+    // best_of 1 (OpenAI's default) is one candidate per choice: what we do.
+    best_of: defaultOnly(z.number().int(), (n) => n === 1, '1'),
     stream: z.boolean().nullish(),
     stream_options: streamOptions,
     logprobs: z.number().int().min(0).max(5).nullish(),
@@ -68,16 +116,56 @@ export const completionRequest = z
   .openapi('CompletionRequest')
 export type CompletionRequest = z.infer<typeof completionRequest>
 
+/**
+ * A text part of a message's content. Strict: another part (image_url,
+ * input_audio, file, refusal) has a key of its own that is then refused by
+ * name (`messages[0].content[1].image_url`).
+ */
+const textPart = z.strictObject({ type: z.literal('text'), text: z.string() })
+
+/**
+ * A chat message as OpenAI's clients send it. Strict: tool_calls,
+ * function_call, audio, tool_call_id are refused by name. `refusal: null` is
+ * accepted because our responses carry it, so a reply sent back as returned
+ * must work; it is dropped, leaving the protocol's message (core/protocol.ts).
+ */
+export const chatMessage = z
+  .strictObject({
+    role: chatMessageSchema.shape.role,
+    content: z.union([z.string(), z.array(textPart).transform((parts) => parts.map((p) => p.text).join(''))]),
+    name: z.string().optional(),
+    refusal: defaultOnly(z.string(), () => false, 'null'),
+  })
+  .transform(({ refusal: _refusal, ...m }) => m)
+  .openapi('ChatMessage')
+
 export const chatRequest = z
-  .object({
+  .strictObject({
     model: z.string().min(1).openapi({ example: 'prometheus-mini' }),
-    messages: z.array(chatMessageSchema).min(1),
+    messages: z.array(chatMessage).min(1),
     ...samplingFields,
+    ...openaiDefaults,
     max_completion_tokens: z.number().int().min(1).max(MAX_TOKENS_CAP).nullish(),
     stream: z.boolean().nullish(),
     stream_options: streamOptions,
     logprobs: z.boolean().nullish(),
     top_logprobs: z.number().int().min(0).max(20).nullish(),
+    // {"type":"text"} is the default: text is what we return. json_object and json_schema are refused.
+    response_format: defaultOnly(
+      z.looseObject({ type: z.string() }),
+      (f) => f.type === 'text' && Object.keys(f).length === 1,
+      '{"type":"text"}',
+    ),
+    // We store no completions (OpenAI's store is for distillation/evals): false is what we do.
+    store: defaultOnly(z.boolean(), (v) => v === false, 'false'),
+    // One tier: 'auto' and 'default' are it; flex, scale and priority promise what we do not.
+    service_tier: defaultOnly(z.string(), (t) => t === 'auto' || t === 'default', "'auto' or 'default'"),
+    // Metadata that changes no output (OpenAI: tags of stored completions; a caller id), so accepted.
+    metadata: z
+      .record(z.string().max(64), z.string().max(512))
+      .refine((m) => Object.keys(m).length <= 16, 'at most 16 keys')
+      .nullish(),
+    safety_identifier: z.string().max(256).nullish(),
   })
   .openapi('ChatCompletionRequest')
 export type ChatRequest = z.infer<typeof chatRequest>

@@ -8,10 +8,10 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { streamSSE } from 'hono/streaming'
 import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
 import { jobGeneration, prepareGeneration } from '../../core/openai/generation-request.js'
-import { authErrors, errorResponseOf, samplingFields } from '../../core/openai/schemas.js'
+import { authErrors, chatMessage, errorResponseOf, samplingFields } from '../../core/openai/schemas.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
-import { chatMessageSchema, type GenerationOutput } from '../../core/protocol.js'
+import type { GenerationOutput } from '../../core/protocol.js'
 import type { AppContext } from '../deps.js'
 import { awaitTerminal, keepAlive, outputOf, recordUsage, submitGeneration } from '../generation/run.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
@@ -24,10 +24,11 @@ export const MAX_PREFER_WAIT_S = 60
 /** Seq of the `canceled` event the edge publishes for a job canceled before it ran. */
 export const EDGE_CANCEL_SEQ = 1_000_000_000
 
+// Strict, as the interactive requests (core/openai/schemas.ts): a field we do not implement is refused by name.
 const jobInput = z
-  .object({
+  .strictObject({
     prompt: z.string().optional(),
-    messages: z.array(chatMessageSchema).min(1).optional(),
+    messages: z.array(chatMessage).min(1).optional(),
     ...samplingFields,
     logprobs: z.number().int().min(0).max(20).nullish(),
     echo: z.boolean().nullish(),
@@ -35,7 +36,7 @@ const jobInput = z
   .openapi('GenerationJobInput')
 
 const createBody = z
-  .object({
+  .strictObject({
     model: z.string().min(1).openapi({ example: 'prometheus-mini' }),
     input: jobInput,
     webhook: z.string().max(2048).optional().openapi({ description: 'URL notified of the job’s progress.' }),

@@ -195,6 +195,69 @@ describe('batch handlers', () => {
     expect(s.notified).toEqual([`${id}:failed`])
   })
 
+  it('a line with a parameter we do not implement gets 400 unsupported_parameter naming it, as a request would', async () => {
+    const s = await setup()
+    const id = await s.createBatch(
+      [line('a'), line('b', { logit_bias: { '1': 5 } }), line('c', { suffix: '!' })].join('\n'),
+    )
+    await s.runBatchJob(id)
+    await s.runChunk(id, 0)
+    const done = await s.view(id)
+    expect(done.status).toBe('completed')
+    expect(done.request_counts).toEqual({ total: 3, completed: 1, failed: 2 })
+    const errs = new Map((await s.lines(done.error_file_id)).map((l) => [l.custom_id, l]))
+    for (const [customId, param] of [
+      ['b', 'logit_bias'],
+      ['c', 'suffix'],
+    ] as const) {
+      const r = errs.get(customId)?.response as unknown as {
+        status_code: number
+        body: { error: { code: string; param: string | null; message: string } }
+      }
+      expect(r.status_code).toBe(400)
+      expect(r.body.error).toMatchObject({ code: 'unsupported_parameter', param })
+      expect(r.body.error.message).toContain(`'${param}'`)
+    }
+  })
+
+  it('a chat batch line with a field inside a message we do not implement is refused by its path', async () => {
+    const s = await setup()
+    const chatLine = (id: string, body: Record<string, unknown>) =>
+      JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/chat/completions', body })
+    const file = await createFile(t.deps.store, 't1', {
+      filename: 'chat.jsonl',
+      purpose: 'batch',
+      content: [
+        chatLine('ok', { model: 'echo-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 }),
+        chatLine('bad', {
+          model: 'echo-1',
+          messages: [
+            { role: 'user', content: 'hi' },
+            { role: 'assistant', content: 'x', tool_calls: [] },
+          ],
+          max_tokens: 2,
+        }),
+      ].join('\n'),
+    })
+    const res = await s.call('POST', '/v1/batches', {
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    })
+    const id = ((await res.json()) as { id: string }).id
+    await s.runBatchJob(id)
+    await s.runChunk(id, 0)
+    const done = await s.view(id)
+    expect(done.request_counts).toEqual({ total: 2, completed: 1, failed: 1 })
+    const bad = (await s.lines(done.error_file_id)).find((l) => l.custom_id === 'bad')
+      ?.response as unknown as {
+      status_code: number
+      body: { error: { code: string; param: string | null } }
+    }
+    expect(bad.status_code).toBe(400)
+    expect(bad.body.error).toMatchObject({ code: 'unsupported_parameter', param: 'messages[1].tool_calls' })
+  })
+
   it('a chunk delivered again runs nothing twice and the batch has one line per custom_id', async () => {
     const s = await setup()
     const id = await s.createBatch(['a', 'b', 'c', 'd', 'e'].map((x) => line(x)).join('\n'))

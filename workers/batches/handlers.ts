@@ -48,7 +48,7 @@ import {
   type StoredResult,
   updateBatch,
 } from '../../core/records/batches.js'
-import { readFileText } from '../../core/records/files.js'
+import { getFileRecord, readFileText } from '../../core/records/files.js'
 import type { ModelCatalog } from '../../core/records/model-catalog.js'
 import { PermanentError } from '../errors.js'
 import type { GenerationEngine } from '../generation/engine.js'
@@ -172,10 +172,16 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
     const tenant = b.internal.tenant
     const text = await readFileText(store, tenant, b.input_file_id)
     if (text === null) {
+      const f = await getFileRecord(store, tenant, b.input_file_id)
       await failBatch(
         tenant,
         b.id,
-        fileError('invalid_input_file', `The input file ${b.input_file_id} no longer exists.`),
+        fileError(
+          'invalid_input_file',
+          f?.expires_at
+            ? `The input file ${b.input_file_id} expired at ${new Date(f.expires_at * 1000).toISOString()}.`
+            : `The input file ${b.input_file_id} no longer exists.`,
+        ),
       )
       return null
     }
@@ -196,7 +202,7 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
         continue
       }
       if (lineErrors.length < MAX_LINE_ERRORS)
-        lineErrors.push({ code: r.code, message: r.message, param: null, line: l.line })
+        lineErrors.push({ code: r.code, message: r.message, param: r.param, line: l.line })
       const id = requestIdOf(b.id, l.line)
       rejected.push({
         ok: false,
@@ -215,7 +221,7 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
                 response: {
                   status_code: r.status,
                   request_id: id,
-                  body: new ApiError(r.status, r.message, { code: r.code }).toJSON(),
+                  body: new ApiError(r.status, r.message, { code: r.code, param: r.param }).toJSON(),
                 },
                 error: null,
               },

@@ -4,7 +4,9 @@
  * routes' own schemas (core/openai/schemas.ts) and turned into a
  * GenerationInput by the same `prepareGeneration` (model visible to the
  * tenant, context length, default max_tokens, sampling). A line that fails
- * gets the reason an interactive request would get as a 4xx.
+ * gets the reason an interactive request would get as a 4xx, with its param
+ * (an unsupported field is `unsupported_parameter` naming it, as OpenAI's
+ * per-line errors do).
  */
 import { ApiError } from '../../core/errors.js'
 import { type BatchRequestLine, type BatchUrl, checkBatchLine, parseJsonLine } from '../../core/jsonl.js'
@@ -29,9 +31,17 @@ export type LineCheck =
       status: number
       code: string
       message: string
+      /** The field at fault (`messages[1].tool_calls`), as a request's error names it. */
+      param: string | null
     }
 
-const fail = (custom_id: string | null, status: number, code: string, message: string): LineCheck => ({
+const fail = (
+  custom_id: string | null,
+  status: number,
+  code: string,
+  message: string,
+  param: string | null = null,
+): LineCheck => ({
   ok: false,
   custom_id,
   stage:
@@ -44,6 +54,7 @@ const fail = (custom_id: string | null, status: number, code: string, message: s
   status,
   code,
   message,
+  param,
 })
 
 /** The interactive request a body stands for (as edge/routes/completions.ts maps it). */
@@ -91,7 +102,7 @@ export async function checkLine(
     return { ok: true, request: r, input: prep.input }
   } catch (err) {
     if (err instanceof ApiError && err.status < 500)
-      return fail(r.custom_id, err.status, err.code ?? 'invalid_body', err.message)
+      return fail(r.custom_id, err.status, err.code ?? 'invalid_body', err.message, err.param)
     throw err
   }
 }
