@@ -10,8 +10,9 @@
 import { defineCommand } from 'citty'
 import { loadConfig } from '../core/config-node.js'
 import type { ApiKeyRecord, KeyStore } from '../core/ports/key-store.js'
+import { openWiring } from '../core/wiring.js'
+import { nodeBackends } from '../core/wiring-node.js'
 import { createKey, parseScopes } from '../edge/keys.js'
-import { openLocalKeyStore } from '../edge/local-key-store.js'
 
 export interface KeysIo {
   open(): Promise<KeyStore>
@@ -20,11 +21,10 @@ export interface KeysIo {
 
 const defaultIo: KeysIo = {
   async open() {
-    const dir = loadConfig().PGPT_DATA_DIR
-    const store = await openLocalKeyStore(dir)
-    if (!store)
-      throw new Error('The SQLite key store (core/adapters/sqlite-key-store.ts) is not in this build.')
-    return store
+    // The keys the edge of the same configuration reads (SQLite file, or object records).
+    const config = loadConfig()
+    // Adapters open lazily: of these records only the key store opens anything, and withStore closes it.
+    return openWiring(config, nodeBackends(config)).records().keys
   },
   out: (line) => console.log(line),
 }

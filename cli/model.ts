@@ -16,10 +16,11 @@ import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
 import { defineCommand } from 'citty'
-import { openConfiguredStore } from '../core/adapters/object-stores.js'
 import { loadConfig as loadEnvConfig } from '../core/config-node.js'
 import { listManifests, type ModelManifest } from '../core/model-manifest.js'
 import type { ObjectStore } from '../core/ports/object-store.js'
+import { openStore } from '../core/wiring.js'
+import { nodeBackends } from '../core/wiring-node.js'
 import { dirSource } from '../models/byo/fs-source.js'
 import { InvalidModelIdError, PublishConflictError, publishByoModel } from '../models/byo/publish.js'
 import { type ModelSummary, ModelValidationError, validateModelFolder } from '../models/byo/validate.js'
@@ -171,7 +172,8 @@ async function userErrors<T>(fn: () => Promise<T>): Promise<T> {
 
 /** The configured ObjectStore, closed after `fn`. */
 async function withStore<T>(fn: (store: ObjectStore) => Promise<T>): Promise<T> {
-  const store = openConfiguredStore(loadEnvConfig())
+  const config = loadEnvConfig()
+  const store = openStore(config, nodeBackends(config))
   try {
     return await fn(store)
   } finally {

@@ -51,7 +51,10 @@ describe('pgpt keys on the local SQLite key store', () => {
     const { mkdtempSync, rmSync } = await import('node:fs')
     const { tmpdir } = await import('node:os')
     const { join } = await import('node:path')
-    const { openLocalKeyStore } = await import('./local-key-store.js')
+    const { SqliteKeyStore } = await import('../core/adapters/sqlite-key-store.js')
+    const { localDbFile } = await import('../core/wiring-node.js')
+    const openLocalKeyStore = (dir: string) =>
+      new SqliteKeyStore({ file: localDbFile({ PGPT_DATA_DIR: dir }) })
     const dir = mkdtempSync(join(tmpdir(), 'pgpt-keys-'))
     try {
       const lines: string[] = []

@@ -14,21 +14,14 @@
  * A missing binding falls back to memory and is logged once.
  */
 import { MemoryEvents } from '../core/adapters/memory-events.js'
-import { MemoryJobStore } from '../core/adapters/memory-job-store.js'
-import { MemoryKeyStore } from '../core/adapters/memory-key-store.js'
-import { MemoryObjectStore } from '../core/adapters/memory-object-store.js'
-import { MemoryQueue } from '../core/adapters/memory-queue.js'
 import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
-import { MemoryUsageStore } from '../core/adapters/memory-usage-store.js'
-import { ObjectJobStore } from '../core/adapters/object-job-store.js'
-import { ObjectKeyStore } from '../core/adapters/object-key-store.js'
-import { ObjectUsageStore } from '../core/adapters/object-usage-store.js'
-import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import { parseConfig } from '../core/config.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
 import { createModelCatalog } from '../core/records/model-catalog.js'
+import { retentionPolicy, sweepExpired } from '../core/retention.js'
+import { memoryBackends, objectRecords, openWiring } from '../core/wiring.js'
 import { DurableObjectEvents, type EventsNamespace } from './adapters/durable-object-events.js'
 import {
   DurableObjectRateLimiter,
@@ -52,6 +45,7 @@ export interface WorkerEnv {
 
 interface Built {
   app: ReturnType<typeof createApp>
+  deps: EdgeDeps
   ready: Promise<unknown>
 }
 
@@ -70,28 +64,26 @@ function build(env: WorkerEnv): Built {
   if (!env.MODELS) missing('MODELS')
   if (!env.EVENTS) missing('EVENTS')
   const defaultCache = (globalThis as { caches?: { default?: CacheLike } }).caches?.default
-  const store = env.MODELS ? new R2ObjectStore(env.MODELS) : new MemoryObjectStore()
-  const keys = env.MODELS ? new ObjectKeyStore({ store }) : new MemoryKeyStore()
-  const queue =
-    config.PGPT_QUEUE === 'sqs' && config.PGPT_SQS_QUEUE_URL
-      ? createSqsQueue({
-          queueUrl: config.PGPT_SQS_QUEUE_URL,
-          deadLetterQueueUrl: config.PGPT_SQS_DLQ_URL ?? config.PGPT_SQS_QUEUE_URL,
-          region: config.AWS_REGION,
-          endpoint: config.PGPT_SQS_ENDPOINT,
-          visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
-          maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
-        }).queue
-      : new MemoryQueue('generation')
+  // The R2 binding is the store and, when bound, holds the records too (no disk on Workers).
+  const memory = memoryBackends(config)
+  const models = env.MODELS
+  const wiring = openWiring(config, {
+    ...memory,
+    store: () => (models ? new R2ObjectStore(models) : memory.store()),
+    records: (store) => (models ? objectRecords(store) : memory.records(store)),
+  })
+  const { store } = wiring
+  const records = wiring.records()
+  const keys = records.keys
   const deps: EdgeDeps = {
-    queue,
-    jobs: env.MODELS ? new ObjectJobStore({ store }) : new MemoryJobStore(),
+    queue: wiring.queue().queue,
+    jobs: records.jobs,
     events: env.EVENTS ? new DurableObjectEvents(env.EVENTS) : new MemoryEvents(),
     store,
     keys,
     rateLimiter: env.RATE_LIMITER ? new DurableObjectRateLimiter(env.RATE_LIMITER) : new MemoryRateLimiter(),
     cache: defaultCache ? new WorkersCache(defaultCache) : new MemoryResponseCache(),
-    usage: env.MODELS ? new ObjectUsageStore({ store }) : new MemoryUsageStore(),
+    usage: records.usage,
     config,
     logger,
     metrics: createMetrics(),
@@ -100,7 +92,7 @@ function build(env: WorkerEnv): Built {
     waitUntil: (c, p) => c.executionCtx.waitUntil(p),
   }
   const ready = config.PGPT_API_KEY ? ensureKey(keys, config.PGPT_API_KEY) : Promise.resolve()
-  return { app: createApp(deps), ready }
+  return { app: createApp(deps), deps, ready }
 }
 
 export default {
@@ -108,5 +100,16 @@ export default {
     built ??= build(env)
     await built.ready
     return built.app.fetch(request, env as Record<string, unknown>, ctx as never)
+  },
+  /** The Cron Trigger of wrangler.jsonc: the retention sweep (core/retention.ts) over the R2 bucket's files, batch data and job records. */
+  async scheduled(_controller: unknown, env: WorkerEnv): Promise<void> {
+    built ??= build(env)
+    if (!env.MODELS) return // without the bucket, nothing outlives the isolate
+    const { store, jobs, logger, config } = built.deps
+    const r = await sweepExpired({ store, jobs, logger }, retentionPolicy(config))
+    logger.info(
+      { files: r.files.length, batchObjects: r.batchObjects, jobs: r.jobs.length, truncated: r.truncated },
+      'retention sweep done',
+    )
   },
 }

@@ -11,52 +11,25 @@
  */
 import { handle, streamHandle } from 'hono/aws-lambda'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
-import { MemoryJobStore } from '../core/adapters/memory-job-store.js'
-import { MemoryKeyStore } from '../core/adapters/memory-key-store.js'
-import { MemoryObjectStore } from '../core/adapters/memory-object-store.js'
-import { MemoryQueue } from '../core/adapters/memory-queue.js'
 import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
-import { MemoryUsageStore } from '../core/adapters/memory-usage-store.js'
-import { openObjectRecordStores } from '../core/adapters/object-stores.js'
-import { S3ObjectStore } from '../core/adapters/s3-store.js'
-import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import { type Config, parseConfig } from '../core/config.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
 import { createModelCatalog } from '../core/records/model-catalog.js'
+import { memoryBackends, openWiring } from '../core/wiring.js'
 import { createApp } from '../edge/app.js'
 import type { EdgeDeps } from '../edge/deps.js'
 import { ensureKey } from '../edge/keys.js'
 
 export function createLambdaDeps(config: Config): EdgeDeps {
   const logger = createLogger({ service: 'edge-lambda', level: config.PGPT_LOG_LEVEL })
-  const queue =
-    config.PGPT_QUEUE === 'sqs' && config.PGPT_SQS_QUEUE_URL
-      ? createSqsQueue({
-          queueUrl: config.PGPT_SQS_QUEUE_URL,
-          deadLetterQueueUrl: config.PGPT_SQS_DLQ_URL ?? config.PGPT_SQS_QUEUE_URL,
-          region: config.AWS_REGION,
-          endpoint: config.PGPT_SQS_ENDPOINT,
-          visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
-          maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
-        }).queue
-      : new MemoryQueue('generation')
-  const store =
-    config.PGPT_STORE === 's3' && config.PGPT_S3_BUCKET
-      ? new S3ObjectStore({
-          bucket: config.PGPT_S3_BUCKET,
-          region: config.AWS_REGION,
-          endpoint: config.PGPT_S3_ENDPOINT,
-          forcePathStyle: config.PGPT_S3_FORCE_PATH_STYLE,
-        })
-      : new MemoryObjectStore()
-  const records =
-    config.PGPT_RECORDS === 'object'
-      ? openObjectRecordStores(config, store)
-      : { jobs: new MemoryJobStore(), keys: new MemoryKeyStore(), usage: new MemoryUsageStore() }
+  // No disk outlives a Lambda container: what the config names no cloud service for is in memory.
+  const wiring = openWiring(config, memoryBackends(config))
+  const { store } = wiring
+  const records = wiring.records()
   return {
-    queue,
+    queue: wiring.queue().queue,
     jobs: records.jobs,
     events: new MemoryEvents(),
     store,

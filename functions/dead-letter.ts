@@ -15,13 +15,13 @@
  * drain only: their delivery log lives with the workers.)
  */
 import { HttpEvents } from '../core/adapters/http-events.js'
-import { openObjectRecordStores } from '../core/adapters/object-stores.js'
-import type { Config } from '../core/config.js'
+import { type Config, ConfigError } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 import { createLogger, type Logger } from '../core/logger.js'
 import type { Events } from '../core/ports/events.js'
 import type { JobStore } from '../core/ports/job-store.js'
 import type { Queue, QueueMessage } from '../core/ports/queue.js'
+import { memoryBackends, openWiring } from '../core/wiring.js'
 import { type DrainResult, drainDeadLetter } from '../workers/dead-letter.js'
 
 /** The parts of Lambda's SQS event we read. */
@@ -108,7 +108,12 @@ export function createDeadLetterHandler(deps: DeadLetterDeps) {
 
 function fromConfig(config: Config): DeadLetterDeps {
   const logger = createLogger({ service: 'dead-letter', level: config.PGPT_LOG_LEVEL })
-  const { jobs } = openObjectRecordStores(config)
+  // The job records the workers write: a Lambda has no SQLite file to share.
+  if (config.PGPT_RECORDS !== 'object')
+    throw new ConfigError([
+      { variable: 'PGPT_RECORDS', message: `must be 'object' here (got '${config.PGPT_RECORDS}')` },
+    ])
+  const { jobs } = openWiring(config, memoryBackends(config)).records()
   const events =
     config.PGPT_EDGE_URL && config.PGPT_INTERNAL_TOKEN
       ? new HttpEvents({ edgeUrl: config.PGPT_EDGE_URL, token: config.PGPT_INTERNAL_TOKEN })

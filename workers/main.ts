@@ -12,52 +12,33 @@
  */
 
 import { join } from 'node:path'
-import { FsObjectStore } from '../core/adapters/fs-store.js'
-import { ObjectUsageStore } from '../core/adapters/object-usage-store.js'
-import { S3ObjectStore } from '../core/adapters/s3-store.js'
-import { SqliteUsageStore } from '../core/adapters/sqlite-usage-store.js'
-import { type Config, ConfigError } from '../core/config.js'
+import { ConfigError } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 import { createLogger } from '../core/logger.js'
-import type { ObjectStore } from '../core/ports/object-store.js'
-import type { UsageStore } from '../core/ports/usage-store.js'
+import { openWiring } from '../core/wiring.js'
+import { nodeBackends } from '../core/wiring-node.js'
 import { parseWorkerSettings } from './settings.js'
 import type { JobHandler } from './worker-loop.js'
-import { localDbFile, startWorkerProcess } from './worker-process.js'
-
-function openStore(config: Config): ObjectStore {
-  if (config.PGPT_STORE === 's3')
-    return new S3ObjectStore({
-      bucket: config.PGPT_S3_BUCKET!,
-      region: config.AWS_REGION,
-      endpoint: config.PGPT_S3_ENDPOINT,
-      forcePathStyle: config.PGPT_S3_FORCE_PATH_STYLE,
-    })
-  return new FsObjectStore({ root: join(config.PGPT_DATA_DIR, 'store') })
-}
-
-/** Where metered usage goes: the shared records of the profile (as the edge writes them). */
-function openUsageStore(config: Config, store: ObjectStore): UsageStore {
-  return config.PGPT_RECORDS === 'object'
-    ? new ObjectUsageStore({ store })
-    : new SqliteUsageStore({ file: localDbFile(config) })
-}
+import { startWorkerProcess } from './worker-process.js'
 
 async function main(): Promise<void> {
   const config = loadConfig()
   const settings = parseWorkerSettings()
   const logger = createLogger({ service: 'worker', level: config.PGPT_LOG_LEVEL })
   let batches: import('./batches/worker.js').BatchWorker | undefined
+  // One set of adapters for the loop, the batch chunks and the handlers.
+  const wiring = openWiring(config, nodeBackends(config))
+  const { store } = wiring
   const worker = await startWorkerProcess({
     config,
     settings,
     logger,
+    wiring,
     handlers: async ({ metrics }) => {
       const handlers: Record<string, JobHandler> = {}
       const kinds = settings.PGPT_WORKER_KINDS
       if (kinds.includes('generation') || kinds.includes('batch')) {
         const { GenerationEngine, createGenerationHandler } = await import('./generation/index.js')
-        const store = await openStore(config)
         const engine = GenerationEngine.fromConfig(config, { store, logger, metrics })
         if (kinds.includes('generation')) handlers.generation = createGenerationHandler(engine) as JobHandler
         if (kinds.includes('batch')) {
@@ -65,7 +46,7 @@ async function main(): Promise<void> {
           const { startBatchWorker } = await import('./batches/index.js')
           batches = startBatchWorker({
             config,
-            store,
+            wiring,
             engine,
             logger,
             metrics,
@@ -76,10 +57,9 @@ async function main(): Promise<void> {
       }
       if (settings.PGPT_WORKER_KINDS.includes('fine_tune')) {
         const { createFineTuneHandler } = await import('./fine-tuning/index.js')
-        const store = await openStore(config)
         handlers.fine_tune = createFineTuneHandler({
           store,
-          usage: openUsageStore(config, store),
+          usage: wiring.records().usage,
           workDir: join(
             config.PGPT_MODEL_CACHE_DIR ?? join(config.PGPT_DATA_DIR, 'model-cache'),
             'fine-tuning',
@@ -105,6 +85,7 @@ async function main(): Promise<void> {
   process.on('SIGINT', onSignal)
   await worker.done
   await batches?.shutdown()
+  await wiring.close()
   process.exit(0)
 }
 

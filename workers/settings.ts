@@ -18,8 +18,6 @@ export const workerSettingsSchema = z.object({
   PGPT_WORKER_METRICS_PORT: int(0, 65535).optional(),
   /** Interface of that server. Default 127.0.0.1 in the local profile, else 0.0.0.0. */
   PGPT_WORKER_METRICS_HOST: z.string().min(1).optional(),
-  /** Key from which each tenant's `whsec_` webhook secret is derived (webhooks/secrets.ts). */
-  PGPT_WEBHOOK_SIGNING_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
   /** Waits before webhook retries 1, 2, …, ms, comma-separated. Default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. */
   PGPT_WEBHOOK_RETRY_SCHEDULE_MS: msList.default(SVIX_SCHEDULE_MS),
   /** How often the dead-letter queue is drained, seconds; 0: never (another process does it). */

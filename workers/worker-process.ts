@@ -12,33 +12,20 @@ import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { HttpEvents } from '../core/adapters/http-events.js'
-import { openLocalQueue } from '../core/adapters/local-queue.js'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
-import { openObjectRecordStores } from '../core/adapters/object-stores.js'
-import { SqliteJobStore } from '../core/adapters/sqlite-job-store.js'
-import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import { type Config, ConfigError } from '../core/config.js'
 import type { Logger } from '../core/logger.js'
 import { createMetrics, type Metrics } from '../core/metrics.js'
 import type { Events } from '../core/ports/events.js'
-import type { JobStore } from '../core/ports/job-store.js'
-import type { QueueWithDeadLetter } from '../core/ports/queue.js'
 import { loadOrCreateSigningKey, tenantWebhookSecret } from '../core/webhook-secrets.js'
+import { openWiring, type Wiring } from '../core/wiring.js'
+import { localDbFile, nodeBackends } from '../core/wiring-node.js'
 import { drainDeadLetter } from './dead-letter.js'
 import { startWorkerServer } from './http-server.js'
 import type { WorkerSettings } from './settings.js'
 import { DeliveryLog } from './webhooks/delivery-log.js'
 import { WebhookDispatcher } from './webhooks/dispatcher.js'
 import { type JobHandler, runWorker } from './worker-loop.js'
-
-/**
- * Name of the local work queue (its dead-letter queue is `<name>-dlq`); every
- * job kind goes through it. Must match the edge's (edge/node.ts opens 'generation').
- */
-export const JOBS_QUEUE = 'generation'
-
-/** The local profile's SQLite file, shared by the edge and the workers. */
-export const localDbFile = (config: Pick<Config, 'PGPT_DATA_DIR'>) => join(config.PGPT_DATA_DIR, 'pgpt.db')
 
 export interface WorkerProcess {
   /** Port of the /metrics + /health server, when one runs. */
@@ -55,29 +42,8 @@ export interface WorkerDeps {
   logger: Logger
   /** Builds the handlers of production kinds (generation, …) once metrics exist. */
   handlers?: (ctx: { metrics: Metrics; logger: Logger }) => Promise<Record<string, JobHandler>>
-}
-
-export function openQueue(config: Config): QueueWithDeadLetter {
-  if (config.PGPT_QUEUE === 'sqs') {
-    if (!config.PGPT_SQS_DLQ_URL)
-      throw new ConfigError([
-        { variable: 'PGPT_SQS_DLQ_URL', message: 'required when PGPT_QUEUE=sqs (workers)' },
-      ])
-    return createSqsQueue({
-      queueUrl: config.PGPT_SQS_QUEUE_URL!,
-      deadLetterQueueUrl: config.PGPT_SQS_DLQ_URL,
-      region: config.AWS_REGION,
-      endpoint: config.PGPT_SQS_ENDPOINT,
-      visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
-      maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
-    })
-  }
-  return openLocalQueue({
-    file: localDbFile(config),
-    name: JOBS_QUEUE,
-    visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
-    maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
-  })
+  /** Adapters shared with the handlers (workers/main.ts); default: opened from `config` (and closed at the end). */
+  wiring?: Wiring
 }
 
 function openEvents(config: Config, logger: Logger): Events & { close?(): Promise<void> } {
@@ -99,8 +65,8 @@ function openEvents(config: Config, logger: Logger): Events & { close?(): Promis
   return new MemoryEvents()
 }
 
-function signingKey(config: Config, settings: WorkerSettings): string {
-  if (settings.PGPT_WEBHOOK_SIGNING_KEY) return settings.PGPT_WEBHOOK_SIGNING_KEY
+function signingKey(config: Config): string {
+  if (config.PGPT_WEBHOOK_SIGNING_KEY) return config.PGPT_WEBHOOK_SIGNING_KEY
   if (config.PGPT_PROFILE === 'local')
     return loadOrCreateSigningKey(join(config.PGPT_DATA_DIR, 'webhook-signing-key'))
   throw new ConfigError([
@@ -146,14 +112,12 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
     throw new ConfigError([
       { variable: 'PGPT_WORKER_KINDS', message: 'no job kind to run: set it, or PGPT_HANDLER_MODULES' },
     ])
-  const key = signingKey(config, settings)
-  const { queue, deadLetter, maxReceiveCount } = openQueue(config)
+  const key = signingKey(config)
+  const wiring = deps.wiring ?? openWiring(config, nodeBackends(config))
+  const { queue, deadLetter, maxReceiveCount } = wiring.queue()
   // Job records shared with the edge: the local SQLite file, or objects in the
   // configured store (S3/R2/MinIO with conditional writes) for cloud profiles.
-  const jobs: JobStore =
-    config.PGPT_RECORDS === 'object'
-      ? openObjectRecordStores(config).jobs
-      : new SqliteJobStore({ file: localDbFile(config) })
+  const { jobs } = wiring.records()
   const events = openEvents(config, logger)
   const deliveryLog = new DeliveryLog({ file: localDbFile(config) })
   const dispatcher = new WebhookDispatcher({
@@ -234,8 +198,7 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
       .close?.()
       .catch((err) => logger.warn({ err }, 'events flush failed'))
     await dispatcher.stop()
-    await queue.close?.()
-    await jobs.close?.()
+    if (!deps.wiring) await wiring.close()
     deliveryLog.close()
     await server?.close()
     logger.info('worker process stopped')

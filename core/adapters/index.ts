@@ -7,7 +7,6 @@ export * from './memory-rate-limiter.js'
 export * from './memory-response-cache.js'
 export * from './object-job-store.js'
 export * from './object-key-store.js'
-export * from './object-stores.js'
 export * from './object-usage-store.js'
 // The S3 and SQS adapters load their AWS SDK only when first used.
 export * from './s3-store.js'

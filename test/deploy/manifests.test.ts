@@ -175,7 +175,7 @@ describe('deploy/compose/compose.yaml', () => {
     expect(wc.PGPT_SQS_QUEUE_URL).toBe(ec.PGPT_SQS_QUEUE_URL)
     expect(new URL(wc.PGPT_EDGE_URL!).hostname).toBe('edge')
     expect(new URL(wc.PGPT_EDGE_URL!).port).toBe(String(ec.PORT))
-    expect(parseWorkerSettings(worker).PGPT_WEBHOOK_SIGNING_KEY).toBeDefined()
+    expect(wc.PGPT_WEBHOOK_SIGNING_KEY).toBeDefined()
     expect(worker.AWS_SECRET_ACCESS_KEY).toBe(example.MINIO_ROOT_PASSWORD)
   })
 

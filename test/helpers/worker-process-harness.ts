@@ -13,7 +13,7 @@ import { openLocalQueue } from '../../core/adapters/local-queue.js'
 import { SqliteJobStore } from '../../core/adapters/sqlite-job-store.js'
 import type { JobRecord, NewJob } from '../../core/ports/job-store.js'
 import type { QueueWithDeadLetter } from '../../core/ports/queue.js'
-import { JOBS_QUEUE } from '../../workers/worker-process.js'
+import { JOBS_QUEUE } from '../../core/wiring.js'
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../..')
 

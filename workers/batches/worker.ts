@@ -15,24 +15,19 @@
  * ends, written to the durable delivery log that the process's dispatcher
  * sends from (same webhook-id on every retry and on a second finalizer).
  */
-import { openLocalQueue } from '../../core/adapters/local-queue.js'
 import { MemoryEvents } from '../../core/adapters/memory-events.js'
-import { ObjectUsageStore } from '../../core/adapters/object-usage-store.js'
-import { SqliteJobStore } from '../../core/adapters/sqlite-job-store.js'
-import { SqliteUsageStore } from '../../core/adapters/sqlite-usage-store.js'
 import type { Config } from '../../core/config.js'
 import type { Logger } from '../../core/logger.js'
 import type { Metrics } from '../../core/metrics.js'
-import type { ObjectStore } from '../../core/ports/object-store.js'
-import type { UsageStore } from '../../core/ports/usage-store.js'
 import { type BatchRecord, batchView } from '../../core/records/batches.js'
 import { createModelCatalog } from '../../core/records/model-catalog.js'
+import type { Wiring } from '../../core/wiring.js'
+import { localDbFile } from '../../core/wiring-node.js'
 import { drainDeadLetter } from '../dead-letter.js'
 import type { GenerationEngine } from '../generation/engine.js'
 import { DeliveryLog } from '../webhooks/delivery-log.js'
 import { webhookId } from '../webhooks/dispatcher.js'
 import { type JobHandler, runWorker } from '../worker-loop.js'
-import { localDbFile, openQueue } from '../worker-process.js'
 import { BATCH_CHUNK_KIND, createBatchHandlers } from './handlers.js'
 
 export const BATCH_CHUNKS_QUEUE = 'batch-chunks'
@@ -40,7 +35,8 @@ export const DEFAULT_CHUNK_CONCURRENCY = 2
 
 export interface BatchWorkerOptions {
   config: Config
-  store: ObjectStore
+  /** The process's adapters (its owner closes them): batch records in its store, chunk jobs in its records. */
+  wiring: Wiring
   engine: GenerationEngine
   logger: Logger
   metrics?: Metrics
@@ -78,20 +74,17 @@ export function batchNotifier(log: DeliveryLog, logger?: Logger) {
 }
 
 export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
-  const { config, logger } = o
-  const file = localDbFile(config)
-  const jobs = new SqliteJobStore({ file })
-  const deliveryLog = new DeliveryLog({ file })
-  const usage: UsageStore =
-    config.PGPT_RECORDS === 'object'
-      ? new ObjectUsageStore({ store: o.store })
-      : new SqliteUsageStore({ file })
+  const { config, logger, wiring } = o
+  const store = wiring.store
+  // The records the main loop reads: chunk jobs created anywhere else would be acked as missing.
+  const { jobs, usage } = wiring.records()
+  const deliveryLog = new DeliveryLog({ file: localDbFile(config) })
   const log = logger.child({ component: 'batches' })
-  const models = createModelCatalog(o.store, {
+  const models = createModelCatalog(store, {
     onTokenizerError: (model, err) => log.warn({ model, err }, 'tokenizer not loaded; estimating tokens'),
   })
   const common = {
-    store: o.store,
+    store,
     jobs,
     engine: o.engine,
     models,
@@ -100,21 +93,16 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
     usage,
     logger: log,
   }
-  const closeAll = async (q?: { close?(): Promise<void> }) => {
-    await q?.close?.()
-    await jobs.close()
-    await usage.close?.()
-    deliveryLog.close()
-  }
+  const closeAll = () => deliveryLog.close()
 
   if (config.PGPT_QUEUE !== 'local') {
-    const { queue } = openQueue(config)
+    const { queue } = wiring.queue()
     const h = createBatchHandlers({ ...common, chunkQueue: queue })
     let stop!: () => void
     const stopped = new Promise<void>((resolve) => {
       stop = resolve
     })
-    const done = stopped.then(() => closeAll(queue))
+    const done = stopped.then(closeAll)
     return {
       handlers: { batch: h.batch, batch_chunk: h.batch_chunk },
       shutdown() {
@@ -125,12 +113,7 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
     }
   }
 
-  const chunks = openLocalQueue({
-    file,
-    name: BATCH_CHUNKS_QUEUE,
-    visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
-    maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
-  })
+  const chunks = wiring.queue(BATCH_CHUNKS_QUEUE)
   const h = createBatchHandlers({ ...common, chunkQueue: chunks.queue })
   // A chunk dead-lettered (its worker died on every delivery) still ends: its unfinished lines fail.
   let draining: Promise<unknown> = Promise.resolve()
@@ -169,7 +152,7 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
   }).finally(async () => {
     clearInterval(dlqTimer)
     await draining
-    await closeAll(chunks.queue)
+    closeAll()
   })
   return {
     handlers: { batch: h.batch },
