@@ -22,7 +22,7 @@ import { parseConfig } from '../../core/config.js'
 import { tenantWebhookSecret } from '../../core/webhook-secrets.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { type Receiver, startReceiver } from '../helpers/webhook-receiver.js'
 import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'batches-internal-token-0123456789'

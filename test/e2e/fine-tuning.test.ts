@@ -29,7 +29,7 @@ import { type RunningEdge, startEdge } from '../../edge/node.js'
 import { readModelFolder, writeModelFolder } from '../../models/folder.js'
 import { capitalsJsonl, MINI_DIR, templateCorpus } from '../../models/train/fixtures.js'
 import { ADAPTER_FILES, loadAdapter, mergeLora } from '../../models/train/lora.js'
-import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { type Receiver, startReceiver } from '../helpers/webhook-receiver.js'
 import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'fine-tuning-internal-token-0123456789'

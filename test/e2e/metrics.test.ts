@@ -11,7 +11,7 @@ import { parseConfig } from '../../core/config.js'
 import { publishModelFolder } from '../../core/model-publish.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { type Receiver, startReceiver } from '../helpers/webhook-receiver.js'
 import { buildTestModel } from '../helpers/tiny-models.js'
 import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
 

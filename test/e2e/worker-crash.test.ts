@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { createLogger } from '../../core/logger.js'
 import { drainDeadLetter } from '../../workers/dead-letter.js'
-import { startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { startReceiver } from '../helpers/webhook-receiver.js'
 import { createHarness, type Harness, waitFor } from '../helpers/worker-process-harness.js'
 
 describe('worker process: crashes', () => {

@@ -18,7 +18,7 @@ import { publishModelFolder } from '../../core/model-publish.js'
 import { tenantWebhookSecret } from '../../core/webhook-secrets.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { type Receiver, startReceiver } from '../helpers/webhook-receiver.js'
 import { buildTestModel } from '../helpers/tiny-models.js'
 import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
 

@@ -15,7 +15,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { JobEvent } from '../../core/ports/events.js'
 import { tenantWebhookSecret } from '../../core/webhook-secrets.js'
 import { DeliveryLog } from '../../workers/webhooks/delivery-log.js'
-import { type Receiver, startReceiver } from '../../workers/webhooks/testing-receiver.js'
+import { type Receiver, startReceiver } from '../helpers/webhook-receiver.js'
 import { createHarness, type Harness, waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'e2e-internal-token-0123456789'
