@@ -34,7 +34,7 @@ import { randomWeights } from '../../models/llama/weights.js'
 
 const { onnx } = onnxProto
 
-export const MINI_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'prometheus-mini')
+export const MINI_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'models', 'prometheus-mini')
 
 export interface ByoShape {
   heads: number
