@@ -13,11 +13,8 @@
  * anyway (`defaultOnly`) or it is metadata that changes no output.
  */
 import { z } from '@hono/zod-openapi'
-import { chatMessageSchema } from '../protocol.js'
+import { chatMessageSchema, SAMPLING_BOUNDS, samplingBounds } from '../protocol.js'
 import { UNSUPPORTED } from './zod-error.js'
-
-/** Upper bound of max_tokens regardless of the model. */
-export const MAX_TOKENS_CAP = 32_768
 
 /**
  * An OpenAI field we do not implement, accepted (with null) only at the value
@@ -43,40 +40,27 @@ function defaultOnly<T extends z.ZodType>(
     })
 }
 
+const b = samplingBounds
 const stop = z
-  .union([z.string().min(1), z.array(z.string().min(1)).max(4)])
+  .union([b.stopSequence, b.stop])
   .nullish()
-  .openapi({ description: 'Up to 4 sequences where generation stops.' })
+  .openapi({ description: `Up to ${SAMPLING_BOUNDS.stop.maxSequences} sequences where generation stops.` })
 
+/** The sampling fields of every generation request; their bounds are core/protocol.ts SAMPLING_BOUNDS. */
 export const samplingFields = {
-  max_tokens: z
-    .number()
-    .int()
-    .min(1)
-    .max(MAX_TOKENS_CAP)
-    .nullish()
-    .openapi({ description: 'Tokens to generate at most.' }),
-  temperature: z
-    .number()
-    .min(0)
-    .max(2)
+  max_tokens: b.maxTokens.nullish().openapi({ description: 'Tokens to generate at most.' }),
+  temperature: b.temperature
     .nullish()
     .openapi({ description: '0: greedy (repeatable, cached).', example: 0.7 }),
-  top_p: z.number().gt(0).max(1).nullish(),
-  top_k: z
-    .number()
-    .int()
-    .min(0)
+  top_p: b.topP.nullish(),
+  top_k: b.topK.nullish().openapi({ description: 'Extension: keep the k likeliest tokens (0: off).' }),
+  n: b.n
     .nullish()
-    .openapi({ description: 'Extension: keep the k likeliest tokens (0: off).' }),
-  n: z.number().int().min(1).max(16).nullish().openapi({ description: 'Choices to generate (1–16).' }),
+    .openapi({ description: `Choices to generate (${SAMPLING_BOUNDS.n.min}–${SAMPLING_BOUNDS.n.max}).` }),
   stop,
-  presence_penalty: z.number().min(-2).max(2).nullish(),
-  frequency_penalty: z.number().min(-2).max(2).nullish(),
-  repetition_penalty: z
-    .number()
-    .gt(0)
-    .max(10)
+  presence_penalty: b.presencePenalty.nullish(),
+  frequency_penalty: b.frequencyPenalty.nullish(),
+  repetition_penalty: b.repetitionPenalty
     .nullish()
     .openapi({ description: 'Extension: CTRL-style penalty.' }),
   seed: z
@@ -110,7 +94,7 @@ export const completionRequest = z
     best_of: defaultOnly(z.number().int(), (n) => n === 1, '1'),
     stream: z.boolean().nullish(),
     stream_options: streamOptions,
-    logprobs: z.number().int().min(0).max(5).nullish(),
+    logprobs: b.completionLogprobs.nullish(),
     echo: z.boolean().nullish(),
   })
   .openapi('CompletionRequest')
@@ -145,11 +129,11 @@ export const chatRequest = z
     messages: z.array(chatMessage).min(1),
     ...samplingFields,
     ...openaiDefaults,
-    max_completion_tokens: z.number().int().min(1).max(MAX_TOKENS_CAP).nullish(),
+    max_completion_tokens: b.maxTokens.nullish(),
     stream: z.boolean().nullish(),
     stream_options: streamOptions,
     logprobs: z.boolean().nullish(),
-    top_logprobs: z.number().int().min(0).max(20).nullish(),
+    top_logprobs: b.topLogprobs.nullish(),
     // {"type":"text"} is the default: text is what we return. json_object and json_schema are refused.
     response_format: defaultOnly(
       z.looseObject({ type: z.string() }),

@@ -11,7 +11,7 @@ import { jobGeneration, prepareGeneration } from '../../core/openai/generation-r
 import { authErrors, chatMessage, errorResponseOf, samplingFields } from '../../core/openai/schemas.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
-import type { GenerationOutput } from '../../core/protocol.js'
+import { type GenerationOutput, samplingBounds } from '../../core/protocol.js'
 import type { AppContext } from '../deps.js'
 import { awaitTerminal, keepAlive, outputOf, recordUsage, submitGeneration } from '../generation/run.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
@@ -30,7 +30,7 @@ const jobInput = z
     prompt: z.string().optional(),
     messages: z.array(chatMessage).min(1).optional(),
     ...samplingFields,
-    logprobs: z.number().int().min(0).max(20).nullish(),
+    logprobs: samplingBounds.topLogprobs.nullish(),
     echo: z.boolean().nullish(),
   })
   .openapi('GenerationJobInput')

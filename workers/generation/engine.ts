@@ -83,16 +83,14 @@ export class GenerationEngine {
   /** Runs one generation job to completion (or cancellation). */
   async generate(input: GenerationInput, options: GenerateOptions = {}): Promise<GenerationOutput> {
     const s = input.sampling
+    // The sampling bounds were checked once, against core/protocol.ts (the handler parses the job input);
+    // what is left is this worker's own limit and the one-of prompt/messages the schema does not say.
     if (s.n > this.maxBatchSize)
       throw invalidParameter('n', `n must be at most ${this.maxBatchSize} on this worker (got ${s.n}).`)
-    if (!Number.isInteger(s.maxTokens) || s.maxTokens < 1)
-      throw invalidParameter('max_tokens', `max_tokens must be a positive integer (got ${s.maxTokens}).`)
     if (input.endpoint === 'chat.completions' && !input.messages?.length)
       throw invalidParameter('messages', 'messages must be a non-empty array.')
     if (input.endpoint === 'completions' && input.prompt === undefined)
       throw invalidParameter('prompt', 'prompt is required.')
-    // Validates before a model loads: bad parameters fail fast.
-    createLogitsProcessors(s, 0)
     if (options.signal?.aborted) throw generationCancelled()
 
     const lease = await this.acquire(input.model, options.signal)

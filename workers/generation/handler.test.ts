@@ -65,4 +65,27 @@ describe('createGenerationHandler', () => {
     expect([err.status, err.code, err.param]).toEqual([400, 'invalid_parameter', 'sampling.maxTokens'])
     expect(engine.generate).not.toHaveBeenCalled()
   })
+
+  // The one check of the sampling bounds on the worker side: the engine trusts what parses.
+  it.each([
+    [{ topP: 0 }, 'sampling.topP'],
+    [{ temperature: 2.5 }, 'sampling.temperature'],
+    [{ topK: 1.5 }, 'sampling.topK'],
+    [{ presencePenalty: 3 }, 'sampling.presencePenalty'],
+    [{ repetitionPenalty: 0 }, 'sampling.repetitionPenalty'],
+    [{ n: 17 }, 'sampling.n'],
+    [{ stop: ['a', 'b', 'c', 'd', 'e'] }, 'sampling.stop'],
+    [{ logprobs: 21 }, 'sampling.logprobs'],
+    [{ maxTokens: 32_769 }, 'sampling.maxTokens'],
+  ])('rejects sampling %o out of the protocol bounds before the engine runs', async (bad, param) => {
+    const engine = fakeEngine()
+    const err = await createGenerationHandler(engine)({
+      job: job({ ...valid, sampling: { ...valid.sampling, ...bad } }),
+      signal: new AbortController().signal,
+      publish: async () => {},
+    }).catch((e) => e)
+    expect(err).toBeInstanceOf(ApiError)
+    expect([err.status, err.code, err.param]).toEqual([400, 'invalid_parameter', param])
+    expect(engine.generate).not.toHaveBeenCalled()
+  })
 })

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { ApiError } from '../../core/errors.js'
+import { chatRequest, completionRequest, samplingFields } from '../../core/openai/schemas.js'
+import { SAMPLING_BOUNDS, samplingSchema } from '../../core/protocol.js'
 import { createRng } from './prng.js'
 import {
   applyProcessors,
@@ -9,6 +10,7 @@ import {
   repetitionPenalty,
   sampleToken,
   softmax,
+  temperature,
   topK,
   topKIndices,
   topP,
@@ -72,22 +74,76 @@ describe('logits processors', () => {
     expect(createLogitsProcessors({ ...defaults, temperature: 0, topK: 3 }, 0)).toHaveLength(0)
   })
 
-  it.each([
-    [{ temperature: -1 }, 'temperature'],
-    [{ topP: 0 }, 'top_p'],
-    [{ topK: 1.5 }, 'top_k'],
-    [{ presencePenalty: 3 }, 'presence_penalty'],
-    [{ repetitionPenalty: 0 }, 'repetition_penalty'],
-  ])('rejects %o with a typed 400 error', (bad, param) => {
-    try {
-      createLogitsProcessors({ ...defaults, ...bad }, 0)
-      expect.unreachable()
-    } catch (err) {
-      expect(err).toBeInstanceOf(ApiError)
-      expect((err as ApiError).status).toBe(400)
-      expect((err as ApiError).param).toBe(param)
-      expect((err as ApiError).code).toBe('invalid_parameter')
+  it('guards only the arithmetic of its factories (temperature divides, top-k indexes); request bounds are not theirs', () => {
+    expect(() => temperature(0)).toThrow(RangeError)
+    expect(() => topK(0)).toThrow(RangeError)
+    expect(() => topK(1.5)).toThrow(RangeError)
+    // p = 0 is out of the request bounds, but the nucleus still keeps the likeliest token.
+    expect([...topP(0)([], Float32Array.of(3, 2, 1))].map(Number.isFinite)).toEqual([true, false, false])
+  })
+})
+
+/**
+ * The sampling bounds are defined once (core/protocol.ts SAMPLING_BOUNDS) and
+ * checked once: the edge's request fields and the protocol schema the worker
+ * parses a job's input with are built from them. Each row: the protocol
+ * field, the request field, values inside (the edges of the range) and
+ * outside.
+ */
+describe('sampling bounds', () => {
+  const base = { maxTokens: 1 }
+  const cases: Array<[keyof typeof samplingSchema.shape, string, unknown[], unknown[]]> = [
+    [
+      'maxTokens',
+      'max_tokens',
+      [1, SAMPLING_BOUNDS.maxTokens.max],
+      [0, 1.5, SAMPLING_BOUNDS.maxTokens.max + 1],
+    ],
+    ['temperature', 'temperature', [0, 2], [-0.01, 2.01]],
+    ['topP', 'top_p', [0.001, 1], [0, -1, 1.01]],
+    ['topK', 'top_k', [0, 50], [-1, 1.5]],
+    ['n', 'n', [1, 16], [0, 17, 1.5]],
+    ['stop', 'stop', [[], ['a', 'b', 'c', 'd']], [['a', 'b', 'c', 'd', 'e'], ['']]],
+    ['presencePenalty', 'presence_penalty', [-2, 2], [-2.01, 3]],
+    ['frequencyPenalty', 'frequency_penalty', [-2, 2], [-3, 2.01]],
+    ['repetitionPenalty', 'repetition_penalty', [0.01, 10], [0, 10.01]],
+    ['logprobs', 'top_logprobs', [0, 20], [-1, 21, 1.5]],
+  ]
+
+  it.each(cases)('%s: the protocol schema keeps its bounds', (field, _request, inside, outside) => {
+    for (const v of inside)
+      expect(samplingSchema.safeParse({ ...base, [field]: v }).success, `${field}=${v}`).toBe(true)
+    for (const v of outside) {
+      const r = samplingSchema.safeParse({ ...base, [field]: v })
+      expect(r.success, `${field}=${JSON.stringify(v)}`).toBe(false)
+      expect(r.error?.issues[0]?.path[0]).toBe(field)
     }
+  })
+
+  it.each(cases)(
+    '%s: the edge request field %s takes exactly what the protocol takes',
+    (_field, request, inside, outside) => {
+      const fields = { ...samplingFields, top_logprobs: chatRequest.shape.top_logprobs }
+      const schema = fields[request as keyof typeof fields]
+      for (const v of inside)
+        expect(schema.safeParse(v).success, `${request}=${JSON.stringify(v)}`).toBe(true)
+      for (const v of outside)
+        expect(schema.safeParse(v).success, `${request}=${JSON.stringify(v)}`).toBe(false)
+    },
+  )
+
+  it('completions logprobs and max_completion_tokens follow the same constant', () => {
+    const logprobs = completionRequest.shape.logprobs
+    expect(logprobs.safeParse(SAMPLING_BOUNDS.completionLogprobs.max).success).toBe(true)
+    expect(logprobs.safeParse(SAMPLING_BOUNDS.completionLogprobs.max + 1).success).toBe(false)
+    const mct = chatRequest.shape.max_completion_tokens
+    expect(mct.safeParse(SAMPLING_BOUNDS.maxTokens.max).success).toBe(true)
+    expect(mct.safeParse(SAMPLING_BOUNDS.maxTokens.max + 1).success).toBe(false)
+  })
+
+  it('a stop string is one sequence at the edge; the protocol holds a list', () => {
+    expect(samplingFields.stop.safeParse('###').success).toBe(true)
+    expect(samplingFields.stop.safeParse('').success).toBe(false)
   })
 })
 

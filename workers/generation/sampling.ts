@@ -5,12 +5,13 @@
  * transformers.js `generation/logits_process.js`. Processors here work in
  * place (their helpers end in `_`) and return the same array.
  *
- * The factory validates parameters and throws a typed error; the sampler is
- * chosen by the config: greedy (argmax) at temperature 0, otherwise a
- * multinomial draw from a seeded PRNG per sequence.
+ * The parameters are trusted: a job's input parsed against core/protocol.ts
+ * (whose SAMPLING_BOUNDS are the one definition of their bounds) before it
+ * gets here, so nothing here validates them again. The sampler is chosen by
+ * the config: greedy (argmax) at temperature 0, otherwise a multinomial draw
+ * from a seeded PRNG per sequence.
  */
 import type { Sampling } from '../../core/protocol.js'
-import { invalidParameter } from './errors.js'
 import type { Rng } from './prng.js'
 
 export type LogitsProcessor = (ids: readonly number[], logits: Float32Array) => Float32Array
@@ -27,26 +28,6 @@ export type SamplingParams = Pick<
   'temperature' | 'topP' | 'topK' | 'presencePenalty' | 'frequencyPenalty' | 'repetitionPenalty'
 >
 
-export function validateSampling(p: SamplingParams): void {
-  if (!(p.temperature >= 0 && p.temperature <= 2))
-    throw invalidParameter('temperature', `temperature must be between 0 and 2 (got ${p.temperature}).`)
-  if (!(p.topP > 0 && p.topP <= 1))
-    throw invalidParameter('top_p', `top_p must be in (0, 1] (got ${p.topP}).`)
-  if (!(Number.isInteger(p.topK) && p.topK >= 0))
-    throw invalidParameter('top_k', `top_k must be a non-negative integer (got ${p.topK}).`)
-  for (const [name, v] of [
-    ['presence_penalty', p.presencePenalty],
-    ['frequency_penalty', p.frequencyPenalty],
-  ] as const) {
-    if (!(v >= -2 && v <= 2)) throw invalidParameter(name, `${name} must be between -2 and 2 (got ${v}).`)
-  }
-  if (!(p.repetitionPenalty > 0 && p.repetitionPenalty <= 10))
-    throw invalidParameter(
-      'repetition_penalty',
-      `repetition_penalty must be in (0, 10] (got ${p.repetitionPenalty}).`,
-    )
-}
-
 /**
  * The processors for one sequence, in the order vLLM applies them:
  * penalties, then temperature, then top-k, then top-p.
@@ -55,7 +36,6 @@ export function validateSampling(p: SamplingParams): void {
  * the repetition penalty counts both, as Hugging Face does).
  */
 export function createLogitsProcessors(p: SamplingParams, promptLength: number): LogitsProcessor[] {
-  validateSampling(p)
   const list: LogitsProcessor[] = []
   if (p.repetitionPenalty !== 1) list.push(repetitionPenalty(p.repetitionPenalty))
   if (p.presencePenalty !== 0 || p.frequencyPenalty !== 0)
@@ -95,8 +75,9 @@ export function presenceFrequencyPenalty(
   }
 }
 
+/** Divides the logits by t. A precondition of the arithmetic, not a request bound: greedy (0) does not warp. */
 export function temperature(t: number): LogitsProcessor {
-  if (!(t > 0)) throw invalidParameter('temperature', `temperature must be > 0 to warp (got ${t}).`)
+  if (!(t > 0)) throw new RangeError(`temperature(t) divides by t: it needs t > 0 (got ${t}).`)
   const inv = 1 / t
   return (_ids, logits) => {
     for (let i = 0; i < logits.length; i++) logits[i] *= inv
@@ -106,8 +87,8 @@ export function temperature(t: number): LogitsProcessor {
 
 /** Keeps the k largest logits (ties at the k-th value kept), the rest become -Infinity. */
 export function topK(k: number): LogitsProcessor {
-  if (!(Number.isInteger(k) && k > 0))
-    throw invalidParameter('top_k', `top_k must be a positive integer (got ${k}).`)
+  // A precondition of the arithmetic (the k-th largest), not a request bound: top_k 0 (off) adds no processor.
+  if (!(Number.isInteger(k) && k > 0)) throw new RangeError(`topK(k) needs a positive integer k (got ${k}).`)
   return (_ids, logits) => {
     if (k >= logits.length) return logits
     const kth = logits[topKIndices(logits, k)[k - 1]]
@@ -118,7 +99,6 @@ export function topK(k: number): LogitsProcessor {
 
 /** Nucleus: keeps the smallest set of most likely tokens whose probability reaches p. */
 export function topP(p: number): LogitsProcessor {
-  if (!(p > 0 && p <= 1)) throw invalidParameter('top_p', `top_p must be in (0, 1] (got ${p}).`)
   return (_ids, logits) => {
     if (p >= 1) return logits
     const probs = softmax(logits)
