@@ -93,6 +93,18 @@ export const configSchema = z.object({
   PGPT_RATE_LIMIT_RPM: int(1).default(600),
   PGPT_RATE_LIMIT_TPM: int(1).default(1_000_000),
   PGPT_CACHE_TTL_S: int(0).default(3600),
+  /*
+   * Retention (core/retention.ts; docs/operations.md "Retention"); 0 keeps for ever. A file's
+   * expiry is written into its record when it is made, so a change applies to new files.
+   */
+  /** Days an uploaded `batch` file, and a batch's output and error files, live unless the request says (OpenAI: 30). */
+  PGPT_BATCH_FILE_RETENTION_DAYS: int(0, 3650).default(30),
+  /** Days an uploaded `fine-tune` file lives unless the upload sets `expires_after` (OpenAI keeps them: 0). */
+  PGPT_FINE_TUNE_FILE_RETENTION_DAYS: int(0, 3650).default(0),
+  /** Days a finished job's record (and the output in it) is kept; fine-tuning jobs are kept. */
+  PGPT_JOB_RETENTION_DAYS: int(0, 3650).default(30),
+  /** Seconds between the retention sweeps of the edge on Node (`npm start`, compose); 0: it does not sweep. */
+  PGPT_CLEANUP_INTERVAL_S: int(0, 7 * 86400).default(3600),
   /** Largest JSON request body; uploads have their own limits below. */
   PGPT_MAX_BODY_BYTES: int(1024).default(1_048_576),
   /** Largest file upload (POST /v1/files), bytes. */

@@ -41,6 +41,8 @@ export interface EdgeDeps {
   models: ModelCatalog
   /** The tenant's webhook signing secret (`whsec_…`), when this edge knows the signing key. */
   webhookSecret?: (tenant: string) => Promise<string>
+  /** Now, epoch ms, for expiry (files' `expires_after`); tests pass their own clock. Default Date.now. */
+  clock?: () => number
   /** Longest wait of a synchronous request for its job, in ms. Default 300 000. */
   syncTimeoutMs?: number
   /**

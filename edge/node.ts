@@ -25,6 +25,7 @@ import { loadConfig } from '../core/config-node.js'
 import { createLogger } from '../core/logger.js'
 import { createMetrics } from '../core/metrics.js'
 import { createModelCatalog } from '../core/records/model-catalog.js'
+import { retentionPolicy, type Sweeper, startSweeper } from '../core/retention.js'
 import { loadOrCreateSigningKey, tenantWebhookSecret } from '../core/webhook-secrets.js'
 import { parseWorkerSettings } from '../workers/settings.js'
 import { createApp } from './app.js'
@@ -47,6 +48,8 @@ export interface RunningEdge {
   port: number
   app: ReturnType<typeof createApp>
   deps: EdgeDeps
+  /** The retention sweeper (PGPT_CLEANUP_INTERVAL_S > 0). */
+  sweeper?: Sweeper
   close(): Promise<void>
 }
 
@@ -144,12 +147,26 @@ export async function startEdge(o: StartEdgeOptions = {}): Promise<RunningEdge> 
   const port = (server.address() as AddressInfo).port
   const url = `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`
   deps.logger.info({ url }, 'edge listening')
+  // Retention (core/retention.ts): the Node edge is one per stack (`npm start`, compose), so it sweeps.
+  const sweeper =
+    config.PGPT_CLEANUP_INTERVAL_S > 0
+      ? startSweeper(
+          { store: deps.store, jobs: deps.jobs, logger: deps.logger },
+          {
+            ...retentionPolicy(config),
+            intervalMs: config.PGPT_CLEANUP_INTERVAL_S * 1000,
+            clock: deps.clock,
+          },
+        )
+      : undefined
   return {
     url,
     port,
     app,
     deps,
+    sweeper,
     async close() {
+      await sweeper?.stop()
       await new Promise<void>((resolve) => {
         server.close(() => resolve())
         ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()

@@ -13,6 +13,7 @@ import { Miniflare, Response as MiniflareResponse } from 'miniflare'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { manifestKey } from '../core/model-manifest.js'
 import { PreconditionFailedError } from '../core/ports/object-store.js'
+import { createFile, fileContentKey, fileMetaKey, getFileObject } from '../core/records/files.js'
 import { testEvents } from '../test/contracts/events.js'
 import { testRateLimiter } from '../test/contracts/rate-limiter.js'
 import { testResponseCache } from '../test/contracts/response-cache.js'
@@ -221,6 +222,25 @@ describe('the edge in workerd', () => {
     )
     expect(race.filter((r) => r.status === 'fulfilled')).toHaveLength(1)
     expect((await store.list('cas/')).objects.map((o) => o.key)).toEqual(['cas/x', 'cas/y'])
+  })
+
+  it('the cron trigger (`scheduled`) sweeps expired files out of R2 and keeps the rest', async () => {
+    const mf = await ready
+    const store = new R2ObjectStore((await mf.getR2Bucket('MODELS')) as unknown as R2BucketLike)
+    const file = (content: string, madeAt: number) =>
+      createFile(
+        store,
+        'cron',
+        { filename: 'in.jsonl', purpose: 'batch', content, expiresAfterS: 3600 },
+        madeAt,
+      )
+    const expired = await file('old\n', Date.now() - 2 * 3600_000)
+    const fresh = await file('new\n', Date.now())
+    const run = await (await mf.getWorker()).scheduled({ cron: '17 * * * *' })
+    expect(run.outcome).toBe('ok')
+    expect(await store.head(fileContentKey('cron', expired.id))).toBeNull()
+    expect(await store.head(fileMetaKey('cron', expired.id))).toBeNull()
+    expect(await getFileObject(store, 'cron', fresh.id)).toEqual(fresh)
   })
 })
 

@@ -15,6 +15,7 @@ import {
   type JobState,
   type JobStore,
   type NewJob,
+  type PurgeOptions,
   type TransitionPatch,
 } from '../ports/job-store.js'
 
@@ -82,5 +83,21 @@ export class MemoryJobStore implements JobStore {
       .sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
     const start = options.after ? all.filter((r) => r.id < options.after!) : all
     return { data: start.slice(0, limit).map((r) => structuredClone(r)), hasMore: start.length > limit }
+  }
+
+  async purgeFinished(o: PurgeOptions): Promise<string[]> {
+    const gone = [...this.jobs.values()]
+      .filter(
+        (r) =>
+          isTerminal(r.state) &&
+          r.finishedAt !== undefined &&
+          r.finishedAt < o.finishedBefore &&
+          !o.keepKinds?.includes(r.kind),
+      )
+      .sort((a, b) => a.finishedAt! - b.finishedAt!)
+      .slice(0, o.limit ?? 1000)
+      .map((r) => r.id)
+    for (const id of gone) this.jobs.delete(id)
+    return gone
   }
 }

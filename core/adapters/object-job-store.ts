@@ -8,6 +8,7 @@
  *
  *   by-id/<id>                                   the record, one JSON object
  *   by-tenant/<tenant>/<10^15−createdAt>~<id>~<kind>   an empty index entry
+ *   finished/<finishedAt>~<id>                   an empty entry per finished job (retention)
  *
  * - create: the record with If-None-Match: * (a duplicate id is refused), then
  *   its index entry. A crash between the two leaves a record that is readable
@@ -24,6 +25,12 @@
  *   skip walks the entries before it: a page deep in a long history costs
  *   one list call per 1000 newer jobs. Jobs created in the same millisecond
  *   list in id order.
+ * - purgeFinished: the `finished/` entries list oldest first, so a purge reads
+ *   only the entries older than its cutoff. A terminal transition writes its
+ *   entry before the compare-and-swap (a crash in between leaves an entry
+ *   whose record is not finished: the purge drops such stale entries, and a
+ *   job is never left without one); a cancel of a queued job writes it after.
+ *   Jobs finished before this layout have no entry and are not purged.
  *
  * The adapter never closes the ObjectStore it was given (it may be shared).
  */
@@ -39,6 +46,7 @@ import {
   type JobState,
   type JobStore,
   type NewJob,
+  type PurgeOptions,
   type TransitionPatch,
 } from '../ports/job-store.js'
 import type { ObjectStore } from '../ports/object-store.js'
@@ -52,6 +60,7 @@ import {
   listAll,
   mapLimit,
   normalisePrefix,
+  padTime,
   putIfAbsent,
   requireConditionalPut,
   toJson,
@@ -92,6 +101,14 @@ export class ObjectJobStore implements JobStore {
     return `${this.tenantPrefix(rec.tenant)}${invertTime(rec.createdAt)}~${encodeSegment(rec.id)}~${encodeSegment(rec.kind)}`
   }
 
+  private finishedPrefix() {
+    return `${this.prefix}finished/`
+  }
+
+  private finishedKey(id: string, finishedAt: number) {
+    return `${this.finishedPrefix()}${padTime(finishedAt)}~${encodeSegment(id)}`
+  }
+
   async create(job: NewJob): Promise<JobRecord> {
     if (!job.tenant) throw createError(OBJECT_JOB_STORE, 'tenant is required')
     if (!job.kind) throw createError(OBJECT_JOB_STORE, 'kind is required')
@@ -130,41 +147,84 @@ export class ObjectJobStore implements JobStore {
 
   async transition(id: string, to: JobState, patch: TransitionPatch = {}): Promise<JobRecord> {
     if (!JOB_STATES.includes(to)) throw createError(OBJECT_JOB_STORE, `unknown job state '${to}'`)
-    return casUpdate<JobRecord, JobRecord>(OBJECT_JOB_STORE, this.store, this.recordKey(id), (current) => {
-      if (!current) throw createError(OBJECT_JOB_STORE, `job ${id} not found`)
-      if (!JOB_TRANSITIONS[current.state].includes(to))
-        throw new IllegalTransitionError(id, current.state, to)
-      const now = Date.now()
-      const next: JobRecord = { ...current, state: to, updatedAt: now }
-      if (to === 'running') {
-        next.attempts = current.attempts + 1
-        next.startedAt = now
-      }
-      if (isTerminal(to)) next.finishedAt = now
-      if (patch.output !== undefined) next.output = patch.output
-      if (patch.error !== undefined) next.error = patch.error
-      return { write: next, result: next }
-    })
+    const now = Date.now()
+    // A terminal transition's retention entry goes first: a crash after the swap still leaves one.
+    const entry = isTerminal(to) ? this.finishedKey(id, now) : undefined
+    if (entry) await this.store.put(entry, '')
+    try {
+      return await casUpdate<JobRecord, JobRecord>(
+        OBJECT_JOB_STORE,
+        this.store,
+        this.recordKey(id),
+        (current) => {
+          if (!current) throw createError(OBJECT_JOB_STORE, `job ${id} not found`)
+          if (!JOB_TRANSITIONS[current.state].includes(to))
+            throw new IllegalTransitionError(id, current.state, to)
+          const next: JobRecord = { ...current, state: to, updatedAt: now }
+          if (to === 'running') {
+            next.attempts = current.attempts + 1
+            next.startedAt = now
+          }
+          if (isTerminal(to)) next.finishedAt = now
+          if (patch.output !== undefined) next.output = patch.output
+          if (patch.error !== undefined) next.error = patch.error
+          return { write: next, result: next }
+        },
+      )
+    } catch (err) {
+      // Best effort: an entry left here is dropped by the purge (its record is not finished then).
+      if (entry) await this.store.delete(entry).catch(() => {})
+      throw err
+    }
   }
 
   async requestCancel(tenant: string, id: string): Promise<JobRecord | null> {
     if (!id) return null
-    return casUpdate<JobRecord, JobRecord | null>(
+    let canceledAt: number | undefined
+    const rec = await casUpdate<JobRecord, JobRecord | null>(
       OBJECT_JOB_STORE,
       this.store,
       this.recordKey(id),
       (current) => {
         if (!current || current.tenant !== tenant) return { done: null }
+        canceledAt = undefined
         if (current.state !== 'queued' && current.state !== 'running') return { done: current }
         const now = Date.now()
         const next: JobRecord = { ...current, cancelRequested: true, updatedAt: now }
         if (current.state === 'queued') {
           next.state = 'canceled'
           next.finishedAt = now
+          canceledAt = now
         }
         return { write: next, result: next }
       },
     )
+    if (canceledAt !== undefined) await this.store.put(this.finishedKey(id, canceledAt), '')
+    return rec
+  }
+
+  async purgeFinished(o: PurgeOptions): Promise<string[]> {
+    const limit = o.limit ?? 1000
+    const purged: string[] = []
+    const prefix = this.finishedPrefix()
+    for await (const key of listAll(this.store, prefix)) {
+      if (purged.length >= limit) break
+      const [time, idPart] = key.slice(prefix.length).split('~')
+      // Entries list oldest first: the first one at or past the cutoff ends the walk.
+      if (idPart === undefined || !(Number(time) < o.finishedBefore)) break
+      const id = decodeSegment(idPart)
+      const rec = await this.getById(id)
+      if (rec && o.keepKinds?.includes(rec.kind)) continue
+      if (rec && isTerminal(rec.state) && rec.finishedAt !== undefined && rec.finishedAt < o.finishedBefore) {
+        // Index entry, then the record, then this entry: a crash between leaves what the next purge finishes.
+        await this.store.delete(this.indexKey(rec))
+        await this.store.delete(this.recordKey(id))
+        purged.push(id)
+      }
+      // Purged, or stale (no record; or a transition that lost wrote it and the job ended later or not yet).
+      await this.store.delete(key)
+    }
+    return purged
   }
 
   async list(tenant: string, options: JobListOptions = {}): Promise<JobPage> {

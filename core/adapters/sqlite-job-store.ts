@@ -21,6 +21,8 @@ import {
   type JobState,
   type JobStore,
   type NewJob,
+  type PurgeOptions,
+  TERMINAL_STATES,
   type TransitionPatch,
 } from '../ports/job-store.js'
 import { createError } from './adapter-error.js'
@@ -121,6 +123,7 @@ export class SqliteJobStore implements JobStore {
             finished_at INTEGER
           );
           CREATE INDEX IF NOT EXISTS ${TABLE}_tenant ON ${TABLE} (tenant, seq);
+          CREATE INDEX IF NOT EXISTS ${TABLE}_finished ON ${TABLE} (finished_at);
         `,
     )
   }
@@ -257,6 +260,24 @@ export class SqliteJobStore implements JobStore {
         .all(tenant, before, ...(kind ? [options.kind] : []), limit + 1)
       return { data: rows.slice(0, limit).map(toRecord), hasMore: rows.length > limit }
     })
+  }
+
+  async purgeFinished(o: PurgeOptions): Promise<string[]> {
+    const keep = o.keepKinds ?? []
+    const terminal = TERMINAL_STATES.map(() => '?').join(', ')
+    return this.run('purgeFinished', (db) =>
+      db
+        .prepare<unknown[], { id: string }>(
+          `DELETE FROM ${TABLE} WHERE seq IN (
+             SELECT seq FROM ${TABLE}
+             WHERE finished_at < ? AND state IN (${terminal})
+               ${keep.length ? `AND kind NOT IN (${keep.map(() => '?').join(', ')})` : ''}
+             ORDER BY finished_at LIMIT ?
+           ) RETURNING id`,
+        )
+        .all(o.finishedBefore, ...TERMINAL_STATES, ...keep, o.limit ?? 1000)
+        .map((r) => r.id),
+    )
   }
 
   async close(): Promise<void> {

@@ -79,6 +79,15 @@ export interface JobPage {
   hasMore: boolean
 }
 
+export interface PurgeOptions {
+  /** Epoch ms: finished jobs whose finishedAt is before this go. */
+  finishedBefore: number
+  /** Kinds never purged (e.g. `fine_tune`: the Fine-tuning API lists them for ever, as OpenAI does). */
+  keepKinds?: readonly string[]
+  /** Most records deleted by one call (the rest go next time). Default 1000. */
+  limit?: number
+}
+
 export interface JobStore {
   create(job: NewJob): Promise<JobRecord>
   /** Tenant-scoped read: another tenant's job is null. */
@@ -95,6 +104,12 @@ export interface JobStore {
   /** Mark cancel requested; a queued job is canceled at once. Returns the record. */
   requestCancel(tenant: string, id: string): Promise<JobRecord | null>
   list(tenant: string, options?: JobListOptions): Promise<JobPage>
+  /**
+   * Retention: deletes finished (terminal) jobs that ended before
+   * `finishedBefore`, oldest first, and returns their ids. Queued and running
+   * jobs are never touched. core/retention.ts calls it.
+   */
+  purgeFinished(options: PurgeOptions): Promise<string[]>
   close?(): Promise<void>
 }
 

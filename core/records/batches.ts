@@ -7,13 +7,26 @@
  *   batch-data/<tenant>/<id>/chunks/<n>.json          chunk n's requests (line, custom_id, generation input)
  *   batch-data/<tenant>/<id>/results/<line>.json      one line's output line, written once (If-None-Match)
  *
+ * The batch data (chunks, results) is scaffolding for the run: the retention
+ * sweep (`sweepBatchData`, run by core/retention.ts) deletes it once the batch
+ * has ended (after a grace period, so a late finalizer still reads it) or
+ * when its batch record is gone. The output and error files carry their own
+ * expiry (`internal.outputExpiresAfterS`, core/records/files.ts).
+ *
  * A batch record changes only by compare-and-swap (object-records.ts
  * `casUpdate`), so the edge (cancel) and any number of chunk workers can
  * update it at once. A line's result is create-once: a chunk delivered twice
  * finds the lines already done and skips them, and finalization writes
  * exactly one output or error line per custom_id.
  */
-import { casUpdate, encodeSegment, getJson, listAll, putIfAbsent } from '../adapters/object-records.js'
+import {
+  casUpdate,
+  decodeSegment,
+  encodeSegment,
+  getJson,
+  listAll,
+  putIfAbsent,
+} from '../adapters/object-records.js'
 import { newId } from '../ids.js'
 import type { BatchUrl } from '../jsonl.js'
 import type { ObjectStore } from '../ports/object-store.js'
@@ -77,6 +90,12 @@ export interface BatchInternal {
   done: Record<string, { completed: number; failed: number }>
   /** Lines refused before running (bad JSON, wrong url, invalid body). */
   invalid: number
+  /**
+   * Seconds the output and error files live after they are written (OpenAI's
+   * `output_expires_after`, else the configured default); null: kept. Absent
+   * in records made before it existed: kept.
+   */
+  outputExpiresAfterS?: number | null
 }
 
 export interface BatchRecord extends BatchObject {
@@ -217,6 +236,68 @@ export async function listBatches(
     (b): b is BatchRecord => b !== null,
   )
   return { data, hasMore: start + limit < ids.length }
+}
+
+/** When the batch ended (Unix seconds), or null while it runs. */
+export function batchEndedAt(b: BatchObject): number | null {
+  if (!isTerminalBatch(b.status)) return null
+  const at = [b.completed_at, b.failed_at, b.expired_at, b.cancelled_at].filter(
+    (t): t is number => t !== null,
+  )
+  return at.length ? Math.max(...at) : b.created_at
+}
+
+/** How long a finished batch's data is kept before the sweep deletes it: a late finalizer or chunk still finds it. */
+export const BATCH_DATA_GRACE_MS = 3600_000
+
+export interface SweptBatchData {
+  /** `<tenant>/<batch id>` of each batch whose data was deleted (all of it, or up to the limit). */
+  batches: string[]
+  /** Objects deleted. */
+  objects: number
+  /** True when the sweep stopped at its limit with more to delete. */
+  more: boolean
+}
+
+/**
+ * Retention: deletes the chunks and results of every batch that ended at
+ * least `graceMs` before `now` (epoch ms), or whose record is gone. At most
+ * `limit` objects per call (default 10 000); the next call goes on.
+ */
+export async function sweepBatchData(
+  store: ObjectStore,
+  o: { now?: number; graceMs?: number; limit?: number } = {},
+): Promise<SweptBatchData> {
+  const now = o.now ?? Date.now()
+  const grace = o.graceMs ?? BATCH_DATA_GRACE_MS
+  const limit = o.limit ?? 10_000
+  const out: SweptBatchData = { batches: [], objects: 0, more: false }
+  // Keys sort by batch, so one batch's keys come together: its record is read once.
+  let current: { prefix: string; name: string; remove: boolean } | undefined
+  for await (const key of listAll(store, 'batch-data/')) {
+    const [, tenantPart, id] = key.split('/')
+    if (tenantPart === undefined || id === undefined) continue
+    const prefix = `batch-data/${tenantPart}/${id}/`
+    if (current?.prefix !== prefix) {
+      const tenant = decodeSegment(tenantPart)
+      const b = BATCH_ID_PATTERN.test(id) ? await getBatch(store, tenant, id) : null
+      const ended = b ? batchEndedAt(b) : null
+      current = {
+        prefix,
+        name: `${tenant}/${id}`,
+        remove: !b || (ended !== null && ended * 1000 + grace <= now),
+      }
+    }
+    if (!current.remove) continue
+    if (out.objects >= limit) {
+      out.more = true
+      break
+    }
+    await store.delete(key)
+    out.objects++
+    if (out.batches.at(-1) !== current.name) out.batches.push(current.name)
+  }
+  return out
 }
 
 /** "24h" (OpenAI's only window) or, as an extension, a shorter one: "90s", "30m", "2h". Seconds, or null. */

@@ -5,15 +5,25 @@
  *
  *   files/<tenant>/<id>            the bytes, as uploaded
  *   file-meta/<tenant>/<id>.json   the file object (OpenAI's shape, below)
+ *   file-expiry/<expires ms>~<tenant>~<id>   an empty entry per expiring file (retention)
  *
  * `<tenant>` is percent-encoded (object-records.ts `encodeSegment`). The bytes
  * are written before the record, so a listed file always has its content;
  * another tenant's id has no record under its prefix and reads as missing.
  *
+ * Expiry lives in the record (`expires_at`, as OpenAI shows it), so every
+ * store honours it alike, with no object tags. A file past its `expires_at`
+ * reads as missing at once (every read below takes `now`); the retention sweep
+ * (`sweepExpiredFiles`, run by core/retention.ts) deletes its bytes and
+ * record later. The expiry entries list oldest first, so a sweep reads only
+ * the entries that are due. An entry is written before the bytes and the
+ * record: a crash in between leaves an entry the sweep drops (and the bytes
+ * with it), never an expiring file without one.
+ *
  *   const f = await getFileObject(store, tenant, 'file-…')   // null: no such file for this tenant
  *   const text = await readFileText(store, tenant, 'file-…') // the content as UTF-8
  */
-import { encodeSegment, getJson, listAll } from '../adapters/object-records.js'
+import { decodeSegment, encodeSegment, getJson, listAll, padTime } from '../adapters/object-records.js'
 import { newId } from '../ids.js'
 import type { ObjectStore } from '../ports/object-store.js'
 
@@ -45,6 +55,17 @@ export const FILE_ID_PATTERN = /^file-[a-z0-9]{1,64}$/
 export const fileContentKey = (tenant: string, id: string) => `files/${encodeSegment(tenant)}/${id}`
 const metaPrefix = (tenant: string) => `file-meta/${encodeSegment(tenant)}/`
 export const fileMetaKey = (tenant: string, id: string) => `${metaPrefix(tenant)}${id}.json`
+const EXPIRY_PREFIX = 'file-expiry/'
+const expiryKey = (tenant: string, id: string, expiresAt: number) =>
+  `${EXPIRY_PREFIX}${padTime(expiresAt * 1000)}~${encodeSegment(tenant)}~${id}`
+
+/** OpenAI's bounds of `expires_after.seconds` (POST /v1/files): one hour to 30 days. */
+export const MIN_EXPIRES_AFTER_S = 3600
+export const MAX_EXPIRES_AFTER_S = 30 * 86400
+
+/** Whether the file is past its `expires_at` at `now` (epoch ms). */
+export const isFileExpired = (f: Pick<FileObject, 'expires_at'>, now = Date.now()) =>
+  f.expires_at !== null && f.expires_at * 1000 <= now
 
 export interface NewFile {
   filename: string
@@ -53,13 +74,29 @@ export interface NewFile {
   /** A chosen id (e.g. a batch's output file); default a new one. */
   id?: string
   contentType?: string
+  /** Seconds from creation to expiry (`expires_at`); null or absent: the file never expires. */
+  expiresAfterS?: number | null
 }
 
-/** Stores the bytes, then the record; returns the record. Overwrites a file of the same id. */
-export async function createFile(store: ObjectStore, tenant: string, f: NewFile): Promise<FileObject> {
+/**
+ * Stores the expiry entry (when the file expires), the bytes, then the record;
+ * returns the record. Overwrites a file of the same id. `now`: epoch ms.
+ */
+export async function createFile(
+  store: ObjectStore,
+  tenant: string,
+  f: NewFile,
+  now = Date.now(),
+): Promise<FileObject> {
   const id = f.id ?? newFileId()
   if (!FILE_ID_PATTERN.test(id)) throw new Error(`createFile: bad file id '${id}'`)
+  const after = f.expiresAfterS ?? null
+  if (after !== null && !(Number.isInteger(after) && after > 0))
+    throw new Error(`createFile: expiresAfterS must be a positive integer, got ${after}`)
   const bytes = typeof f.content === 'string' ? new TextEncoder().encode(f.content) : f.content
+  const createdAt = Math.floor(now / 1000)
+  const expiresAt = after === null ? null : createdAt + after
+  if (expiresAt !== null) await store.put(expiryKey(tenant, id, expiresAt), '')
   await store.put(fileContentKey(tenant, id), bytes, {
     contentType: f.contentType ?? 'application/jsonl',
   })
@@ -67,19 +104,19 @@ export async function createFile(store: ObjectStore, tenant: string, f: NewFile)
     id,
     object: 'file',
     bytes: bytes.byteLength,
-    created_at: Math.floor(Date.now() / 1000),
+    created_at: createdAt,
     filename: f.filename,
     purpose: f.purpose,
     status: 'processed',
     status_details: null,
-    expires_at: null,
+    expires_at: expiresAt,
   }
   await store.put(fileMetaKey(tenant, id), JSON.stringify(record), { contentType: 'application/json' })
   return record
 }
 
-/** The file object, or null when the tenant has no such file. */
-export async function getFileObject(
+/** The stored record, expired or not (null when there is none): for telling "expired" from "missing". */
+export async function getFileRecord(
   store: ObjectStore,
   tenant: string,
   id: string,
@@ -88,9 +125,25 @@ export async function getFileObject(
   return getJson<FileObject>(store, fileMetaKey(tenant, id))
 }
 
-/** The file's bytes, or null when the tenant has no such file. */
-export async function readFile(store: ObjectStore, tenant: string, id: string): Promise<Uint8Array | null> {
-  if (!(await getFileObject(store, tenant, id))) return null
+/** The file object, or null when the tenant has no such file or it has expired at `now` (epoch ms). */
+export async function getFileObject(
+  store: ObjectStore,
+  tenant: string,
+  id: string,
+  now = Date.now(),
+): Promise<FileObject | null> {
+  const f = await getFileRecord(store, tenant, id)
+  return f && !isFileExpired(f, now) ? f : null
+}
+
+/** The file's bytes, or null when the tenant has no such file (or it has expired). */
+export async function readFile(
+  store: ObjectStore,
+  tenant: string,
+  id: string,
+  now = Date.now(),
+): Promise<Uint8Array | null> {
+  if (!(await getFileObject(store, tenant, id, now))) return null
   return store.get(fileContentKey(tenant, id))
 }
 
@@ -99,27 +152,87 @@ export async function readFileStream(
   store: ObjectStore,
   tenant: string,
   id: string,
+  now = Date.now(),
 ): Promise<ReadableStream<Uint8Array> | null> {
-  if (!(await getFileObject(store, tenant, id))) return null
+  if (!(await getFileObject(store, tenant, id, now))) return null
   return store.getStream(fileContentKey(tenant, id))
 }
 
 /** The file's content as UTF-8 text, or null. */
-export async function readFileText(store: ObjectStore, tenant: string, id: string): Promise<string | null> {
-  const bytes = await readFile(store, tenant, id)
+export async function readFileText(
+  store: ObjectStore,
+  tenant: string,
+  id: string,
+  now = Date.now(),
+): Promise<string | null> {
+  const bytes = await readFile(store, tenant, id, now)
   return bytes ? new TextDecoder().decode(bytes) : null
 }
 
-/** Deletes record then bytes. Returns false when there was no such file. */
-export async function deleteFile(store: ObjectStore, tenant: string, id: string): Promise<boolean> {
-  if (!(await getFileObject(store, tenant, id))) return false
+/** Deletes record then bytes. Returns false when there was no such file (or it has expired: the sweep takes it). */
+export async function deleteFile(
+  store: ObjectStore,
+  tenant: string,
+  id: string,
+  now = Date.now(),
+): Promise<boolean> {
+  const f = await getFileObject(store, tenant, id, now)
+  if (!f) return false
   await store.delete(fileMetaKey(tenant, id))
   await store.delete(fileContentKey(tenant, id))
+  if (f.expires_at !== null) await store.delete(expiryKey(tenant, id, f.expires_at))
   return true
+}
+
+export interface SweptFiles {
+  /** `<tenant>/<id>` of each file deleted. */
+  deleted: string[]
+  /** True when the sweep stopped at its limit with more due. */
+  more: boolean
+}
+
+/**
+ * Retention: deletes the files whose `expires_at` is at or before `now`
+ * (epoch ms) — bytes, then record, then the expiry entry, so a crash leaves
+ * an expired record (invisible to reads) that the next sweep finishes — and
+ * drops stale entries (a file deleted or rewritten since). At most `limit`
+ * files per call (default 1000).
+ */
+export async function sweepExpiredFiles(
+  store: ObjectStore,
+  o: { now?: number; limit?: number } = {},
+): Promise<SweptFiles> {
+  const now = o.now ?? Date.now()
+  const limit = o.limit ?? 1000
+  const out: SweptFiles = { deleted: [], more: false }
+  for await (const key of listAll(store, EXPIRY_PREFIX)) {
+    const [time, tenantPart, id] = key.slice(EXPIRY_PREFIX.length).split('~')
+    if (tenantPart === undefined || id === undefined) {
+      await store.delete(key) // not an entry this module writes
+      continue
+    }
+    if (Number(time) > now) break // oldest first: nothing further is due
+    if (out.deleted.length >= limit) {
+      out.more = true
+      break
+    }
+    const tenant = decodeSegment(tenantPart)
+    const f = await getFileRecord(store, tenant, id)
+    // The record's own expiry decides: no record (deleted, or a crash before it was written) or expired → delete.
+    if (!f || (isFileExpired(f, now) && padTime(f.expires_at! * 1000) === time)) {
+      await store.delete(fileContentKey(tenant, id))
+      await store.delete(fileMetaKey(tenant, id))
+      if (f) out.deleted.push(`${tenant}/${id}`)
+    }
+    await store.delete(key)
+  }
+  return out
 }
 
 export interface ListFilesOptions {
   purpose?: FilePurpose
+  /** Epoch ms: files expired by then are left out. Default Date.now(). */
+  now?: number
   /** Cursor: the last id of the previous page. */
   after?: string
   /** Default 20. */
@@ -140,6 +253,7 @@ export async function listFiles(
   o: ListFilesOptions = {},
 ): Promise<{ data: FileObject[]; hasMore: boolean }> {
   const limit = o.limit ?? 20
+  const now = o.now ?? Date.now()
   const prefix = metaPrefix(tenant)
   const ids: string[] = []
   for await (const key of listAll(store, prefix)) {
@@ -162,7 +276,7 @@ export async function listFiles(
   let hasMore = false
   for (let i = start; i < ids.length; i++) {
     const f = await getJson<FileObject>(store, fileMetaKey(tenant, ids[i]))
-    if (!f || (o.purpose && f.purpose !== o.purpose)) continue
+    if (!f || (o.purpose && f.purpose !== o.purpose) || isFileExpired(f, now)) continue
     if (data.length === limit) {
       hasMore = true
       break

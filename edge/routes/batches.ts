@@ -8,6 +8,11 @@
  * `batch_chunk` jobs, and the last chunk to finish writes the output and error
  * files. Extension: `webhook`, a URL told once the batch ends (its body is the
  * batch object). Tenant-scoped: another tenant's id is a 404.
+ *
+ * The output and error files expire `output_expires_after.seconds` after they
+ * are written (OpenAI's parameter, 3600 to 2592000), else after
+ * PGPT_BATCH_FILE_RETENTION_DAYS. An input file that has expired is refused
+ * with a 400 that says so.
  */
 import { createRoute, z } from '@hono/zod-openapi'
 import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
@@ -26,7 +31,13 @@ import {
   putNewBatch,
   updateBatch,
 } from '../../core/records/batches.js'
-import { getFileObject } from '../../core/records/files.js'
+import {
+  getFileRecord,
+  isFileExpired,
+  MAX_EXPIRES_AFTER_S,
+  MIN_EXPIRES_AFTER_S,
+} from '../../core/records/files.js'
+import { defaultFileExpiresAfterS } from '../../core/retention.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
 import { requireScope } from '../middleware/auth/index.js'
 import { cursorQuery, pageOk } from './pages.js'
@@ -49,6 +60,16 @@ const createBody = z
       .max(2048)
       .optional()
       .openapi({ description: 'Extension: a URL notified once the batch ends, with the batch object.' }),
+    output_expires_after: z
+      .object({
+        anchor: z.literal('created_at'),
+        seconds: z.number().int().min(MIN_EXPIRES_AFTER_S).max(MAX_EXPIRES_AFTER_S),
+      })
+      .optional()
+      .openapi({
+        description:
+          'When the output and error files expire: `seconds` (3600 to 2592000) after they are created. Default: PGPT_BATCH_FILE_RETENTION_DAYS (30 days).',
+      }),
   })
   .openapi('CreateBatchRequest')
 type CreateBody = z.infer<typeof createBody>
@@ -171,8 +192,14 @@ export function registerBatches(app: EdgeApp, { deps }: RouteContext) {
           'completion_window',
           'invalid_value',
         )
-      const file = await getFileObject(deps.store, key.tenant, b.input_file_id)
+      const file = await getFileRecord(deps.store, key.tenant, b.input_file_id)
       if (!file) throw notFound('file', b.input_file_id, 'input_file_id')
+      if (isFileExpired(file, (deps.clock ?? Date.now)()))
+        throw badRequest(
+          `The input file '${file.id}' expired at ${new Date(file.expires_at! * 1000).toISOString()}; upload it again.`,
+          'input_file_id',
+          'invalid_input_file',
+        )
       if (file.purpose !== 'batch')
         throw badRequest(
           `The input file must have purpose 'batch' (it has '${file.purpose}').`,
@@ -216,6 +243,8 @@ export function registerBatches(app: EdgeApp, { deps }: RouteContext) {
           chunks: null,
           done: {},
           invalid: 0,
+          outputExpiresAfterS:
+            b.output_expires_after?.seconds ?? defaultFileExpiresAfterS(deps.config, 'batch_output'),
         },
       }
       await putNewBatch(deps.store, record)

@@ -180,4 +180,77 @@ describe('Files API', () => {
     const huge = `${Array.from({ length: 1500 }, (_, i) => chatLine(i)).join('\n')}\n`
     expect((await upload(t.keys.admin, form(huge, 'batch', 'huge.jsonl'))).status).toBe(413)
   })
+
+  it('writes expires_after as expires_at (form fields or JSON), and an expired file is a 404 at once', async () => {
+    let now = Date.UTC(2026, 0, 1)
+    t = await makeTestEdge({ worker: false, deps: { clock: () => now } })
+    const withExpiry = (fields: Record<string, string>, purpose = 'batch') => {
+      const f = form(chatLine(1), purpose)
+      for (const [k, v] of Object.entries(fields)) f.set(k, v)
+      return f
+    }
+    const created = Math.floor(now / 1000)
+    const bracket = await upload(
+      t.keys.admin,
+      withExpiry({ 'expires_after[anchor]': 'created_at', 'expires_after[seconds]': '3600' }),
+    )
+    expect(bracket.status).toBe(200)
+    const a = (await bracket.json()) as { id: string; created_at: number; expires_at: number }
+    expect(a).toMatchObject({ created_at: created, expires_at: created + 3600 })
+    const asJson = await upload(
+      t.keys.admin,
+      withExpiry({ expires_after: JSON.stringify({ anchor: 'created_at', seconds: 7200 }) }),
+    )
+    const b = (await asJson.json()) as { id: string; expires_at: number }
+    expect(b.expires_at).toBe(created + 7200)
+
+    const bad: Array<Record<string, string>> = [
+      { 'expires_after[anchor]': 'created_at', 'expires_after[seconds]': '3599' },
+      { 'expires_after[anchor]': 'created_at', 'expires_after[seconds]': '2592001' },
+      { 'expires_after[anchor]': 'created_at', 'expires_after[seconds]': '3600.5' },
+      { 'expires_after[anchor]': 'last_active_at', 'expires_after[seconds]': '3600' },
+      { 'expires_after[seconds]': '3600' },
+      { expires_after: 'soon' },
+    ]
+    for (const fields of bad) {
+      const res = await upload(t.keys.admin, withExpiry(fields))
+      expect(res.status, JSON.stringify(fields)).toBe(400)
+      const err = ((await res.json()) as { error: { param: string; code: string; message: string } }).error
+      expect(err).toMatchObject({ param: 'expires_after', code: 'invalid_value' })
+      expect(err.message).toMatch(/3600.*2592000/)
+    }
+
+    now += 3600_000 // the first file's hour is up
+    expect((await get(`/v1/files/${a.id}`, t.keys.admin)).status).toBe(404)
+    expect((await get(`/v1/files/${a.id}/content`, t.keys.admin)).status).toBe(404)
+    expect((await get(`/v1/files/${a.id}`, t.keys.admin, { method: 'DELETE' })).status).toBe(404)
+    const listed = (await (await get('/v1/files', t.keys.admin)).json()) as { data: Array<{ id: string }> }
+    expect(listed.data.map((f) => f.id)).toEqual([b.id])
+    expect((await get(`/v1/files/${b.id}`, t.keys.admin)).status).toBe(200)
+    now += 3600_000
+    expect((await (await get('/v1/files', t.keys.admin)).json()) as { data: unknown[] }).toMatchObject({
+      data: [],
+    })
+  })
+
+  it('without expires_after, the purpose’s configured retention applies', async () => {
+    t = await makeTestEdge({ worker: false })
+    const expiry = async (purpose: string, text: string) =>
+      (await (await upload(t.keys.admin, form(text, purpose))).json()) as {
+        created_at: number
+        expires_at: number | null
+      }
+    const ft = '{"prompt":"a","completion":"b"}\n'
+    const batch = await expiry('batch', chatLine(1))
+    expect(batch.expires_at).toBe(batch.created_at + 30 * 86_400)
+    expect((await expiry('fine-tune', ft)).expires_at).toBeNull()
+    await t.close()
+    t = await makeTestEdge({
+      worker: false,
+      env: { PGPT_BATCH_FILE_RETENTION_DAYS: '0', PGPT_FINE_TUNE_FILE_RETENTION_DAYS: '2' },
+    })
+    expect((await expiry('batch', chatLine(1))).expires_at).toBeNull()
+    const tuned = await expiry('fine-tune', ft)
+    expect(tuned.expires_at).toBe(tuned.created_at + 2 * 86_400)
+  })
 })

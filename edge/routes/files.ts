@@ -11,7 +11,15 @@
  * (`maxFileBytes`, default PGPT_MAX_FILE_BYTES when the config has it, else
  * 100 MiB; beyond it a 413) — but the app-wide PGPT_MAX_BODY_BYTES limit runs
  * first for every route, so uploads above that are refused until app.ts
- * exempts this route from it. Storage: files-store.ts.
+ * exempts this route from it. Storage: core/records/files.ts.
+ *
+ * Expiry (OpenAI's `expires_after`, multipart fields `expires_after[anchor]`
+ * = `created_at` and `expires_after[seconds]` from 3600 to 2592000, as the
+ * SDKs send it; a JSON object in `expires_after` works too): `expires_at` is
+ * `created_at` + seconds. Without it the purpose's default applies
+ * (PGPT_BATCH_FILE_RETENTION_DAYS, PGPT_FINE_TUNE_FILE_RETENTION_DAYS;
+ * core/retention.ts). An expired file is gone from every route at once (404,
+ * left out of lists); the retention sweep deletes it later.
  */
 import { createRoute, z } from '@hono/zod-openapi'
 import { bodyLimit } from 'hono/body-limit'
@@ -27,10 +35,13 @@ import {
   type FileObject,
   getFileObject,
   listFiles,
+  MAX_EXPIRES_AFTER_S,
+  MIN_EXPIRES_AFTER_S,
   readFileStream,
   UPLOAD_PURPOSES,
 } from '../../core/records/files.js'
 import { FINE_TUNE_KIND, type FineTuneInput } from '../../core/records/fine-tunes.js'
+import { defaultFileExpiresAfterS } from '../../core/retention.js'
 import type { EdgeDeps } from '../deps.js'
 import { cursorQuery, pageOk } from './pages.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
@@ -79,6 +90,16 @@ const upload = createRoute({
               .custom<File>((v) => v instanceof File, 'a file is required')
               .openapi({ type: 'string', format: 'binary' }),
             purpose: z.enum(UPLOAD_PURPOSES),
+            'expires_after[anchor]': z
+              .string()
+              .optional()
+              .openapi({ description: 'Expiry anchor: `created_at` (the only one, as OpenAI).' }),
+            'expires_after[seconds]': z
+              .string()
+              .optional()
+              .openapi({
+                description: `Seconds after the anchor the file expires, ${MIN_EXPIRES_AFTER_S} to ${MAX_EXPIRES_AFTER_S}. Default: the purpose's retention (batch: 30 days; fine-tune: never).`,
+              }),
           }),
         },
       },
@@ -86,7 +107,7 @@ const upload = createRoute({
   },
   responses: {
     200: { description: 'The file.', content: fileJson },
-    400: errorResponseOf('Invalid file (the message names the line) or purpose.'),
+    400: errorResponseOf('Invalid file (the message names the line), purpose or expires_after.'),
     ...authErrors,
     413: errorResponseOf('The file is too large.'),
   },
@@ -179,7 +200,41 @@ async function fileUser(deps: EdgeDeps, tenant: string, id: string): Promise<str
 
 const SCOPE_OF = { batch: 'batch', 'fine-tune': 'fine-tune' } as const
 
+const expiresAfterSchema = z.object({
+  anchor: z.literal('created_at'),
+  seconds: z.coerce.number().int().min(MIN_EXPIRES_AFTER_S).max(MAX_EXPIRES_AFTER_S),
+})
+
+/**
+ * The upload's `expires_after` in seconds, or undefined when it has none.
+ * The SDKs send an object field of a multipart form as `expires_after[anchor]`
+ * and `expires_after[seconds]`; a JSON object in `expires_after` is accepted too.
+ */
+function expiresAfterOf(form: Record<string, unknown>): number | undefined {
+  const anchor = form['expires_after[anchor]']
+  const seconds = form['expires_after[seconds]']
+  let given: unknown
+  if (anchor !== undefined || seconds !== undefined) given = { anchor, seconds }
+  else if (typeof form.expires_after === 'string') {
+    try {
+      given = JSON.parse(form.expires_after)
+    } catch {
+      given = form.expires_after
+    }
+  } else if (form.expires_after !== undefined) given = form.expires_after
+  else return undefined
+  const r = expiresAfterSchema.safeParse(given)
+  if (!r.success)
+    throw badRequest(
+      `expires_after must be {"anchor": "created_at", "seconds": n} with n an integer from ${MIN_EXPIRES_AFTER_S} (one hour) to ${MAX_EXPIRES_AFTER_S} (30 days).`,
+      'expires_after',
+      'invalid_value',
+    )
+  return r.data.seconds
+}
+
 export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOptions = {}) {
+  const clock = deps.clock ?? Date.now
   const maxBytes = o.maxFileBytes ?? deps.config.PGPT_MAX_FILE_BYTES ?? DEFAULT_MAX_FILE_BYTES
   if (!(maxBytes >= 1)) throw new Error('registerFiles: maxFileBytes must be >= 1')
   const tooBig = () => {
@@ -206,6 +261,7 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
       const file = form.file
       if (!(file instanceof File))
         throw badRequest('The `file` field is required.', 'file', 'missing_required_parameter')
+      const expiresAfter = expiresAfterOf(form)
       if (file.size > maxBytes) tooBig()
       const bytes = new Uint8Array(await file.arrayBuffer())
       let text: string
@@ -217,12 +273,21 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
       const { problems } = validateJsonl(p, text)
       if (problems.length)
         throw badRequest(`Invalid ${p} file: ${describeProblems(problems)}`, 'file', 'invalid_file')
-      const record = await createFile(deps.store, key.tenant, {
-        filename: file.name || 'upload.jsonl',
-        purpose: p,
-        content: bytes,
-      })
-      c.get('log').info({ fileId: record.id, bytes: record.bytes, purpose: p }, 'file uploaded')
+      const record = await createFile(
+        deps.store,
+        key.tenant,
+        {
+          filename: file.name || 'upload.jsonl',
+          purpose: p,
+          content: bytes,
+          expiresAfterS: expiresAfter ?? defaultFileExpiresAfterS(deps.config, p),
+        },
+        clock(),
+      )
+      c.get('log').info(
+        { fileId: record.id, bytes: record.bytes, purpose: p, expiresAt: record.expires_at },
+        'file uploaded',
+      )
       return json(c, record)
     }),
   )
@@ -235,7 +300,7 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
         limit: number
         order: 'asc' | 'desc'
       }>(c, 'query')
-      const page = await listFiles(deps.store, c.get('key').tenant, q)
+      const page = await listFiles(deps.store, c.get('key').tenant, { ...q, now: clock() })
       return json(c, {
         object: 'list',
         data: page.data,
@@ -249,7 +314,7 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
     get,
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
-      const f = await getFileObject(deps.store, c.get('key').tenant, id)
+      const f = await getFileObject(deps.store, c.get('key').tenant, id, clock())
       if (!f) throw notFound('file', id, 'id')
       return json(c, f)
     }),
@@ -258,7 +323,7 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
     content,
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
-      const body = await readFileStream(deps.store, c.get('key').tenant, id)
+      const body = await readFileStream(deps.store, c.get('key').tenant, id, clock())
       if (!body) throw notFound('file', id, 'id')
       return c.body(body, 200, { 'content-type': 'application/octet-stream' })
     }),
@@ -268,7 +333,7 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
       const tenant = c.get('key').tenant
-      if (!(await getFileObject(deps.store, tenant, id))) throw notFound('file', id, 'id')
+      if (!(await getFileObject(deps.store, tenant, id, clock()))) throw notFound('file', id, 'id')
       const user = await fileUser(deps, tenant, id)
       if (user)
         throw new ApiError(
@@ -276,7 +341,7 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
           `The file '${id}' is in use by ${user}; cancel it or wait for it to finish, then delete the file.`,
           { param: 'file_id', code: 'file_in_use' },
         )
-      if (!(await deleteFile(deps.store, tenant, id))) throw notFound('file', id, 'id')
+      if (!(await deleteFile(deps.store, tenant, id, clock()))) throw notFound('file', id, 'id')
       return json(c, { id, object: 'file', deleted: true })
     }),
   )

@@ -289,6 +289,63 @@ export function testJobStore({ name, make }: JobStoreContractOptions) {
       expect(viaForeign.data.every((j) => j.tenant === 'tenant_a')).toBe(true)
     })
 
+    it('purgeFinished deletes finished jobs ended before the cutoff, oldest first, and nothing else', async () => {
+      const made = await setup()
+      const { store } = made
+      const queued = await store.create(job())
+      const running = await store.create(job())
+      await store.transition(running.id, 'running')
+      const finish = async (over: Partial<NewJob>, to: 'succeeded' | 'failed' | 'canceled') => {
+        const rec = await store.create(job(over))
+        if (to === 'canceled') return (await store.requestCancel(rec.tenant, rec.id))!
+        await store.transition(rec.id, 'running')
+        return store.transition(
+          rec.id,
+          to,
+          to === 'failed' ? { error: { message: 'x', code: 'x' } } : { output: 'ok' },
+        )
+      }
+      const first = await finish({}, 'succeeded')
+      await sleep(3)
+      const second = await finish({ tenant: 'tenant_b' }, 'failed')
+      await sleep(3)
+      const third = await finish({}, 'canceled')
+      const kept = await finish({ kind: 'fine_tune' }, 'succeeded')
+      await sleep(3)
+      const cutoff = Date.now()
+      await sleep(3)
+      const later = await finish({}, 'succeeded')
+
+      // Before any of them ended: nothing goes.
+      expect(await store.purgeFinished({ finishedBefore: first.finishedAt! })).toEqual([])
+      // A limit takes the oldest first.
+      expect(
+        await store.purgeFinished({ finishedBefore: cutoff, keepKinds: ['fine_tune'], limit: 1 }),
+      ).toEqual([first.id])
+      expect(await store.getById(first.id)).toBeNull()
+      const rest = await store.purgeFinished({ finishedBefore: cutoff, keepKinds: ['fine_tune'] })
+      expect(rest.sort()).toEqual([second.id, third.id].sort())
+      for (const id of [first.id, second.id, third.id]) expect(await store.getById(id)).toBeNull()
+      // Another client sees them gone; the listing skips them.
+      const other = await connect(made)
+      expect(await other.get('tenant_b', second.id)).toBeNull()
+      const listed = (await store.list('tenant_a', { limit: 100 })).data.map((j) => j.id)
+      expect(listed.sort()).toEqual([queued.id, running.id, kept.id, later.id].sort())
+      expect((await store.list('tenant_b')).data).toEqual([])
+      // Unfinished jobs, kept kinds and jobs ended after the cutoff stay; a second purge finds nothing.
+      expect(await store.purgeFinished({ finishedBefore: cutoff, keepKinds: ['fine_tune'] })).toEqual([])
+      expect((await store.getById(queued.id))?.state).toBe('queued')
+      expect((await store.getById(running.id))?.state).toBe('running')
+      expect((await store.getById(kept.id))?.state).toBe('succeeded')
+      expect((await store.getById(later.id))?.state).toBe('succeeded')
+      // Without keepKinds the fine-tune goes too; far in the future, every finished job goes.
+      expect((await store.purgeFinished({ finishedBefore: Date.now() + 60_000 })).sort()).toEqual(
+        [kept.id, later.id].sort(),
+      )
+      expect((await store.getById(queued.id))?.state).toBe('queued')
+      expect((await store.getById(running.id))?.state).toBe('running')
+    })
+
     it('a second client sees the same records', async () => {
       const made = await setup()
       const other = await connect(made)

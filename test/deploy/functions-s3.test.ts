@@ -3,11 +3,15 @@
  * and functions/cleanup.ts, configured only by environment variables
  * (PGPT_STORE=s3, PGPT_RECORDS=object), against s3rver behind the
  * conditional-write shim of test/servers/s3-server.ts (the job records need
- * If-Match). S3's listing carries no metadata, so cleanup's HEAD path runs here.
+ * If-Match). The cleanup sweeps what the edge and the workers wrote to the
+ * bucket: expired files, an ended batch's data and old finished jobs.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { MemoryObjectStore } from '../../core/adapters/memory-object-store.js'
 import { ObjectJobStore } from '../../core/adapters/object-job-store.js'
 import type { S3ObjectStore } from '../../core/adapters/s3-store.js'
+import { type BatchRecord, chunkKey, newBatchId, putChunk, putNewBatch } from '../../core/records/batches.js'
+import { createFile, fileContentKey, fileMetaKey, getFileObject } from '../../core/records/files.js'
 import { handler as cleanup } from '../../functions/cleanup.js'
 import { handler as deadLetter } from '../../functions/dead-letter.js'
 import { type S3Server, s3StoreOf, startS3Server } from '../servers/s3-server.js'
@@ -61,17 +65,94 @@ describe('Lambda entries over S3', () => {
     })
   })
 
-  it('cleanup handler deletes expired objects, reading expiry by HEAD', async () => {
-    const past = String(Date.now() - 1000)
-    const future = String(Date.now() + 3_600_000)
-    await store.put('files/file_expired', 'x', { metadata: { 'expires-at': past } })
-    await store.put('files/file_kept', 'x', { metadata: { 'expires-at': future } })
-    await store.put('results/job_x/out.jsonl', 'x', { metadata: { 'expires-at': past } })
-    const listed = await store.list('files/')
-    expect(listed.objects[0].metadata).toBeUndefined() // what makes the HEAD necessary
+  it('cleanup handler deletes expired files, an ended batch’s data and old finished jobs from the bucket', async () => {
+    const HOUR = 3600_000
+    const now = Date.now()
+    // Files as the edge writes them: one whose hour is up, one with a day to go, one with no expiry.
+    const expired = await createFile(
+      store,
+      'acme',
+      { filename: 'old.jsonl', purpose: 'batch', content: 'x\n', expiresAfterS: 3600 },
+      now - HOUR - 1000,
+    )
+    const kept = await createFile(store, 'acme', {
+      filename: 'new.jsonl',
+      purpose: 'batch',
+      content: 'y\n',
+      expiresAfterS: 86_400,
+    })
+    const forever = await createFile(store, 'acme', {
+      filename: 'ft.jsonl',
+      purpose: 'fine-tune',
+      content: 'z\n',
+    })
+    // A batch that ended two hours ago, its chunk still in the bucket; and a running one.
+    const ended = batchRecord('completed', Math.floor((now - 2 * HOUR) / 1000))
+    const running = batchRecord('in_progress', null)
+    for (const b of [ended, running]) {
+      await putNewBatch(store, b)
+      await putChunk(store, 'acme', b.id, 0, [])
+    }
+    // A job that finished 40 days ago (PGPT_JOB_RETENTION_DAYS defaults to 30), and one that just did.
+    // (The old one is written by the same adapter with its clock 40 days back, over memory, then copied
+    // into the bucket: S3 refuses requests signed 40 days ago.)
+    const then = new MemoryObjectStore()
+    vi.useFakeTimers({ toFake: ['Date'], now: now - 40 * 24 * HOUR })
+    const past = new ObjectJobStore({ store: then })
+    const old = await past.create({ tenant: 'acme', kind: 'generation', input: {} })
+    await past.transition(old.id, 'running')
+    await past.transition(old.id, 'succeeded', { output: 'done' })
+    vi.useRealTimers()
+    for (const o of (await then.list('')).objects) await store.put(o.key, (await then.get(o.key))!)
+    const jobs = new ObjectJobStore({ store })
+    expect((await jobs.list('acme')).data.map((j) => j.id)).toContain(old.id)
+    const recent = await jobs.create({ tenant: 'acme', kind: 'generation', input: {} })
+    await jobs.transition(recent.id, 'running')
+    await jobs.transition(recent.id, 'succeeded', { output: 'done' })
+
     const out = await cleanup()
-    expect(out.deleted.sort()).toEqual(['files/file_expired', 'results/job_x/out.jsonl'])
-    expect(await store.head('files/file_kept')).not.toBeNull()
-    expect(await store.head('files/file_expired')).toBeNull()
+    expect(out.files).toEqual([`acme/${expired.id}`])
+    expect(out.batches).toEqual([`acme/${ended.id}`])
+    expect(out.jobs).toEqual([old.id])
+    expect(out.truncated).toBe(false)
+    expect(await store.head(fileContentKey('acme', expired.id))).toBeNull()
+    expect(await store.head(fileMetaKey('acme', expired.id))).toBeNull()
+    expect(await getFileObject(store, 'acme', kept.id)).toEqual(kept)
+    expect(await getFileObject(store, 'acme', forever.id)).toEqual(forever)
+    expect(await store.head(chunkKey('acme', ended.id, 0))).toBeNull()
+    expect(await store.head(chunkKey('acme', running.id, 0))).not.toBeNull()
+    expect(await jobs.getById(old.id)).toBeNull()
+    expect((await jobs.getById(recent.id))?.state).toBe('succeeded')
+    // Nothing more is due: a second run deletes nothing.
+    expect(await cleanup()).toMatchObject({ files: [], batches: [], jobs: [] })
   })
 })
+
+function batchRecord(status: 'completed' | 'in_progress', completedAt: number | null): BatchRecord {
+  const id = newBatchId()
+  const created = Math.floor(Date.now() / 1000) - 3 * 3600
+  return {
+    id,
+    object: 'batch',
+    endpoint: '/v1/completions',
+    errors: null,
+    input_file_id: 'file-x',
+    completion_window: '24h',
+    status,
+    output_file_id: null,
+    error_file_id: null,
+    created_at: created,
+    in_progress_at: created,
+    expires_at: created + 86_400,
+    finalizing_at: null,
+    completed_at: completedAt,
+    failed_at: null,
+    expired_at: null,
+    cancelling_at: null,
+    cancelled_at: null,
+    request_counts: { total: 0, completed: 0, failed: 0 },
+    metadata: null,
+    webhook: null,
+    internal: { tenant: 'acme', jobId: id, requestId: null, apiKeyId: null, chunks: 1, done: {}, invalid: 0 },
+  }
+}

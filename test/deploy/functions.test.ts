@@ -2,8 +2,9 @@
  * The Lambda handlers of the AWS deploy, over the ObjectJobStore on a folder
  * (FsObjectStore; the same adapter runs over S3 in production):
  * functions/dead-letter.ts marks dead-lettered jobs failed and reports store
- * failures as batch item failures; functions/cleanup.ts deletes expired files
- * and results only.
+ * failures as batch item failures. (functions/cleanup.ts runs the retention
+ * sweep of core/retention.ts: core/retention.test.ts over each adapter, and
+ * functions-s3.test.ts as Lambda runs it.)
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -13,7 +14,6 @@ import { FsObjectStore } from '../../core/adapters/fs-store.js'
 import { ObjectJobStore } from '../../core/adapters/object-job-store.js'
 import { createLogger } from '../../core/logger.js'
 import type { JobStore } from '../../core/ports/job-store.js'
-import { cleanupExpired } from '../../functions/cleanup.js'
 import { createDeadLetterHandler, type SqsEventRecord } from '../../functions/dead-letter.js'
 
 const logger = createLogger({ service: 'test', level: 'silent' })
@@ -85,43 +85,5 @@ describe('functions/dead-letter', () => {
     expect((await real.getById(a.id))?.state).toBe('failed')
     expect((await real.getById(b.id))?.state).toBe('queued')
     expect(out.batchItemFailures).toEqual([{ itemIdentifier: 'm2' }, { itemIdentifier: 'm3' }])
-  })
-})
-
-describe('functions/cleanup', () => {
-  it('deletes expired files and results, keeps the rest', async () => {
-    const store = await folderStore()
-    const now = Date.UTC(2026, 5, 1)
-    const meta = (at: number) => ({ metadata: { 'expires-at': String(at) } })
-    await store.put('files/file_old', 'x', meta(now - 1))
-    await store.put('files/file_new', 'x', meta(now + 60_000))
-    await store.put('files/file_forever', 'x')
-    await store.put('results/job_1/output.jsonl', 'x', meta(now))
-    await store.put('results/job_2/output.jsonl', 'x', meta(now + 1))
-    await store.put('models/m/model.onnx', 'x', meta(now - 1)) // not a cleanup prefix
-    await store.put('files/file_bad', 'x', { metadata: { 'expires-at': 'soon' } })
-    const out = await cleanupExpired({ store, logger, now })
-    expect(out.deleted.sort()).toEqual(['files/file_old', 'results/job_1/output.jsonl'])
-    expect(out.truncated).toBe(false)
-    const left = [...(await store.list('files/')).objects, ...(await store.list('results/')).objects].map(
-      (o) => o.key,
-    )
-    expect(left.sort()).toEqual([
-      'files/file_bad',
-      'files/file_forever',
-      'files/file_new',
-      'results/job_2/output.jsonl',
-    ])
-    expect(await store.head('models/m/model.onnx')).not.toBeNull()
-  })
-
-  it('stops at maxObjects and says so', async () => {
-    const store = await folderStore()
-    for (let i = 0; i < 5; i++) await store.put(`files/f${i}`, 'x', { metadata: { 'expires-at': '1' } })
-    const first = await cleanupExpired({ store, logger, maxObjects: 3 })
-    expect(first).toMatchObject({ examined: 3, truncated: true })
-    expect(first.deleted).toHaveLength(3)
-    const second = await cleanupExpired({ store, logger, maxObjects: 3 })
-    expect(second).toMatchObject({ examined: 2, truncated: false })
   })
 })

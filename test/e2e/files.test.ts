@@ -3,8 +3,12 @@
  * @hono/node-server (local profile: folder store under PGPT_DATA_DIR): upload,
  * retrieve, list with a purpose filter, download, delete; a bad line is the
  * SDK's BadRequestError naming the line; another tenant's id is NotFoundError.
+ * Retention: an upload's `expires_after` shows as `expires_at`, the file is
+ * gone from every route once the edge's clock passes it, and the edge's own
+ * sweeper (PGPT_CLEANUP_INTERVAL_S) deletes it from the folder, and finished
+ * jobs from the SQLite records, past their retention.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import OpenAI, { toFile } from 'openai'
@@ -12,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
 import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
 import { parseConfig } from '../../core/config.js'
-import { fileContentKey } from '../../core/records/files.js'
+import { fileContentKey, fileMetaKey } from '../../core/records/files.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
 
@@ -20,13 +24,20 @@ let dir: string
 let edge: RunningEdge
 let acme: OpenAI
 let other: OpenAI
+/** Added to the edge's clock (ms): how far the retention test moves time on. */
+let offset = 0
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pgpt-files-'))
   edge = await startEdge({
-    config: parseConfig({ PGPT_DATA_DIR: dir, PGPT_LOG_LEVEL: 'silent', HOST: '127.0.0.1' }),
+    config: parseConfig({
+      PGPT_DATA_DIR: dir,
+      PGPT_LOG_LEVEL: 'silent',
+      HOST: '127.0.0.1',
+      PGPT_CLEANUP_INTERVAL_S: '1',
+    }),
     port: 0,
-    deps: { keys: new MemoryKeyStore(), usage: new MemoryUsageStore() },
+    deps: { keys: new MemoryKeyStore(), usage: new MemoryUsageStore(), clock: () => Date.now() + offset },
   })
   const client = async (tenant: string) =>
     new OpenAI({
@@ -114,4 +125,79 @@ describe('Files API with the openai client', () => {
     expect(err).toBeInstanceOf(OpenAI.BadRequestError)
     expect((err as InstanceType<typeof OpenAI.BadRequestError>).message).toMatch(/line 3: .*assistant/)
   })
+
+  // Last: it moves the edge's clock on, so every file here expires.
+  it('expires_after shows as expires_at; past it the file is gone at once, and the edge sweeps it from disk', async () => {
+    const text = `${chatExample(1)}\n`
+    const f = await acme.files.create({
+      file: await toFile(Buffer.from(text), 'short-lived.jsonl'),
+      purpose: 'fine-tune',
+      expires_after: { anchor: 'created_at', seconds: 3600 },
+    })
+    expect(f.expires_at).toBe(f.created_at + 3600)
+    expect((await acme.files.retrieve(f.id)).expires_at).toBe(f.created_at + 3600)
+    // Out of OpenAI's bounds: a 400 naming the parameter.
+    const bad = await acme.files
+      .create({
+        file: await toFile(Buffer.from(text), 'x.jsonl'),
+        purpose: 'fine-tune',
+        expires_after: { anchor: 'created_at', seconds: 60 },
+      })
+      .catch((e: unknown) => e)
+    expect(bad).toBeInstanceOf(OpenAI.BadRequestError)
+    expect((bad as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('expires_after')
+    // A batch upload without expires_after gets the configured default (30 days, as OpenAI).
+    const batchFile = await acme.files.create({
+      file: await toFile(
+        Buffer.from(
+          JSON.stringify({
+            custom_id: 'x',
+            method: 'POST',
+            url: '/v1/completions',
+            body: { model: 'm', prompt: 'p' },
+          }),
+        ),
+        'b.jsonl',
+      ),
+      purpose: 'batch',
+    })
+    expect(batchFile.expires_at).toBe(batchFile.created_at + 30 * 86_400)
+    // A finished job in the edge's SQLite records.
+    const job = await edge.deps.jobs.create({ tenant: 'acme', kind: 'generation', input: {} })
+    await edge.deps.jobs.transition(job.id, 'running')
+    await edge.deps.jobs.transition(job.id, 'succeeded', { output: 'done' })
+
+    const onDisk = (key: string) => existsSync(`${join(dir, 'store', ...key.split('/'))}~obj`)
+    expect(onDisk(fileContentKey('acme', f.id))).toBe(true) // the path is right: the file is there now
+    expect(onDisk(fileMetaKey('acme', f.id))).toBe(true)
+
+    // An hour on: gone from retrieve, content, delete and the listing at once.
+    offset = 3600_000
+    await expect(acme.files.retrieve(f.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError)
+    await expect(acme.files.content(f.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError)
+    await expect(acme.files.delete(f.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError)
+    const listed = []
+    for await (const x of acme.files.list()) listed.push(x.id)
+    expect(listed).toContain(batchFile.id)
+    expect(listed).not.toContain(f.id)
+
+    // The edge's sweeper (every second here) deletes the bytes and the record from the folder.
+    await waitFor(() => !onDisk(fileContentKey('acme', f.id)) && !onDisk(fileMetaKey('acme', f.id)))
+    expect(onDisk(fileContentKey('acme', batchFile.id))).toBe(true)
+    expect(await edge.deps.jobs.getById(job.id)).not.toBeNull() // within PGPT_JOB_RETENTION_DAYS
+
+    // 31 days on: the batch file (30 days) and the finished job (30 days' retention) go too.
+    offset = 31 * 86_400_000
+    await waitFor(
+      async () => !onDisk(fileContentKey('acme', batchFile.id)) && !(await edge.deps.jobs.getById(job.id)),
+    )
+  })
 })
+
+async function waitFor(done: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for the sweep')
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}

@@ -70,6 +70,8 @@ export async function finalizeBatch(
     }
     failed.push(JSON.stringify(line))
   }
+  // Set by the edge when the batch was made (output_expires_after, or the configured default).
+  const expiresAfterS = b.internal.outputExpiresAfterS ?? null
   const file = (id: string, name: string, rows: string[]) =>
     rows.length
       ? createFile(store, tenant, {
@@ -77,6 +79,7 @@ export async function finalizeBatch(
           filename: name,
           purpose: 'batch_output',
           content: `${rows.join('\n')}\n`,
+          expiresAfterS,
         })
       : Promise.resolve(null)
   const out = await file(outputFileId(batchId), `${batchId}_output.jsonl`, ok)

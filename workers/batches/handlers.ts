@@ -48,7 +48,7 @@ import {
   type StoredResult,
   updateBatch,
 } from '../../core/records/batches.js'
-import { readFileText } from '../../core/records/files.js'
+import { getFileRecord, readFileText } from '../../core/records/files.js'
 import type { ModelCatalog } from '../../core/records/model-catalog.js'
 import { PermanentError } from '../errors.js'
 import type { GenerationEngine } from '../generation/engine.js'
@@ -172,10 +172,16 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
     const tenant = b.internal.tenant
     const text = await readFileText(store, tenant, b.input_file_id)
     if (text === null) {
+      const f = await getFileRecord(store, tenant, b.input_file_id)
       await failBatch(
         tenant,
         b.id,
-        fileError('invalid_input_file', `The input file ${b.input_file_id} no longer exists.`),
+        fileError(
+          'invalid_input_file',
+          f?.expires_at
+            ? `The input file ${b.input_file_id} expired at ${new Date(f.expires_at * 1000).toISOString()}.`
+            : `The input file ${b.input_file_id} no longer exists.`,
+        ),
       )
       return null
     }
