@@ -117,6 +117,12 @@ export const configSchema = z.object({
    * conditional writes: S3, R2, MinIO, or the fs store).
    */
   PGPT_RECORDS: z.enum(['sqlite', 'object']).default('sqlite'),
+  /**
+   * Key from which each tenant's `whsec_` webhook secret is derived
+   * (core/webhook-secrets.ts): the workers sign with it, the edge shows the
+   * secret. Local profile: a key file in PGPT_DATA_DIR when unset.
+   */
+  PGPT_WEBHOOK_SIGNING_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
 })
 
 export type Config = z.infer<typeof configSchema>
@@ -155,8 +161,11 @@ export function parseConfig(env: ConfigSource, file: ConfigSource = {}): Config 
 /** Rules that span several variables. */
 function crossCheck(c: Config): void {
   const issues: Array<{ variable: string; message: string }> = []
+  // One rule for producers and consumers: every process that opens the queue knows its dead-letter queue.
   if (c.PGPT_QUEUE === 'sqs' && !c.PGPT_SQS_QUEUE_URL)
     issues.push({ variable: 'PGPT_SQS_QUEUE_URL', message: 'required when PGPT_QUEUE=sqs' })
+  if (c.PGPT_QUEUE === 'sqs' && !c.PGPT_SQS_DLQ_URL)
+    issues.push({ variable: 'PGPT_SQS_DLQ_URL', message: 'required when PGPT_QUEUE=sqs' })
   if (c.PGPT_STORE === 's3' && !c.PGPT_S3_BUCKET)
     issues.push({ variable: 'PGPT_S3_BUCKET', message: 'required when PGPT_STORE=s3' })
   if (c.PGPT_WEBHOOK_ALLOW_PRIVATE && c.PGPT_PROFILE !== 'local')

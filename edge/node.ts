@@ -12,14 +12,9 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { serve } from '@hono/node-server'
-import { openLocalQueue } from '../core/adapters/local-queue.js'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
 import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
-import { openConfiguredStore, openObjectRecordStores } from '../core/adapters/object-stores.js'
-import { SqliteJobStore } from '../core/adapters/sqlite-job-store.js'
-import { SqliteUsageStore } from '../core/adapters/sqlite-usage-store.js'
-import { createSqsQueue } from '../core/adapters/sqs-queue.js'
 import type { Config } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 import { createLogger } from '../core/logger.js'
@@ -27,11 +22,11 @@ import { createMetrics } from '../core/metrics.js'
 import { createModelCatalog } from '../core/records/model-catalog.js'
 import { retentionPolicy, type Sweeper, startSweeper } from '../core/retention.js'
 import { loadOrCreateSigningKey, tenantWebhookSecret } from '../core/webhook-secrets.js'
-import { parseWorkerSettings } from '../workers/settings.js'
+import { openWiring } from '../core/wiring.js'
+import { nodeBackends } from '../core/wiring-node.js'
 import { createApp } from './app.js'
 import type { EdgeDeps } from './deps.js'
 import { ensureKey } from './keys.js'
-import { localDatabase, openLocalKeyStore } from './local-key-store.js'
 
 export interface StartEdgeOptions {
   /** Default: loadConfig() (process.env and PGPT_CONFIG_FILE). */
@@ -54,45 +49,22 @@ export interface RunningEdge {
 }
 
 /**
- * Adapters as the config names them: PGPT_QUEUE (local SQLite | sqs),
- * PGPT_STORE (fs | s3), PGPT_RECORDS (sqlite: jobs, keys and usage in
- * <PGPT_DATA_DIR>/pgpt.db | object: over the object store, shared with
- * Lambda and Workers). Events: the in-process hub (workers in other
- * processes publish through POST /internal/events).
+ * Adapters as the config names them (core/wiring.ts with Node's backends):
+ * PGPT_QUEUE (local SQLite | sqs), PGPT_STORE (fs | s3), PGPT_RECORDS
+ * (sqlite: jobs, keys and usage in <PGPT_DATA_DIR>/pgpt.db | object: over
+ * the object store, shared with Lambda and Workers). Events: the in-process
+ * hub (workers in other processes publish through POST /internal/events).
  */
 export async function createLocalDeps(config: Config): Promise<EdgeDeps & { close(): Promise<void> }> {
   const logger = createLogger({ service: 'edge', level: config.PGPT_LOG_LEVEL })
-  const db = localDatabase(config.PGPT_DATA_DIR)
-  const queue =
-    config.PGPT_QUEUE === 'sqs'
-      ? createSqsQueue({
-          queueUrl: config.PGPT_SQS_QUEUE_URL!,
-          deadLetterQueueUrl: config.PGPT_SQS_DLQ_URL ?? config.PGPT_SQS_QUEUE_URL!,
-          region: config.AWS_REGION,
-          endpoint: config.PGPT_SQS_ENDPOINT,
-          visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
-          maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
-        }).queue
-      : openLocalQueue({
-          file: db,
-          name: 'generation',
-          visibilityTimeoutSeconds: config.PGPT_VISIBILITY_TIMEOUT_S,
-          maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
-        }).queue
-  const store = openConfiguredStore(config)
-  const records =
-    config.PGPT_RECORDS === 'object'
-      ? openObjectRecordStores(config, store)
-      : {
-          jobs: new SqliteJobStore({ file: db }),
-          keys: openLocalKeyStore(config.PGPT_DATA_DIR),
-          usage: new SqliteUsageStore({ file: db }),
-        }
+  const wiring = openWiring(config, nodeBackends(config))
+  const { store } = wiring
+  const records = wiring.records()
   const models = createModelCatalog(store, {
     onTokenizerError: (model, err) => logger.warn({ model, err }, 'tokenizer not loaded; estimating tokens'),
   })
   return {
-    queue,
+    queue: wiring.queue().queue,
     jobs: records.jobs,
     events: new MemoryEvents(),
     store,
@@ -105,15 +77,7 @@ export async function createLocalDeps(config: Config): Promise<EdgeDeps & { clos
     metrics: createMetrics({ defaultMetrics: true }),
     models,
     ...webhookSigning(config),
-    async close() {
-      await Promise.allSettled([
-        queue.close?.(),
-        records.jobs.close?.(),
-        records.keys.close?.(),
-        records.usage.close?.(),
-        store.close?.(),
-      ])
-    },
+    close: () => wiring.close(),
   }
 }
 
@@ -123,7 +87,7 @@ export async function createLocalDeps(config: Config): Promise<EdgeDeps & { clos
  * workers create in the data folder.
  */
 function webhookSigning(config: Config): Pick<EdgeDeps, 'webhookSecret'> {
-  const configured = parseWorkerSettings(process.env).PGPT_WEBHOOK_SIGNING_KEY
+  const configured = config.PGPT_WEBHOOK_SIGNING_KEY
   if (!configured && config.PGPT_PROFILE !== 'local') return {}
   let key = configured
   return {
