@@ -8,6 +8,8 @@
  *   with this error's message kept.
  * - `PermanentError`: retrying cannot help (bad input, unknown model). The job
  *   fails at once with the reason and the message is acknowledged.
+ * - `StoppedEarly`: the handler stopped on its abort signal; carries its
+ *   partial output, which a canceled job keeps.
  *
  * A zod validation error counts as permanent, and so does an ApiError with a
  * 4xx status (the generation engine's invalid parameter, unknown model, context
@@ -39,6 +41,22 @@ export class PermanentError extends WorkerError {
   override readonly name = 'PermanentError'
   constructor(message: string, options: { code?: string; cause?: unknown } = {}) {
     super(message, options.code ?? 'job_failed', { cause: options.cause })
+  }
+}
+
+/**
+ * Thrown by a handler that stopped early on its abort signal, with what it
+ * had produced by then. A canceled job keeps `output` (a generation whose
+ * client left is metered by the tokens it generated, not max_tokens); after a
+ * shutdown or a lost lease the run is retried elsewhere and `output` dropped.
+ */
+export class StoppedEarly extends Error {
+  override readonly name = 'StoppedEarly'
+  constructor(
+    readonly output: unknown,
+    options: { cause?: unknown } = {},
+  ) {
+    super('stopped early on the abort signal', options)
   }
 }
 

@@ -16,7 +16,7 @@ import { RecordingQueue } from '../test/helpers/recording-queue.js'
 import { handlers as testHandlers } from '../test/helpers/test-handlers.js'
 import { type SqsServer, startSqsServer } from '../test/servers/sqs-server.js'
 import { drainDeadLetter } from './dead-letter.js'
-import { PermanentError } from './errors.js'
+import { PermanentError, StoppedEarly } from './errors.js'
 import { type JobHandler, type RunWorkerOptions, runWorker } from './worker-loop.js'
 
 async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5000): Promise<NonNullable<T>> {
@@ -291,6 +291,33 @@ describe.each(['memory', 'sqlite', 'sqs'] as const)('runWorker over the %s queue
     expect(done.state).toBe('canceled')
     expect(await s.empty()).toBe(true)
     expect(s.seen.at(-1)?.event.type).toBe('canceled')
+  })
+
+  it('a canceled job keeps what its handler produced before it stopped (StoppedEarly)', async () => {
+    const s = await setup({
+      handlers: {
+        partial: async ({ signal }) => {
+          let steps = 0
+          while (!signal.aborted) {
+            steps++
+            await new Promise((r) => setTimeout(r, 10))
+          }
+          throw new StoppedEarly({ steps }, { cause: signal.reason })
+        },
+      },
+    })
+    s.start()
+    const job = await s.enqueue('partial', {})
+    await waitFor(async () => (await s.jobs.getById(job.id))?.state === 'running')
+    await s.jobs.requestCancel('t1', job.id)
+    const done = await s.settled(job.id)
+    await s.stop()
+    expect(done.state).toBe('canceled')
+    const kept = done.output as { steps: number }
+    expect(kept.steps).toBeGreaterThan(0)
+    // The `canceled` event carries it too (the edge meters a generation by it).
+    expect(s.seen.at(-1)?.event).toMatchObject({ type: 'canceled', data: kept })
+    expect(await s.empty()).toBe(true)
   })
 
   it('keeps a long job invisible with heartbeats (no duplicate run)', async () => {

@@ -1,9 +1,12 @@
 /**
  * One handler behind /v1/completions and /v1/chat/completions: response
  * cache (repeatable requests only), tokens-per-minute, job submission, then
- * either waiting for the result or relaying token events as SSE. The relay
- * follows the job to its terminal event even when the client has left, so
- * usage is always recorded.
+ * either waiting for the result or relaying token events as SSE. A client
+ * that leaves (a stream, or a request still waiting) gets its job canceled:
+ * nobody will read the rest, so the worker stops instead of generating to
+ * max_tokens for nobody (as vLLM and TGI abort). The edge still follows the
+ * job to its terminal event, whose data says what was generated, and meters
+ * exactly that.
  */
 import { streamSSE } from 'hono/streaming'
 import { ApiError, toApiError } from '../../core/errors.js'
@@ -14,12 +17,14 @@ import {
   prepareGeneration,
 } from '../../core/openai/generation-request.js'
 import type { JobEvent } from '../../core/ports/events.js'
-import { type TokenEventData, tokenEventDataSchema } from '../../core/protocol.js'
+import { type TokenEventData, tokenEventDataSchema, type Usage } from '../../core/protocol.js'
 import type { AppContext, EdgeDeps } from '../deps.js'
 import { canonicalHash } from '../lib/canonical.js'
 import type { TokenLimiter } from '../middleware/rate-limit/index.js'
 import {
   awaitTerminal,
+  canceledUsage,
+  cancelJob,
   isRepeatable,
   keepAlive,
   outputOf,
@@ -107,21 +112,30 @@ export async function handleGeneration(
   const timeoutMs = deps.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS
   if (r.stream) return streamGeneration(c, deps, submitted, prep, r, includeUsage, refund, timeoutMs)
 
+  const meter = meterOf(c, deps, prep.manifest.id, usageKind(r), refund)
+  // The client hung up while waiting (@hono/node-server aborts the request's signal then): nobody
+  // gets the answer. Runtimes without a request signal, or that never abort it, follow the job to its end.
+  const clientLeft: AbortSignal | undefined = c.req.raw.signal
+  const onLeave = () => leaveJob(c, deps, submitted.job.id)
+  clientLeft?.addEventListener('abort', onLeave, { once: true })
   let output: ReturnType<typeof outputOf>
+  let metered = false
   try {
-    output = outputOf(await awaitTerminal(submitted, timeoutMs), submitted.job.id)
+    const end = await awaitTerminal(submitted, timeoutMs)
+    // Canceled after it began generating (its client left, or the job API canceled it): billed for that.
+    const partial = canceledUsage(end)
+    if (partial) {
+      metered = true
+      await meter(partial)
+    }
+    output = outputOf(end, submitted.job.id)
   } catch (err) {
-    await refund(prep.promptTokens).catch(() => {})
+    if (!metered) await refund(prep.promptTokens).catch(() => {})
     throw err
+  } finally {
+    clientLeft?.removeEventListener('abort', onLeave)
   }
-  await refund(output.usage.promptTokens + output.usage.completionTokens).catch(() => {})
-  await recordUsage(c, deps, {
-    model: prep.manifest.id,
-    kind: usageKind(r),
-    promptTokens: output.usage.promptTokens,
-    completionTokens: output.usage.completionTokens,
-    cached: false,
-  })
+  await meter(output.usage)
   const body = JSON.stringify(
     r.endpoint === 'completions'
       ? completionBody(submitted.job.id, output)
@@ -154,20 +168,27 @@ function streamGeneration(
   const model = prep.manifest.id
   const chunks = chunker(r.endpoint, sub.job.id, model, includeUsage)
   c.header('x-cache', 'BYPASS')
+  const meter = meterOf(c, deps, model, usageKind(r), refund)
   return streamSSE(c, async (stream) => {
     let clientGone = false
-    stream.onAbort(() => {
+    /** The job's terminal event came: nothing left to cancel. */
+    let ended = false
+    const leave = () => {
+      if (clientGone) return
       clientGone = true
-    })
+      if (!ended) leaveJob(c, deps, sub.job.id)
+    }
+    stream.onAbort(leave)
     const send = async (data: unknown) => {
       if (clientGone) return
       try {
         await stream.writeSSE({ data: typeof data === 'string' ? data : JSON.stringify(data) })
       } catch {
-        clientGone = true
+        leave()
       }
     }
     let status = '200'
+    let metered = false
     const relay = (async () => {
       const timer = setTimeout(sub.abort, timeoutMs)
       let firstToken = true
@@ -188,26 +209,28 @@ function streamGeneration(
             const d: TokenEventData = t.data
             await send(chunks.text(d.index, d.text, d.logprob))
           } else if (isTerminal(e)) {
+            ended = true
+            // Canceled after it began generating (its client left, or the job API canceled it): billed for that.
+            const partial = canceledUsage(e)
+            if (partial) {
+              metered = true
+              await meter(partial)
+            }
             const out = outputOf(e, sub.job.id)
             for (const ch of out.choices) await send(chunks.finish(ch.index, ch.finishReason))
             if (includeUsage) await send(chunks.usage(out.usage))
             await send('[DONE]')
-            await refund(out.usage.promptTokens + out.usage.completionTokens).catch(() => {})
-            await recordUsage(c, deps, {
-              model,
-              kind: usageKind(r),
-              promptTokens: out.usage.promptTokens,
-              completionTokens: out.usage.completionTokens,
-              cached: false,
-            })
+            metered = true
+            await meter(out.usage)
             return
           }
         }
       } catch (err) {
         const api = toApiError(err)
-        status = String(api.status)
+        // 499 (nginx's "client closed request"): the job's 409 `canceled` was the client's own doing.
+        status = clientGone && api.code === 'job_canceled' ? '499' : String(api.status)
         if (api.status >= 500) log.error({ err }, 'stream failed')
-        await refund(prep.promptTokens).catch(() => {})
+        if (!metered) await refund(prep.promptTokens).catch(() => {})
         await send(api.toJSON())
       } finally {
         clearTimeout(timer)
@@ -216,12 +239,46 @@ function streamGeneration(
           { route, method: 'POST', status },
           (performance.now() - startedAt) / 1000,
         )
-        if (clientGone) log.info({ jobId: sub.job.id }, 'client left the stream; followed the job to its end')
+        if (clientGone) log.info({ jobId: sub.job.id }, 'client left the stream; its job was canceled')
       }
     })()
     keepAlive(c, deps, relay)
     await relay
   })
+}
+
+/** Refunds the unused token budget and records the usage of a request, once it is known. */
+function meterOf(
+  c: AppContext,
+  deps: EdgeDeps,
+  model: string,
+  kind: string,
+  refund: (used: number) => Promise<void>,
+) {
+  return async (u: Usage) => {
+    await refund(u.promptTokens + u.completionTokens).catch(() => {})
+    await recordUsage(c, deps, {
+      model,
+      kind,
+      promptTokens: u.promptTokens,
+      completionTokens: u.completionTokens,
+      cached: false,
+    })
+  }
+}
+
+/**
+ * The client of a job left before its end: cancel the job (POST
+ * /v1/jobs/{id}/cancel's mechanism). A failure is only logged: the job then
+ * runs to its end and is metered as it is.
+ */
+function leaveJob(c: AppContext, deps: EdgeDeps, jobId: string): void {
+  const log = c.get('log')
+  const canceling = cancelJob(deps, c.get('key').tenant, jobId).then(
+    () => log.info({ jobId }, 'the client left; its job is canceled'),
+    (err: unknown) => log.warn({ err, jobId }, 'the client left; its job could not be canceled'),
+  )
+  keepAlive(c, deps, canceling)
 }
 
 const isTerminal = (e: JobEvent) => e.type === 'completed' || e.type === 'failed' || e.type === 'canceled'

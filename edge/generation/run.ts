@@ -7,11 +7,13 @@ import { ApiError, notFound } from '../../core/errors.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord, type WebhookTarget } from '../../core/ports/job-store.js'
 import {
+  canceledGenerationSchema,
   type GenerationInput,
   type GenerationOutput,
   generationOutputSchema,
   type QueueMessageBody,
   type Sampling,
+  type Usage,
 } from '../../core/protocol.js'
 import type { AppContext, EdgeDeps } from '../deps.js'
 
@@ -38,7 +40,9 @@ export function terminalEventOf(job: JobRecord | null): JobEvent | null {
   if (!job || !isTerminal(job.state)) return null
   const at = job.finishedAt ?? job.updatedAt
   if (job.state === 'succeeded') return { jobId: job.id, seq: 0, type: 'completed', data: job.output, at }
-  if (job.state === 'canceled') return { jobId: job.id, seq: 0, type: 'canceled', data: null, at }
+  // A job canceled while it ran keeps what it generated (its `canceled` event's data).
+  if (job.state === 'canceled')
+    return { jobId: job.id, seq: 0, type: 'canceled', data: job.output ?? null, at }
   return { jobId: job.id, seq: 0, type: 'failed', data: job.error ?? null, at }
 }
 
@@ -92,6 +96,43 @@ export async function submitGeneration(
     abort: () => controller.abort(),
     poll: async () => terminalEventOf(await deps.jobs.getById(job.id)),
   }
+}
+
+/** Seq of the `canceled` event the edge publishes for a job canceled before it ran (after any worker's). */
+export const EDGE_CANCEL_SEQ = 1_000_000_000
+
+/**
+ * Requests a job's cancellation, as POST /v1/jobs/{id}/cancel does: a queued
+ * job is canceled at once, and since no worker will run it to say so, the edge
+ * publishes its `canceled` event; a running one stops when its worker's cancel
+ * watch next reads the record. A finished job is left as it is. Returns the
+ * record (null: no such job for this tenant).
+ */
+export async function cancelJob(deps: EdgeDeps, tenant: string, id: string): Promise<JobRecord | null> {
+  const before = await deps.jobs.get(tenant, id)
+  if (!before || isTerminal(before.state)) return before
+  const r = await deps.jobs.requestCancel(tenant, id)
+  if (r && before.state === 'queued' && r.state === 'canceled') {
+    await deps.events.publish({
+      jobId: id,
+      seq: EDGE_CANCEL_SEQ,
+      type: 'canceled',
+      data: { reason: 'canceled' },
+      at: Date.now(),
+    })
+  }
+  return r
+}
+
+/**
+ * The usage of what a job canceled while it ran had generated (its `canceled`
+ * event carries it, core/protocol.ts canceledGenerationSchema); undefined for
+ * any other event, and for a job canceled before it generated anything.
+ */
+export function canceledUsage(e: JobEvent): Usage | undefined {
+  if (e.type !== 'canceled') return undefined
+  const parsed = canceledGenerationSchema.safeParse(e.data)
+  return parsed.success ? parsed.data.usage : undefined
 }
 
 /** How often a synchronous waiter also reads the job record. */

@@ -2,7 +2,7 @@
  * GET /v1/usage over the real SQLite usage store: totals equal, token for
  * token, the sum of the `usage` objects the API returned for a mixed workload
  * (plain, streamed with and without include_usage, a client that leaves
- * mid-stream, a cache hit, a batch run by the worker's batch handlers), per
+ * mid-stream — metered by what its canceled job generated —, a cache hit, a batch run by the worker's batch handlers), per
  * key and per model, and tenants do not see each other's usage.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { SqliteUsageStore } from '../../core/adapters/sqlite-usage-store.js'
 import { silentLogger } from '../../core/logger.js'
+import type { JobRecord } from '../../core/ports/job-store.js'
 import type { GenerationInput, GenerationOutput } from '../../core/protocol.js'
 import { echoChoice, echoSource } from '../../test/helpers/echo-worker.js'
 import { makeTestEdge, type TestEdge } from '../../test/helpers/edge-harness.js'
@@ -269,18 +270,24 @@ describe('GET /v1/usage', () => {
     expect(twin.usage.completion_tokens).toBe(2)
     gen(twin.usage) // the twin itself
     gen(twin.usage) // the stream, which had the same prompt and length
-    // 5. a client that leaves mid-stream: metered from the job, as its non-streamed twin tells.
+    // 5. a client that leaves mid-stream: its job is canceled, and metered by what the job
+    // generated (the canceled job's partial usage, or all of it if it finished first).
     const leftChat = { model: 'echo-1', messages: [{ role: 'user', content: 'a b c d e f g h' }] }
     const left = await post('/v1/chat/completions', t.keys.generate, { ...leftChat, stream: true })
     const reader = left.body!.getReader()
-    await reader.read()
+    await reader.read() // the role chunk
+    await reader.read() // the first token
     await reader.cancel()
-    const leftTwin = (await (
-      await post('/v1/chat/completions', t.keys.generate, { ...leftChat, seed: 7 })
-    ).json()) as { usage: Usage }
-    expect(leftTwin.usage.completion_tokens).toBe(8)
-    gen(leftTwin.usage)
-    gen(leftTwin.usage)
+    const leftJobId = left.headers.get('x-pgpt-job-id')!
+    const leftJob = await (async () => {
+      let j: JobRecord | null = null
+      await until(async () =>
+        ['succeeded', 'canceled'].includes((j = await t.deps.jobs.getById(leftJobId))!.state),
+      )
+      return j!
+    })()
+    const jobUsage = (leftJob.output as { usage: { promptTokens: number; completionTokens: number } }).usage
+    gen({ prompt_tokens: jobUsage.promptTokens, completion_tokens: jobUsage.completionTokens })
     // 6. another tenant's request: in its totals only.
     const t2 = await t.key('t2', ['generate'])
     const theirs = await post('/v1/completions', t2, { model: 'echo-1', prompt: 'p q r s', max_tokens: 4 })
@@ -328,19 +335,26 @@ describe('GET /v1/usage', () => {
     expect(admin.output).toBe(all.output + seen.t2.output)
   })
 
-  it('meters a stream the client abandons', async () => {
+  it('meters a stream the client abandons by what its canceled job generated', async () => {
     await t.close()
     t = await makeTestEdge({ deps: { usage: store }, tokenDelayMs: 20 })
+    const words = Array.from({ length: 50 }, (_, i) => `w${i}`).join(' ')
     const res = await post('/v1/chat/completions', t.keys.generate, {
       model: 'echo-1',
-      messages: [{ role: 'user', content: 'a b c d e f g h' }],
+      messages: [{ role: 'user', content: words }],
       stream: true,
     })
     const reader = res.body!.getReader()
     await reader.read()
+    await reader.read()
     await reader.cancel()
     await until(async () => (await totals(t.keys.generate)).requests === 1)
-    expect((await totals(t.keys.generate)).output).toBe(8)
+    const job = (await t.deps.jobs.getById(res.headers.get('x-pgpt-job-id')!))!
+    expect(job.state).toBe('canceled')
+    const generated = (job.output as { usage: { completionTokens: number } }).usage.completionTokens
+    expect(generated).toBeGreaterThan(0)
+    expect(generated).toBeLessThan(50)
+    expect((await totals(t.keys.generate)).output).toBe(generated)
   })
 
   it('groups by model and by key, and exports CSV', async () => {

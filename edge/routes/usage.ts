@@ -5,7 +5,8 @@
  * every tenant's unless it names one with `tenant`.
  *
  * What is counted: every completed generation (synchronous, streamed — also
- * when the client did not ask for the usage chunk or went away —, async job),
+ * when the client did not ask for the usage chunk —, async job), a generation
+ * canceled because its client went away (the tokens it generated until then),
  * and cache hits, which count as requests with their tokens and are flagged
  * `cached` in the records (the tokens were served, though not computed again).
  */

@@ -4,7 +4,8 @@
  * lands. It receives `{jobId, kind, requestId}` from the Queue port, reads the
  * job record, and "generates" deterministically: the prompt's words reversed,
  * one word per token, honouring max_tokens, stop sequences, n, echo and
- * cancellation. It publishes `start`, `token` (when the input streams) and
+ * cancellation (a job canceled mid-way keeps what it generated, as with the
+ * real worker). It publishes `start`, `token` (when the input streams) and
  * `completed` events and moves the job running → succeeded.
  *
  * A prompt containing `__fail__` makes the job fail (failed event, state
@@ -14,6 +15,7 @@ import type { Events, JobEvent } from '../../core/ports/events.js'
 import type { JobStore } from '../../core/ports/job-store.js'
 import type { Queue } from '../../core/ports/queue.js'
 import {
+  type CanceledGeneration,
   type GenerationChoice,
   type GenerationInput,
   type GenerationOutput,
@@ -100,26 +102,38 @@ export function startEchoWorker(o: EchoWorkerOptions): EchoWorker {
     }
     const choices: GenerationChoice[] = []
     let completionTokens = 0
+    const promptChars =
+      input.prompt?.length ?? (input.messages ?? []).reduce((n, m) => n + m.content.length, 0)
+    const promptTokens = Math.ceil(promptChars / 4)
     for (let index = 0; index < input.sampling.n; index++) {
       const { pieces, choice } = echoChoice(input, index)
-      for (const text of pieces) {
+      let sofar = ''
+      for (const [i, text] of pieces.entries()) {
         if (o.tokenDelayMs) await sleep(o.tokenDelayMs)
         if ((await o.jobs.getById(jobId))?.cancelRequested) {
-          await o.jobs.transition(jobId, 'canceled')
-          await publish('canceled', { reason: 'canceled' })
+          // As the real worker: a job canceled after it generated keeps what it generated (and is metered by it).
+          const generated = completionTokens + i
+          const partial: CanceledGeneration | undefined = generated
+            ? {
+                model: input.model,
+                choices: [...choices, { index, text: sofar, finishReason: null, logprobs: null }],
+                usage: { promptTokens, completionTokens: generated },
+              }
+            : undefined
+          await o.jobs.transition(jobId, 'canceled', partial ? { output: partial } : {})
+          await publish('canceled', partial ?? { reason: 'canceled' })
           return
         }
         if (input.stream) await publish('token', { index, text })
+        sofar += text
       }
       completionTokens += pieces.length
       choices.push(choice)
     }
-    const promptChars =
-      input.prompt?.length ?? (input.messages ?? []).reduce((n, m) => n + m.content.length, 0)
     const output: GenerationOutput = {
       model: input.model,
       choices,
-      usage: { promptTokens: Math.ceil(promptChars / 4), completionTokens },
+      usage: { promptTokens, completionTokens },
     }
     await o.jobs.transition(jobId, 'succeeded', { output })
     await publish('completed', output)

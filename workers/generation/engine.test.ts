@@ -17,6 +17,7 @@ import {
 } from '../../test/helpers/tiny-models.js'
 import { halfToFloat } from './decoder.js'
 import { GenerationEngine } from './engine.js'
+import { GenerationCancelled } from './errors.js'
 import { argmax } from './sampling.js'
 
 const CHAIN_TEXT = 'ab€c😀 END!xyz'
@@ -428,6 +429,40 @@ describe('errors and cancellation', () => {
     expect(tokens).toBeLessThan(60)
     const done = await other
     expect(done.usage.completionTokens).toBe(30)
+  })
+
+  it('cancelled mid-way, says what it generated: the text so far and the tokens, for metering', async () => {
+    const prompt = 'The quick'
+    const controller = new AbortController()
+    let streamed = ''
+    let events = 0
+    const err = await engine
+      .generate(
+        { ...completion('tiny', prompt, { maxTokens: 60 }), stream: true },
+        {
+          signal: controller.signal,
+          onToken: (d) => {
+            streamed += d.text
+            if (++events === 3) controller.abort()
+          },
+        },
+      )
+      .catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(GenerationCancelled)
+    const partial = (err as GenerationCancelled).partial!
+    expect(partial.usage.promptTokens).toBe((await tokenize(prompt)).length)
+    expect(partial.usage.completionTokens).toBeGreaterThanOrEqual(3)
+    expect(partial.usage.completionTokens).toBeLessThan(60)
+    expect(partial.choices).toEqual([{ index: 0, text: streamed, finishReason: null, logprobs: null }])
+    // Greedy: the whole answer goes on from what the cancelled one had.
+    const whole = await engine.generate(completion('tiny', prompt, { maxTokens: 60 }))
+    expect(whole.choices[0].text.startsWith(partial.choices[0].text)).toBe(true)
+    // Cancelled before it began: nothing generated, nothing to say.
+    const early = new AbortController()
+    early.abort()
+    const none = await engine.generate(completion('tiny', prompt), { signal: early.signal }).catch((e) => e)
+    expect(none).toBeInstanceOf(GenerationCancelled)
+    expect((none as GenerationCancelled).partial).toBeUndefined()
   })
 })
 

@@ -129,23 +129,34 @@ export class GenerationEngine {
           }),
         )
       })
+      const usage = () => ({
+        promptTokens: promptIds.length,
+        completionTokens: choices.reduce((sum, c) => sum + c.text.generated, 0),
+      })
       try {
         await m.batcher.submit(promptIds, choices, options.signal, {
           adapterIndex: m.adapterIndex,
           model: m.id,
         })
+      } catch (err) {
+        // Cancelled once it had generated (the prefill ran): say what it generated, token for token,
+        // so the job is metered by that and not by max_tokens. Unfinished choices have no finish reason.
+        const u = usage()
+        if (options.signal?.aborted && u.completionTokens > 0)
+          throw generationCancelled({
+            model: input.model,
+            choices: choices.map((c) => ({
+              ...c.text.result(echo),
+              ...(c.text.done ? {} : { finishReason: null }),
+            })),
+            usage: u,
+          })
+        throw err
       } finally {
         await emitter.drain()
       }
       emitter.throwIfFailed()
-      return {
-        model: input.model,
-        choices: choices.map((c) => c.text.result(echo)),
-        usage: {
-          promptTokens: promptIds.length,
-          completionTokens: choices.reduce((sum, c) => sum + c.text.generated, 0),
-        },
-      }
+      return { model: input.model, choices: choices.map((c) => c.text.result(echo)), usage: usage() }
     } finally {
       lease.release()
     }

@@ -1,7 +1,9 @@
 import { describe, expect, it, vi } from 'vitest'
 import { ApiError } from '../../core/errors.js'
 import type { GenerationInput, GenerationOutput, TokenEventData } from '../../core/protocol.js'
+import { StoppedEarly } from '../errors.js'
 import type { GenerateOptions } from './engine.js'
+import { GenerationCancelled, generationCancelled } from './errors.js'
 import { createGenerationHandler } from './handler.js'
 
 const output: GenerationOutput = {
@@ -44,6 +46,30 @@ describe('createGenerationHandler', () => {
     expect(published.map((d) => d.text).join('')).toBe('hi')
     expect(engine.calls[0].options.signal).toBe(signal)
     expect(engine.calls[0].input.sampling).toMatchObject({ temperature: 1, n: 1, stop: [], logprobs: null })
+  })
+
+  it('stopped mid-way, throws StoppedEarly with what the engine generated; before that, the cancel as is', async () => {
+    const partial = {
+      model: 'm',
+      choices: [{ index: 0, text: 'h', finishReason: null, logprobs: null }],
+      usage: { promptTokens: 1, completionTokens: 1 },
+    }
+    const cancelledWith = (p?: typeof partial) => ({
+      generate: vi.fn(async () => {
+        throw generationCancelled(p)
+      }),
+    })
+    const run = (engine: ReturnType<typeof cancelledWith>) =>
+      createGenerationHandler(engine)({
+        job: job(valid),
+        signal: AbortSignal.abort(),
+        publish: async () => {},
+      }).catch((e: unknown) => e)
+    const stopped = await run(cancelledWith(partial))
+    expect(stopped).toBeInstanceOf(StoppedEarly)
+    expect((stopped as StoppedEarly).output).toEqual(partial)
+    const early = await run(cancelledWith())
+    expect(early).toBeInstanceOf(GenerationCancelled)
   })
 
   it('does not publish when the caller does not stream', async () => {

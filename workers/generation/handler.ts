@@ -1,13 +1,15 @@
 /**
  * The `generation` job handler the worker loop calls: parse the job input
  * (core/protocol.ts), run the engine, publish token events while it runs
- * (only when the caller streams), and return the output the job record keeps.
+ * (only when the caller streams), and return the output the job record keeps;
+ * when its signal stops it mid-way, throw StoppedEarly with what was generated.
  * The context is a structural subset of the worker loop's, so it plugs in.
  */
 import { z } from 'zod'
 import { type GenerationOutput, generationInputSchema, type TokenEventData } from '../../core/protocol.js'
+import { StoppedEarly } from '../errors.js'
 import type { GenerationEngine } from './engine.js'
-import { invalidParameter } from './errors.js'
+import { GenerationCancelled, invalidParameter } from './errors.js'
 
 export interface GenerationJobContext {
   job: { id: string; input: unknown }
@@ -28,9 +30,17 @@ export function createGenerationHandler(engine: Pick<GenerationEngine, 'generate
       )
     }
     const input = parsed.data
-    return engine.generate(input, {
-      signal: ctx.signal,
-      onToken: input.stream ? (data) => ctx.publish('token', data) : undefined,
-    })
+    try {
+      return await engine.generate(input, {
+        signal: ctx.signal,
+        onToken: input.stream ? (data) => ctx.publish('token', data) : undefined,
+      })
+    } catch (err) {
+      // Stopped by its signal (e.g. canceled: its streaming client left) after it began generating:
+      // hand over what it generated, which a canceled job keeps and the edge meters.
+      if (err instanceof GenerationCancelled && err.partial)
+        throw new StoppedEarly(err.partial, { cause: err })
+      throw err
+    }
   }
 }

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { ApiError } from '../../core/errors.js'
-import { PermanentError, TransientError } from '../errors.js'
+import { PermanentError, StoppedEarly, TransientError } from '../errors.js'
 import { type Attempt, type Decision, decide, type Outcome } from './decide.js'
 import { JobAbortError } from './lease.js'
 
@@ -21,6 +21,7 @@ const transient = new TransientError('GPU busy', { code: 'busy' })
 const transientRetryAfter = new TransientError('rate limited', { code: 'busy', retryAfterSeconds: 30 })
 const permanent = new PermanentError('bad model', { code: 'bad_model' })
 const plain = new Error('boom')
+const partial = { text: 'so far', usage: { promptTokens: 3, completionTokens: 2 } }
 
 type Row = [
   name: string,
@@ -86,8 +87,28 @@ const rows: Row[] = [
     'job canceled',
   ],
   [
-    'canceled, the handler returned anyway: canceled wins',
+    'canceled, the handler stopped early with what it had: canceled, keeping it',
+    { result: threw(new StoppedEarly(partial)), aborted: 'canceled' },
+    first,
+    { to: 'canceled', patch: { output: partial }, event: { type: 'canceled', data: partial } },
+    ack,
+    'job canceled',
+  ],
+  [
+    'canceled, the handler returned anyway: canceled wins, its output kept',
     { result: ok({ text: 'late' }), aborted: 'canceled' },
+    first,
+    {
+      to: 'canceled',
+      patch: { output: { text: 'late' } },
+      event: { type: 'canceled', data: { text: 'late' } },
+    },
+    ack,
+    'job canceled',
+  ],
+  [
+    'canceled, the handler returned nothing: canceled without an output',
+    { result: ok(undefined), aborted: 'canceled' },
     first,
     canceled,
     ack,
@@ -116,6 +137,22 @@ const rows: Row[] = [
     { to: 'queued', bestEffort: true },
     { action: 'release', delaySeconds: 0 },
     'job released for another worker (shutdown)',
+  ],
+  [
+    'shutdown, the handler stopped early with what it had: dropped, released',
+    { result: threw(new StoppedEarly(partial)), aborted: 'shutdown' },
+    first,
+    { to: 'queued', bestEffort: true },
+    { action: 'release', delaySeconds: 0 },
+    'job released for another worker (shutdown)',
+  ],
+  [
+    'lease lost, the handler stopped early with what it had: left alone',
+    { result: threw(new StoppedEarly(partial)), aborted: 'lease_lost' },
+    first,
+    null,
+    { action: 'leave' },
+    'lease lost; leaving the job to whoever holds its message now',
   ],
   [
     'lease lost: record and message left to whoever holds it now',

@@ -7,7 +7,8 @@
  *
  * - a result is kept unless the job was canceled: a handler that finished
  *   while being shut down or losing its lease still finished;
- * - a canceled job is terminal and its message acknowledged;
+ * - a canceled job is terminal and its message acknowledged; it keeps what the
+ *   handler produced before it stopped (StoppedEarly's output), if anything;
  * - on shutdown the job goes back to `queued` and its message is released at
  *   once, so another worker takes it without waiting for the visibility timeout;
  * - after a lost lease the job belongs to whoever holds its message now:
@@ -17,7 +18,7 @@
  *   last allowed delivery, which fails the job with the reason kept.
  */
 import type { JobError, TransitionPatch } from '../../core/ports/job-store.js'
-import { classify, TransientError, toJobError } from '../errors.js'
+import { classify, StoppedEarly, TransientError, toJobError } from '../errors.js'
 import type { TerminalEventType } from './effects.js'
 import type { JobAbortKind } from './lease.js'
 
@@ -80,8 +81,18 @@ export function decide(outcome: Outcome, attempt: Attempt): Decision {
     }
   }
   if (aborted === 'canceled') {
+    // What the run produced before it stopped (or all of it, when it finished as the cancel came):
+    // kept on the record and sent with the event, so a generation is metered by what it generated.
+    const output = result.ok
+      ? result.output
+      : result.err instanceof StoppedEarly
+        ? result.err.output
+        : undefined
     return {
-      record: { to: 'canceled', event: { type: 'canceled', data: null } },
+      record:
+        output === undefined || output === null
+          ? { to: 'canceled', event: { type: 'canceled', data: null } }
+          : { to: 'canceled', patch: { output }, event: { type: 'canceled', data: output } },
       queue: { action: 'ack' },
       log: { level: 'info', msg: 'job canceled' },
     }
