@@ -279,14 +279,12 @@ describe('GET /v1/usage', () => {
     await reader.read() // the first token
     await reader.cancel()
     const leftJobId = left.headers.get('x-pgpt-job-id')!
-    const leftJob = await (async () => {
-      let j: JobRecord | null = null
-      await until(async () =>
-        ['succeeded', 'canceled'].includes((j = await t.deps.jobs.getById(leftJobId))!.state),
-      )
-      return j!
-    })()
-    const jobUsage = (leftJob.output as { usage: { promptTokens: number; completionTokens: number } }).usage
+    let leftJob: JobRecord | null = null
+    await until(async () => {
+      leftJob = await t.deps.jobs.getById(leftJobId)
+      return leftJob?.state === 'succeeded' || leftJob?.state === 'canceled'
+    })
+    const jobUsage = (leftJob!.output as { usage: { promptTokens: number; completionTokens: number } }).usage
     gen({ prompt_tokens: jobUsage.promptTokens, completion_tokens: jobUsage.completionTokens })
     // 6. another tenant's request: in its totals only.
     const t2 = await t.key('t2', ['generate'])
