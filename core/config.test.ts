@@ -12,7 +12,14 @@ describe('configuration', () => {
     expect(c.PORT).toBe(8787)
     expect(c.PGPT_DATA_DIR).toBe('./.pgpt')
     expect(c.PGPT_EXECUTION_PROVIDERS).toEqual(['cpu'])
-    expect(c.PGPT_WEBHOOK_ALLOW_PRIVATE).toBe(false)
+    // Local is for development: webhooks to a receiver on this machine are allowed (README).
+    expect(c.PGPT_WEBHOOK_ALLOW_PRIVATE).toBe(true)
+  })
+
+  it('allows private webhooks only in the local profile, and lets it refuse them', () => {
+    expect(parseConfig({ PGPT_WEBHOOK_ALLOW_PRIVATE: 'false' }).PGPT_WEBHOOK_ALLOW_PRIVATE).toBe(false)
+    for (const profile of ['aws', 'cloudflare', 'onprem'])
+      expect(parseConfig({ PGPT_PROFILE: profile }).PGPT_WEBHOOK_ALLOW_PRIVATE, profile).toBe(false)
   })
 
   it('coerces numbers, booleans and lists from strings', () => {

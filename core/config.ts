@@ -83,8 +83,11 @@ export const configSchema = z.object({
   /** Shared secret of the worker→edge channel. */
   PGPT_INTERNAL_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
 
-  /** Allow webhooks to loopback/private addresses (refused unless profile is local). */
-  PGPT_WEBHOOK_ALLOW_PRIVATE: bool.default(false),
+  /**
+   * Allow webhooks to loopback/private addresses. Only in the local profile, where it is the
+   * default (a development stack's receiver runs on the same machine or network); false there refuses them.
+   */
+  PGPT_WEBHOOK_ALLOW_PRIVATE: bool.optional(),
   PGPT_WEBHOOK_TIMEOUT_MS: int(100, 120000).default(10000),
 
   /** Bearer token for /metrics; when unset /metrics is open. */
@@ -125,7 +128,11 @@ export const configSchema = z.object({
   PGPT_WEBHOOK_SIGNING_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
 })
 
-export type Config = z.infer<typeof configSchema>
+type ParsedConfig = z.infer<typeof configSchema>
+/** The settings with the profile-dependent defaults applied (see parseConfig). */
+export type Config = Omit<ParsedConfig, 'PGPT_WEBHOOK_ALLOW_PRIVATE'> & {
+  PGPT_WEBHOOK_ALLOW_PRIVATE: boolean
+}
 export type ConfigSource = Record<string, string | undefined>
 
 export class ConfigError extends Error {
@@ -153,13 +160,18 @@ export function parseConfig(env: ConfigSource, file: ConfigSource = {}): Config 
       }),
     )
   }
-  const config = result.data
-  crossCheck(config)
-  return config
+  const parsed = result.data
+  crossCheck(parsed)
+  const local = parsed.PGPT_PROFILE === 'local'
+  // Defaults that depend on the profile: the local profile is for development.
+  return {
+    ...parsed,
+    PGPT_WEBHOOK_ALLOW_PRIVATE: parsed.PGPT_WEBHOOK_ALLOW_PRIVATE ?? local,
+  }
 }
 
 /** Rules that span several variables. */
-function crossCheck(c: Config): void {
+function crossCheck(c: ParsedConfig): void {
   const issues: Array<{ variable: string; message: string }> = []
   // One rule for producers and consumers: every process that opens the queue knows its dead-letter queue.
   if (c.PGPT_QUEUE === 'sqs' && !c.PGPT_SQS_QUEUE_URL)

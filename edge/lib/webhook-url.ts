@@ -25,6 +25,10 @@ export function isPrivateHost(hostname: string): boolean {
   return false
 }
 
+/** How to allow them, so a refusal says what to change (the workers' SSRF guard says the same). */
+export const PRIVATE_HINT =
+  'allowed only in the local profile, where PGPT_WEBHOOK_ALLOW_PRIVATE=true is the default; set the environment variable PGPT_WEBHOOK_ALLOW_PRIVATE=true on the edge and the workers'
+
 /** Null when allowed, else the reason. */
 export function webhookUrlProblem(url: string, allowPrivate: boolean): string | null {
   let u: URL
@@ -35,6 +39,7 @@ export function webhookUrlProblem(url: string, allowPrivate: boolean): string | 
   }
   if (u.protocol !== 'https:' && u.protocol !== 'http:') return 'must use http or https'
   if (u.username || u.password) return 'must not carry credentials'
-  if (!allowPrivate && isPrivateHost(u.hostname)) return 'points to a private or loopback address'
+  if (!allowPrivate && isPrivateHost(u.hostname))
+    return `points to a private or loopback address (${PRIVATE_HINT})`
   return null
 }

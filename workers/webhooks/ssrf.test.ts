@@ -90,6 +90,8 @@ describe('resolveWebhookTarget', () => {
     const err = await resolveWebhookTarget('http://localhost:1234/hook').catch((e) => e)
     expect(err).toBeInstanceOf(SsrfError)
     expect(err.message).toMatch(/loopback/)
+    // The refusal says which setting allows it.
+    expect(err.message).toContain('PGPT_WEBHOOK_ALLOW_PRIVATE=true')
   })
 
   it('allowPrivate (local profile) lets loopback through', async () => {

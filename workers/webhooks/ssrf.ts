@@ -169,7 +169,9 @@ export async function resolveWebhookTarget(
     const cls = forbiddenClass(a.address)
     if (cls)
       throw new SsrfError(
-        `${host} resolves to ${a.address} (${cls}); webhooks may only reach public addresses`,
+        `${host} resolves to ${a.address} (${cls}); webhooks may only reach public addresses ` +
+          '(private ones are allowed only in the local profile, where PGPT_WEBHOOK_ALLOW_PRIVATE=true is the default; ' +
+          'set the environment variable PGPT_WEBHOOK_ALLOW_PRIVATE=true on the workers)',
         url,
       )
   }
