@@ -511,19 +511,29 @@ describe('response cache', () => {
 })
 
 describe('streaming', () => {
-  it('records usage even when the client leaves mid-stream', async () => {
+  it('cancels the job of a client that leaves mid-stream, and records the usage of what it generated', async () => {
     await edge({ tokenDelayMs: 20 })
     const res = await post('/v1/chat/completions', t.keys.generate, {
       model: 'echo-1',
-      messages: [{ role: 'user', content: 'a b c d e f g h i j' }],
+      messages: [{ role: 'user', content: Array.from({ length: 30 }, (_, i) => `w${i}`).join(' ') }],
       stream: true,
     })
     expect(res.headers.get('content-type')).toContain('text/event-stream')
     const reader = res.body!.getReader()
-    await reader.read()
+    await reader.read() // the role chunk
+    await reader.read() // the first token
     await reader.cancel()
     await until(async () => t.usage.records.length === 1)
-    expect(t.usage.records[0]).toMatchObject({ completionTokens: 10, kind: 'chat.completion', cached: false })
+    const job = (await t.deps.jobs.getById(res.headers.get('x-pgpt-job-id')!))!
+    expect(job.state).toBe('canceled')
+    const generated = (job.output as { usage: { completionTokens: number } }).usage.completionTokens
+    expect(generated).toBeGreaterThan(0)
+    expect(generated).toBeLessThan(30)
+    expect(t.usage.records[0]).toMatchObject({
+      completionTokens: generated,
+      kind: 'chat.completion',
+      cached: false,
+    })
     expect(await (await t.app.request('/metrics')).text()).toMatch(
       /pgpt:time_to_first_token_seconds_count\{model="echo-1"\} 1/,
     )
