@@ -10,19 +10,20 @@
  * - the bundled model (models/prometheus-mini) published into the store on
  *   first boot (and again whenever its files change);
  * - an API key: PGPT_API_KEY when set, else one made at first boot and kept in
- *   <PGPT_DATA_DIR>/first-api-key (mode 0600) so every boot can print it.
+ *   <PGPT_DATA_DIR>/first-api-key (mode 0600) so every boot can print it;
+ * - the banner (URL, key, a curl to paste) once GET /ready answers 200, i.e.
+ *   once the default model is listed: the curl works when it is printed.
+ *
+ * The edge alone is `pgpt serve` (cli/serve.ts), one worker alone `pgpt worker`.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ConfigError } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
-import { ensureKey, randomSecret } from '../edge/keys.js'
-import { startEdge } from '../edge/node.js'
-import { publishBundledModels } from './bundled-models.js'
+import { banner, bootEdge, untilReady } from './edge-boot.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -33,35 +34,12 @@ async function main(): Promise<void> {
   // The worker→edge channel needs a shared secret; a fresh one per boot is enough locally.
   env.PGPT_INTERNAL_TOKEN ||= randomBytes(24).toString('base64url')
   const config = loadConfig(env)
-  mkdirSync(config.PGPT_DATA_DIR, { recursive: true })
 
-  const edge = await startEdge({ config })
-  const { logger, store, keys } = edge.deps
-  const published = await publishBundledModels(store, join(root, 'models'))
-  for (const m of published) logger.info({ model: m.id, files: m.files.length }, 'bundled model published')
-
-  const apiKey = config.PGPT_API_KEY ?? firstKey(config.PGPT_DATA_DIR)
-  const keyRecord = await ensureKey(keys, apiKey)
-  if (keyRecord.revokedAt !== undefined) logger.warn({ key: keyRecord.display }, 'the printed key is revoked')
+  const booted = await bootEdge(config)
+  const { edge } = booted
+  const { logger } = edge.deps
 
   const workers = startWorkers(config.PGPT_WORKERS, { ...env, PGPT_EDGE_URL: edge.url }, logger)
-
-  const model = config.PGPT_DEFAULT_MODEL
-  process.stdout.write(
-    [
-      '',
-      `PrometheusGPT is running at ${edge.url}`,
-      `  API key (tenant '${keyRecord.tenant}', scopes ${keyRecord.scopes.join(',')}): ${apiKey}`,
-      `  docs: ${edge.url}/docs   OpenAPI: ${edge.url}/openapi.json`,
-      `  data: ${config.PGPT_DATA_DIR}   workers: ${config.PGPT_WORKERS}`,
-      '',
-      'Try it:',
-      `  curl ${edge.url}/v1/chat/completions \\`,
-      `    -H "Authorization: Bearer ${apiKey}" -H "Content-Type: application/json" \\`,
-      `    -d '{"model":"${model}","messages":[{"role":"user","content":"Tell me about the sea."}],"max_tokens":40}'`,
-      '',
-    ].join('\n'),
-  )
 
   let stopping = false
   const stop = async (signal: NodeJS.Signals) => {
@@ -74,15 +52,14 @@ async function main(): Promise<void> {
   }
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
-}
 
-/** The local first key: made once, kept beside the data so every boot prints the same one. */
-function firstKey(dataDir: string): string {
-  const file = join(dataDir, 'first-api-key')
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim()
-  const secret = randomSecret()
-  writeFileSync(file, `${secret}\n`, { mode: 0o600 })
-  return secret
+  await untilReady(edge, {
+    onWaiting: (reason) =>
+      process.stdout.write(`\nNot ready yet (${edge.url}/ready): ${reason}\nWaiting; Ctrl-C stops.\n`),
+  })
+  process.stdout.write(
+    await banner(booted, config, [`  data: ${config.PGPT_DATA_DIR}   workers: ${config.PGPT_WORKERS}`]),
+  )
 }
 
 interface Workers {

@@ -14,12 +14,18 @@ describe('configuration', () => {
     expect(c.PGPT_EXECUTION_PROVIDERS).toEqual(['cpu'])
     // Local is for development: webhooks to a receiver on this machine are allowed (README).
     expect(c.PGPT_WEBHOOK_ALLOW_PRIVATE).toBe(true)
+    expect(c.PGPT_DEFAULT_MODEL).toBe('prometheus-mini')
   })
 
   it('allows private webhooks only in the local profile, and lets it refuse them', () => {
     expect(parseConfig({ PGPT_WEBHOOK_ALLOW_PRIVATE: 'false' }).PGPT_WEBHOOK_ALLOW_PRIVATE).toBe(false)
-    for (const profile of ['aws', 'cloudflare', 'onprem'])
-      expect(parseConfig({ PGPT_PROFILE: profile }).PGPT_WEBHOOK_ALLOW_PRIVATE, profile).toBe(false)
+    for (const profile of ['aws', 'cloudflare', 'onprem']) {
+      const c = parseConfig({ PGPT_PROFILE: profile })
+      expect(c.PGPT_WEBHOOK_ALLOW_PRIVATE, profile).toBe(false)
+      // No bundled model is published there: /ready waits for any model unless one is named.
+      expect(c.PGPT_DEFAULT_MODEL, profile).toBeUndefined()
+    }
+    expect(parseConfig({ PGPT_PROFILE: 'onprem', PGPT_DEFAULT_MODEL: 'm' }).PGPT_DEFAULT_MODEL).toBe('m')
   })
 
   it('coerces numbers, booleans and lists from strings', () => {

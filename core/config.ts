@@ -76,7 +76,12 @@ export const configSchema = z.object({
   PGPT_MODEL_CACHE_DIR: z.string().min(1).optional(),
   /** Memory budget for loaded models, in MiB. */
   PGPT_MODEL_CACHE_MB: int(16).default(4096),
-  PGPT_DEFAULT_MODEL: z.string().min(1).default('prometheus-mini'),
+  /**
+   * The model GET /ready waits for (it must be listed to every tenant) and `npm start`'s example
+   * uses. Default: prometheus-mini in the local profile (npm start and `pgpt serve` publish it);
+   * elsewhere unset, and /ready waits for any model to be published.
+   */
+  PGPT_DEFAULT_MODEL: z.string().min(1).optional(),
 
   /** Edge URL that workers push events to (separate-process workers). */
   PGPT_EDGE_URL: z.url().optional(),
@@ -167,6 +172,7 @@ export function parseConfig(env: ConfigSource, file: ConfigSource = {}): Config 
   return {
     ...parsed,
     PGPT_WEBHOOK_ALLOW_PRIVATE: parsed.PGPT_WEBHOOK_ALLOW_PRIVATE ?? local,
+    ...(parsed.PGPT_DEFAULT_MODEL === undefined && local ? { PGPT_DEFAULT_MODEL: 'prometheus-mini' } : {}),
   }
 }
 

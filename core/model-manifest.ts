@@ -44,6 +44,28 @@ export const isAdapterManifest = (m: ModelManifest): boolean =>
 export const modelPrefix = (id: string) => `models/${id}/`
 export const manifestKey = (id: string) => `models/${id}/manifest.json`
 
+/**
+ * The models' generation marker: rewritten (new bytes, so a new etag) after
+ * every manifest write or delete, by whichever process makes it (the CLI, an
+ * edge, a worker publishing a fine-tune). A catalog compares one cheap HEAD of
+ * it with the one its cached listing was read under, instead of trusting a
+ * listing for a fixed time (core/records/model-catalog.ts). Not a model: no
+ * model id starts with '.'.
+ */
+export const MODELS_GENERATION_KEY = 'models/.generation'
+
+/** Tells every catalog reading `store` that the set of models changed. */
+export async function markModelsChanged(store: ObjectStore): Promise<void> {
+  await store.put(MODELS_GENERATION_KEY, `${Date.now()} ${crypto.randomUUID()}`, {
+    contentType: 'text/plain',
+  })
+}
+
+/** The marker's current version; null when no model was published since markers exist. */
+export async function modelsGeneration(store: ObjectStore): Promise<string | null> {
+  return (await store.head(MODELS_GENERATION_KEY))?.etag ?? null
+}
+
 export async function readManifest(store: ObjectStore, id: string): Promise<ModelManifest | null> {
   if (!MODEL_ID_PATTERN.test(id)) return null
   const bytes = await store.get(manifestKey(id))
@@ -72,6 +94,7 @@ export async function listManifests(store: ObjectStore): Promise<ModelManifest[]
 export async function deleteModel(store: ObjectStore, id: string): Promise<boolean> {
   if (!MODEL_ID_PATTERN.test(id) || !(await store.head(manifestKey(id)))) return false
   await store.delete(manifestKey(id))
+  await markModelsChanged(store)
   const keys: string[] = []
   let cursor: string | undefined
   do {

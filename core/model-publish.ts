@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { join, relative, sep } from 'node:path'
-import { type ModelManifest, manifestKey, modelPrefix } from './model-manifest.js'
+import { type ModelManifest, manifestKey, markModelsChanged, modelPrefix } from './model-manifest.js'
 import type { ObjectStore } from './ports/object-store.js'
 
 export interface PublishOptions {
@@ -56,5 +56,6 @@ export async function publishModelFolder(
     ...(o.baseModel ? { base_model: o.baseModel } : {}),
   }
   await store.put(manifestKey(o.id), JSON.stringify(manifest, null, 2), { contentType: 'application/json' })
+  await markModelsChanged(store)
   return manifest
 }

@@ -1,7 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { MemoryObjectStore } from '../core/adapters/memory-object-store.js'
+import { type ModelManifest, manifestKey, markModelsChanged } from '../core/model-manifest.js'
+import type { ObjectStore } from '../core/ports/object-store.js'
+import { createModelCatalog } from '../core/records/model-catalog.js'
 import {
   INTERNAL_TOKEN,
   makeTestEdge,
+  manifest,
   type TestEdge,
   type TestEdgeOptions,
 } from '../test/helpers/edge-harness.js'
@@ -40,6 +45,12 @@ async function expectError(res: Response, status: number, code: string | null, p
   return body.error
 }
 
+/** What a publisher in another process does: the manifest, then the generation marker. */
+async function publishManifest(store: ObjectStore, m: ModelManifest) {
+  await store.put(manifestKey(m.id), JSON.stringify(m))
+  await markModelsChanged(store)
+}
+
 const until = async (fn: () => Promise<boolean>, ms = 3000) => {
   const end = Date.now() + ms
   while (Date.now() < end) {
@@ -51,7 +62,7 @@ const until = async (fn: () => Promise<boolean>, ms = 3000) => {
 
 describe('system routes', () => {
   it('answers /health, /ready, /openapi.json and /docs without a key', async () => {
-    await edge()
+    await edge({ env: { PGPT_DEFAULT_MODEL: 'echo-1' } })
     expect(await (await get('/health')).json()).toEqual({ status: 'ok' })
     const ready = await get('/ready')
     expect(ready.status).toBe(200)
@@ -60,6 +71,7 @@ describe('system routes', () => {
       store: 'ok',
       jobs: 'ok',
       keys: 'ok',
+      model: 'ok',
     })
     const spec = (await (await get('/openapi.json')).json()) as {
       openapi: string
@@ -91,14 +103,56 @@ describe('system routes', () => {
     expect(html).not.toMatch(/<script[^>]+src=|<link[^>]+href=/)
   })
 
-  it('reports not ready when a dependency fails', async () => {
+  type NotReady = {
+    status: string
+    checks: Record<string, string>
+    error: { message: string; type: string; param: null; code: string }
+  }
+
+  it('is not ready until the default model is published, and ready on the next request after', async () => {
+    // The local profile's default model, prometheus-mini, is not among the harness' models.
     await edge()
+    expect(t.deps.config.PGPT_DEFAULT_MODEL).toBe('prometheus-mini')
+    expect((await get('/health')).status).toBe(200)
+    const before = await get('/ready')
+    expect(before.status).toBe(503)
+    const body = (await before.json()) as NotReady
+    expect(body.status).toBe('not_ready')
+    expect(body.error).toMatchObject({ type: 'service_unavailable', param: null, code: 'not_ready' })
+    expect(body.error.message).toContain("'prometheus-mini'")
+    expect(body.error.message).toContain('PGPT_DEFAULT_MODEL')
+    expect(body.checks).toMatchObject({ queue: 'ok', store: 'ok' })
+    expect(body.checks.model).toMatch(/^error: /)
+    await publishManifest(t.deps.store, manifest('prometheus-mini', null))
+    expect((await get('/ready')).status).toBe(200)
+  })
+
+  it('with no default model, is ready once any model is published', async () => {
+    const store = new MemoryObjectStore()
+    await edge({
+      env: { PGPT_PROFILE: 'onprem' },
+      deps: { store, models: createModelCatalog(store) },
+    })
+    expect(t.deps.config.PGPT_DEFAULT_MODEL).toBeUndefined()
+    const before = await get('/ready')
+    expect(before.status).toBe(503)
+    expect(((await before.json()) as NotReady).error.message).toMatch(/no model is published/)
+    // A tenant's own model counts: a deployment may serve only those.
+    await publishManifest(store, manifest('team-model', 'acme'))
+    expect((await get('/ready')).status).toBe(200)
+  })
+
+  it('reports not ready when a dependency fails', async () => {
+    await edge({ env: { PGPT_DEFAULT_MODEL: 'echo-1' } })
     t.deps.queue.stats = async () => {
       throw new Error('queue down')
     }
     const res = await get('/ready')
     expect(res.status).toBe(503)
-    expect(((await res.json()) as { checks: { queue: string } }).checks.queue).toContain('queue down')
+    const body = (await res.json()) as NotReady
+    expect(body.checks.queue).toContain('queue down')
+    expect(body.checks.model).toBe('ok')
+    expect(body.error.message).toBe('Not ready: queue: queue down.')
   })
 
   it('serves /metrics, behind a bearer token when PGPT_METRICS_TOKEN is set', async () => {

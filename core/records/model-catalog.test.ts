@@ -1,8 +1,19 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { manifest } from '../../test/helpers/edge-harness.js'
 import { MemoryObjectStore } from '../adapters/memory-object-store.js'
-import { type ModelManifest, manifestKey, modelPrefix } from '../model-manifest.js'
+import {
+  deleteModel,
+  type ModelManifest,
+  manifestKey,
+  markModelsChanged,
+  modelPrefix,
+} from '../model-manifest.js'
+import { publishModelFolder } from '../model-publish.js'
 import { prepareGeneration } from '../openai/generation-request.js'
+import type { ObjectStore } from '../ports/object-store.js'
 import { createModelCatalog, estimateTokens } from './model-catalog.js'
 
 const WORD_LEVEL = {
@@ -54,6 +65,69 @@ describe('model catalog', () => {
     await store.delete(manifestKey('one'))
     now = 1000
     expect((await cat.list('t')).map((m) => m.id)).toEqual(['two'])
+  })
+
+  it('lists a model published or deleted by another writer on the next call, not ttlMs later', async () => {
+    const store = new MemoryObjectStore()
+    await publish(store, manifest('one', null))
+    // The clock never moves: only the generation marker can make the catalog read again.
+    const cat = createModelCatalog(store, { ttlMs: 5000, now: () => 0 })
+    expect((await cat.list('t')).map((m) => m.id)).toEqual(['one'])
+    // Another process's publish (the CLI's, a worker's fine-tune): same store, not this catalog.
+    const dir = await mkdtemp(join(tmpdir(), 'pgpt-catalog-'))
+    try {
+      await writeFile(join(dir, 'config.json'), '{}')
+      await publishModelFolder(store, dir, { id: 'two', owner: null, contextLength: 64 })
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+    expect((await cat.list('t')).map((m) => m.id)).toEqual(['one', 'two'])
+    expect((await cat.all()).map((m) => m.id)).toEqual(['one', 'two'])
+    expect(await deleteModel(store, 'one')).toBe(true)
+    expect((await cat.list('t')).map((m) => m.id)).toEqual(['two'])
+    // Any writer that marks the change is seen, owners included.
+    await publish(store, manifest('theirs', 't2'))
+    await markModelsChanged(store)
+    expect((await cat.list('t')).map((m) => m.id)).toEqual(['two'])
+    expect((await cat.all()).map((m) => m.id)).toEqual(['theirs', 'two'])
+  })
+
+  it('answers a known model with no store read, and a listing with one HEAD while nothing changed', async () => {
+    const inner = new MemoryObjectStore()
+    await publish(inner, manifest('one', null))
+    await markModelsChanged(inner)
+    const calls: string[] = []
+    const store = new Proxy(inner, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver)
+        return typeof v === 'function'
+          ? (...args: unknown[]) => {
+              calls.push(`${String(prop)} ${String(args[0])}`)
+              return v.apply(target, args)
+            }
+          : v
+      },
+    }) as ObjectStore
+    const cat = createModelCatalog(store, { ttlMs: 5000, now: () => 0 })
+    expect((await cat.get('t', 'one'))?.id).toBe('one')
+    calls.length = 0
+    // The completion path: a model in the kept listing costs no store read.
+    for (let i = 0; i < 100; i++) expect((await cat.get('t', 'one'))?.id).toBe('one')
+    expect(calls).toEqual([])
+    // GET /v1/models: one HEAD of the marker, no listing while it is unchanged.
+    for (let i = 0; i < 3; i++) expect((await cat.list('t')).map((m) => m.id)).toEqual(['one'])
+    expect(calls).toEqual(Array(3).fill('head models/.generation'))
+  })
+
+  it('keeps serving the listing when the marker cannot be read', async () => {
+    const store = new MemoryObjectStore()
+    await publish(store, manifest('one', null))
+    const cat = createModelCatalog(store, { ttlMs: 5000, now: () => 0 })
+    expect((await cat.list('t')).map((m) => m.id)).toEqual(['one'])
+    store.head = async () => {
+      throw new Error('store down')
+    }
+    expect((await cat.list('t')).map((m) => m.id)).toEqual(['one'])
   })
 
   it('counts with the model’s tokenizer.json when published, else estimates ceil(chars/4)', async () => {

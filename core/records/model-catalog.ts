@@ -1,6 +1,22 @@
 /**
  * The model catalog: which models a tenant may call, read from the ObjectStore
- * (`models/<id>/manifest.json`, see core/model-manifest.ts) and cached briefly.
+ * (`models/<id>/manifest.json`, see core/model-manifest.ts).
+ *
+ * Freshness. A model published or deleted by another process (`pgpt model
+ * publish`, another edge, a worker publishing a fine-tune) must show on the
+ * next request, yet a full listing reads every manifest. So the listing is
+ * kept, and:
+ * - list() and all() first HEAD the models' generation marker
+ *   (`models/.generation`, rewritten by every publish and delete) and list
+ *   again when its etag differs from the one the kept listing was read under
+ *   — one small read per GET /v1/models, none for the listing itself;
+ * - get() answers a model found in the kept listing with no store read at all
+ *   (the completion path); a model not in it is looked up by its manifest, and
+ *   when found the listing is read again;
+ * - whatever the marker says, a listing is not kept longer than ttlMs (a
+ *   writer that bypasses the marker, e.g. files copied into the bucket by
+ *   hand). So get() of a model replaced or deleted by another process may
+ *   answer the old manifest for up to ttlMs.
  *
  * Token counting, used for the context-length check and tokens-per-minute:
  * when the manifest lists `tokenizer.json`, the model's own tokenizer is loaded
@@ -9,7 +25,13 @@
  * ceil(characters / 4). Chat prompts add 4 tokens per message for the template.
  */
 import { Tokenizer } from '@huggingface/tokenizers'
-import { listManifests, type ModelManifest, manifestKey, modelPrefix } from '../model-manifest.js'
+import {
+  listManifests,
+  type ModelManifest,
+  manifestKey,
+  modelPrefix,
+  modelsGeneration,
+} from '../model-manifest.js'
 import type { ObjectStore } from '../ports/object-store.js'
 
 export type TokenCountMethod = 'tokenizer' | 'estimate'
@@ -20,8 +42,10 @@ export interface TokenCounter {
 }
 
 export interface ModelCatalog {
-  /** Models visible to `tenant` (its own and everyone's), sorted by id. */
+  /** Models visible to `tenant` (its own and everyone's), sorted by id; current as of this call. */
   list(tenant: string): Promise<ModelManifest[]>
+  /** Every model whatever its owner, sorted by id; current as of this call (readiness, never shown to a tenant). */
+  all(): Promise<ModelManifest[]>
   /** One model, or null when missing or owned by another tenant. */
   get(tenant: string, id: string): Promise<ModelManifest | null>
   /** The model's token counter (the tokenizer when published, else the estimate). */
@@ -31,7 +55,7 @@ export interface ModelCatalog {
 }
 
 export interface ModelCatalogOptions {
-  /** How long a listing is reused. Default 5000 ms. */
+  /** The longest a listing is reused, even when the generation marker did not change. Default 5000 ms. */
   ttlMs?: number
   now?: () => number
   /** Told why a tokenizer could not be loaded. */
@@ -42,23 +66,46 @@ export const estimateTokens = (text: string) => Math.ceil(text.length / 4)
 export const ESTIMATE: TokenCounter = { method: 'estimate', count: estimateTokens }
 
 const visible = (m: ModelManifest, tenant: string) => m.owner === null || m.owner === tenant
+const FAILED = Symbol('marker read failed')
 
 export function createModelCatalog(store: ObjectStore, o: ModelCatalogOptions = {}): ModelCatalog {
   const ttl = o.ttlMs ?? 5000
   const now = o.now ?? Date.now
-  let cached: { at: number; models: Promise<ModelManifest[]> } | undefined
+  /** The kept listing, and the marker version it was read under (undefined: unknown, the read failed). */
+  let cached:
+    | { at: number; marker: Promise<string | null | undefined>; models: Promise<ModelManifest[]> }
+    | undefined
   const counters = new Map<string, Promise<TokenCounter>>()
 
-  const all = (): Promise<ModelManifest[]> => {
-    if (!cached || now() - cached.at >= ttl) {
-      const models = listManifests(store).then((list) => list.sort((a, b) => a.id.localeCompare(b.id)))
-      cached = { at: now(), models }
-      // A failed listing is not remembered.
-      models.catch(() => {
-        if (cached?.models === models) cached = undefined
-      })
-    }
-    return cached.models
+  const load = () => {
+    // The marker is read before the listing: a change made while listing shows as a new marker next time.
+    const marker = modelsGeneration(store).catch(() => undefined)
+    const models = marker
+      .then(() => listManifests(store))
+      .then((list) => list.sort((a, b) => a.id.localeCompare(b.id)))
+    const entry = { at: now(), marker, models }
+    cached = entry
+    // A failed listing is not remembered.
+    models.catch(() => {
+      if (cached === entry) cached = undefined
+    })
+    return entry
+  }
+  const young = (c: typeof cached): c is NonNullable<typeof cached> => !!c && now() - c.at < ttl
+
+  /** The kept listing while it is young: no store read (get()'s hit path). */
+  const kept = (): Promise<ModelManifest[]> => (young(cached) ? cached : load()).models
+
+  /** The listing as of now: one HEAD of the marker, and a new listing only when it changed. */
+  async function current(): Promise<ModelManifest[]> {
+    const c = cached
+    if (!young(c)) return load().models
+    const mark = await modelsGeneration(store).catch(() => FAILED)
+    // The marker cannot be read: the kept listing, young as it is, is the best answer.
+    if (mark === FAILED) return c.models
+    if (mark === (await c.marker) && cached === c) return c.models
+    // Changed since it was read. A load begun after this call began is as current as this call needs.
+    return cached !== c && young(cached) ? cached.models : load().models
   }
 
   async function loadCounter(m: ModelManifest): Promise<TokenCounter> {
@@ -83,16 +130,16 @@ export function createModelCatalog(store: ObjectStore, o: ModelCatalogOptions = 
 
   return {
     async list(tenant) {
-      return (await all()).filter((m) => visible(m, tenant))
+      return (await current()).filter((m) => visible(m, tenant))
     },
+    all: current,
     async get(tenant, id) {
-      const m = (await all()).find((x) => x.id === id)
+      const m = (await kept()).find((x) => x.id === id)
       if (m) return visible(m, tenant) ? m : null
-      // Not in the cached listing: it may have been published since.
+      // Not in the kept listing: it may have been published since.
       const bytes = await store.get(manifestKey(id)).catch(() => null)
       if (!bytes) return null
-      cached = undefined
-      const fresh = (await all()).find((x) => x.id === id)
+      const fresh = (await load().models).find((x) => x.id === id)
       return fresh && visible(fresh, tenant) ? fresh : null
     },
     invalidate() {

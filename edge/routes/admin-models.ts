@@ -184,8 +184,10 @@ export function registerAdminModels(app: EdgeApp, { deps }: RouteContext) {
         throw err
       }
       const { manifest: m, validated: v } = result
-      // Refreshes the catalog's cached listing, so GET /v1/models shows the model at once.
-      await deps.models.get(tenant, m.id)
+      // The next request reads the listing again: a new model shows in GET /v1/models at once (the
+      // generation marker would tell it too), and a replaced one (replace=true) is not answered from
+      // the kept listing's old manifest.
+      deps.models.invalidate?.()
       c.get('log').info({ model: m.id, owner: m.owner, files: m.files.length }, 'model published')
       return json(
         c,

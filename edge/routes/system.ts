@@ -1,6 +1,6 @@
 /** GET /health, GET /ready, GET /metrics, GET /openapi.json and GET /docs. */
 import { createRoute, z } from '@hono/zod-openapi'
-import { unauthorized } from '../../core/errors.js'
+import { ApiError, unauthorized } from '../../core/errors.js'
 import { docsPage } from '../docs-page.js'
 import { sha256Hex, timingSafeEqualString } from '../keys.js'
 import { bearerToken } from '../middleware/auth/index.js'
@@ -21,20 +21,41 @@ const health = createRoute({
   },
 })
 
-const checks = z.record(z.string(), z.string())
+const checks = z.record(z.string(), z.string()).openapi({
+  description: "Each dependency's state: 'ok', or 'error: <why>'.",
+  example: { queue: 'ok', store: 'ok', jobs: 'ok', keys: 'ok', model: 'ok' },
+})
 const ready = createRoute({
   method: 'get',
   path: '/ready',
   tags: ['System'],
-  summary: 'Readiness: the queue and the store answer',
+  summary: 'Readiness: the queue and the store answer, and the default model is published',
+  description:
+    'For load balancers and Kubernetes readinessProbe (GET /health is liveness). 200 once the queue, the ' +
+    'object store, the job records and the keys answer and the catalog holds the default model ' +
+    '(PGPT_DEFAULT_MODEL; prometheus-mini in the local profile; unset: any model). Otherwise 503, with the ' +
+    "reasons in OpenAI's error shape beside the checks.",
   responses: {
     200: {
       description: 'Ready.',
       content: { 'application/json': { schema: z.object({ status: z.literal('ready'), checks }) } },
     },
     503: {
-      description: 'Not ready.',
-      content: { 'application/json': { schema: z.object({ status: z.literal('not_ready'), checks }) } },
+      description: 'Not ready: `error.message` says why (code `not_ready`).',
+      content: {
+        'application/json': {
+          schema: z.object({
+            status: z.literal('not_ready'),
+            checks,
+            error: z.object({
+              message: z.string(),
+              type: z.literal('service_unavailable'),
+              param: z.null(),
+              code: z.literal('not_ready'),
+            }),
+          }),
+        },
+      },
     },
   },
 })
@@ -58,6 +79,18 @@ export function registerSystem(app: EdgeApp, { deps }: RouteContext) {
         store: () => deps.store.list('models/', { limit: 1 }),
         jobs: () => deps.jobs.getById('job_readiness_probe'),
         keys: () => deps.keys.get('key_readiness_probe'),
+        // Requests need a model: not ready until the default one (or, with none configured, any) is listed.
+        // The catalog re-reads on every publish, whichever process made it (core/records/model-catalog.ts).
+        model: async () => {
+          const models = await deps.models.all()
+          const wanted = deps.config.PGPT_DEFAULT_MODEL
+          if (wanted && !models.some((m) => m.id === wanted))
+            throw new Error(
+              `the default model '${wanted}' (PGPT_DEFAULT_MODEL) is not published yet` +
+                (models.length ? `; published: ${models.map((m) => m.id).join(', ')}` : ''),
+            )
+          if (!models.length) throw new Error('no model is published yet (pgpt model publish)')
+        },
       }
       const results: Record<string, string> = {}
       await Promise.all(
@@ -70,8 +103,11 @@ export function registerSystem(app: EdgeApp, { deps }: RouteContext) {
           }
         }),
       )
-      const ok = Object.values(results).every((v) => v === 'ok')
-      return json(c, { status: ok ? 'ready' : 'not_ready', checks: results }, ok ? 200 : 503)
+      const failing = Object.entries(results).filter(([, v]) => v !== 'ok')
+      if (!failing.length) return json(c, { status: 'ready', checks: results })
+      const why = failing.map(([name, v]) => `${name}: ${v.replace(/^error: /, '')}`).join('; ')
+      const error = new ApiError(503, `Not ready: ${why}.`, { code: 'not_ready' })
+      return json(c, { status: 'not_ready', checks: results, ...error.toJSON() }, 503)
     }),
   )
 

@@ -9,6 +9,7 @@ import {
   MODEL_ID_PATTERN,
   type ModelManifest,
   manifestKey,
+  markModelsChanged,
   modelPrefix,
   readManifest,
 } from '../../core/model-manifest.js'
@@ -92,5 +93,7 @@ export async function publishByoModel(
     source: 'published',
   }
   await store.put(manifestKey(o.id), JSON.stringify(manifest, null, 2), { contentType: 'application/json' })
+  // Running edges list the model on their next request, whichever process published it.
+  await markModelsChanged(store)
   return { manifest, validated }
 }

@@ -99,6 +99,33 @@ describe('deploy/k8s', () => {
     )
   })
 
+  it('runs the edge with /ready as readiness and /health as liveness, reachable at the workers’ PGPT_EDGE_URL', () => {
+    const [edge] = byKind('Deployment', 'pgpt-edge')
+    const [service] = byKind('Service', 'pgpt-edge')
+    const c = edge.spec.template.spec.containers[0]
+    expect(c.readinessProbe.httpGet).toEqual({ path: '/ready', port: 'http' })
+    expect(c.livenessProbe.httpGet).toEqual({ path: '/health', port: 'http' })
+    expect(c.startupProbe.httpGet).toEqual({ path: '/health', port: 'http' })
+    expect(c.envFrom).toEqual(container.envFrom)
+    const env = Object.fromEntries(c.env.map((e: Doc) => [e.name, e.value]))
+    const config = parseConfig({ ...configMap.data, ...secret.stringData, ...env })
+    expect(config).toMatchObject({ HOST: '0.0.0.0', PGPT_PROFILE: 'onprem', PGPT_RECORDS: 'object' })
+    expect(c.ports).toEqual([{ name: 'http', containerPort: config.PORT }])
+    // The image's user; the edge image runs as `node`.
+    expect(edge.spec.template.spec.securityContext.runAsNonRoot).toBe(true)
+    const { stages } = readDockerfile(resolve(ROOT, 'deploy/compose/edge.Dockerfile'))
+    expect(stages.at(-1)!.instructions.some((i) => i.op === 'USER' && i.args.trim() === 'node')).toBe(true)
+    // Workers push events to the Service, which selects the edge pods.
+    expect(service.spec.selector).toEqual(edge.spec.selector.matchLabels)
+    const edgeUrl = new URL(config.PGPT_EDGE_URL!)
+    expect(edgeUrl.hostname.split('.').slice(0, 2)).toEqual([
+      service.metadata.name,
+      service.metadata.namespace,
+    ])
+    expect(Number(edgeUrl.port)).toBe(service.spec.ports[0].port)
+    expect(service.spec.ports[0].targetPort).toBe('http')
+  })
+
   it('KEDA scales the worker on the queue it reads, by the rule of deploy/aws/autoscaling.ts', () => {
     expect(scaled.spec.scaleTargetRef.name).toBe(deployment.metadata.name)
     const [trigger] = scaled.spec.triggers
