@@ -14,6 +14,8 @@ const main = defineCommand({
     tokenizer: () => import('./tokenizer.js').then((m) => m.default),
     keys: () => import('./keys.js').then((m) => m.default),
     train: () => import('./train.js').then((m) => m.default),
+    serve: () => import('./serve.js').then((m) => m.default),
+    worker: () => import('./worker.js').then((m) => m.default),
   },
 })
 
