@@ -11,7 +11,6 @@
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { serve } from '@hono/node-server'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
 import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
@@ -27,6 +26,7 @@ import { nodeBackends } from '../core/wiring-node.js'
 import { createApp } from './app.js'
 import type { EdgeDeps } from './deps.js'
 import { ensureKey } from './keys.js'
+import { serveEdge } from './node-server.js'
 
 export interface StartEdgeOptions {
   /** Default: loadConfig() (process.env and PGPT_CONFIG_FILE). */
@@ -105,8 +105,8 @@ export async function startEdge(o: StartEdgeOptions = {}): Promise<RunningEdge> 
   if (config.PGPT_API_KEY) await ensureKey(deps.keys, config.PGPT_API_KEY)
   const app = createApp(deps)
   const hostname = o.hostname ?? config.HOST
-  const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: o.port ?? config.PORT, hostname }, () => resolve(s))
+  const server = await new Promise<ReturnType<typeof serveEdge>>((resolve) => {
+    const s = serveEdge({ fetch: app.fetch, port: o.port ?? config.PORT, hostname }, () => resolve(s))
   })
   const port = (server.address() as AddressInfo).port
   const url = `http://${hostname.includes(':') ? `[${hostname}]` : hostname}:${port}`
