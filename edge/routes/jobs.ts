@@ -11,9 +11,17 @@ import { jobGeneration, prepareGeneration } from '../../core/openai/generation-r
 import { authErrors, chatMessage, errorResponseOf, samplingFields } from '../../core/openai/schemas.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
-import { type GenerationOutput, samplingBounds } from '../../core/protocol.js'
+import { samplingBounds, type Usage } from '../../core/protocol.js'
 import type { AppContext } from '../deps.js'
-import { awaitTerminal, keepAlive, outputOf, recordUsage, submitGeneration } from '../generation/run.js'
+import {
+  awaitTerminal,
+  canceledUsage,
+  cancelJob,
+  keepAlive,
+  outputOf,
+  recordUsage,
+  submitGeneration,
+} from '../generation/run.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
 import { requireScope } from '../middleware/auth/index.js'
 import { cursorQuery, pageOk } from './pages.js'
@@ -21,8 +29,6 @@ import { type EdgeApp, h, json, type RouteContext, security, valid } from './uti
 
 /** Longest `Prefer: wait=N`, in seconds. */
 export const MAX_PREFER_WAIT_S = 60
-/** Seq of the `canceled` event the edge publishes for a job canceled before it ran. */
-export const EDGE_CANCEL_SEQ = 1_000_000_000
 
 // Strict, as the interactive requests (core/openai/schemas.ts): a field we do not implement is refused by name.
 const jobInput = z
@@ -210,19 +216,20 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
       })
       // Follow the job to its end in the background: usage and the token refund do not depend on a waiter.
       const follow = (async () => {
-        try {
-          const out: GenerationOutput = outputOf(
-            await awaitTerminal(sub, deps.syncTimeoutMs ?? 300_000),
-            sub.job.id,
-          )
-          await refund(out.usage.promptTokens + out.usage.completionTokens).catch(() => {})
-          await recordUsage(c, deps, {
+        const usage = (u: Usage) =>
+          recordUsage(c, deps, {
             model: prep.manifest.id,
             kind: r.endpoint === 'completions' ? 'completion' : 'chat.completion',
-            promptTokens: out.usage.promptTokens,
-            completionTokens: out.usage.completionTokens,
+            promptTokens: u.promptTokens,
+            completionTokens: u.completionTokens,
             cached: false,
           })
+        try {
+          const end = await awaitTerminal(sub, deps.syncTimeoutMs ?? 300_000)
+          // Canceled after it began generating: billed for what it generated.
+          const used = canceledUsage(end) ?? outputOf(end, sub.job.id).usage
+          await refund(used.promptTokens + used.completionTokens).catch(() => {})
+          await usage(used)
         } catch {
           await refund(prep.promptTokens).catch(() => {})
         }
@@ -262,19 +269,9 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
     cancel,
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
-      const before = await getJob(c, ctx, id)
-      const r = await deps.jobs.requestCancel(c.get('key').tenant, id)
+      await getJob(c, ctx, id)
+      const r = await cancelJob(deps, c.get('key').tenant, id)
       if (!r) throw notFound('job', id, 'id')
-      if (before.state === 'queued' && r.state === 'canceled') {
-        // No worker will run it, so no worker will say so: the edge ends the event stream itself.
-        await deps.events.publish({
-          jobId: id,
-          seq: EDGE_CANCEL_SEQ,
-          type: 'canceled',
-          data: { reason: 'canceled' },
-          at: Date.now(),
-        })
-      }
       return json(c, jobView(r))
     }),
   )

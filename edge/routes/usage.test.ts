@@ -355,6 +355,28 @@ describe('GET /v1/usage', () => {
     expect((await totals(t.keys.generate)).output).toBe(generated)
   })
 
+  it('meters a job canceled through the job API by what it generated', async () => {
+    await t.close()
+    t = await makeTestEdge({ deps: { usage: store }, tokenDelayMs: 20 })
+    const words = Array.from({ length: 50 }, (_, i) => `w${i}`).join(' ')
+    const created = await post('/v1/jobs', t.keys.generate, {
+      model: 'echo-1',
+      input: { messages: [{ role: 'user', content: words }] },
+    })
+    expect(created.status).toBe(201)
+    const { id } = (await created.json()) as { id: string }
+    await until(async () => (await t.deps.jobs.getById(id))?.state === 'running')
+    await new Promise((r) => setTimeout(r, 100)) // a few tokens out
+    expect((await post(`/v1/jobs/${id}/cancel`, t.keys.generate, {})).status).toBe(200)
+    await until(async () => (await totals(t.keys.generate)).requests === 1)
+    const job = (await t.deps.jobs.getById(id))!
+    expect(job.state).toBe('canceled')
+    const generated = (job.output as { usage: { completionTokens: number } }).usage.completionTokens
+    expect(generated).toBeGreaterThan(0)
+    expect(generated).toBeLessThan(50)
+    expect((await totals(t.keys.generate)).output).toBe(generated)
+  })
+
   it('groups by model and by key, and exports CSV', async () => {
     await post('/v1/completions', t.keys.generate, { model: 'echo-1', prompt: 'a b', max_tokens: 2 })
     await post('/v1/completions', t.keys.admin, { model: 'echo-1', prompt: 'c d e', max_tokens: 3 })
