@@ -8,9 +8,9 @@ import { createMetrics } from '../../core/metrics.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import { tenantWebhookSecret } from '../../core/webhook-secrets.js'
+import { type Receiver, startReceiver } from '../../test/helpers/webhook-receiver.js'
 import { DeliveryLog } from './delivery-log.js'
 import { WebhookDispatcher, type WebhookDispatcherOptions, webhookId } from './dispatcher.js'
-import { type Receiver, startReceiver } from '../../test/helpers/webhook-receiver.js'
 
 const KEY = 'test-signing-key-0123456789abcdef0123456789'
 const secretFor = (tenant: string) => tenantWebhookSecret(KEY, tenant)
