@@ -48,6 +48,7 @@ describe('configuration', () => {
     ['PGPT_EXECUTION_PROVIDERS', 'cuda,tpu', /PGPT_EXECUTION_PROVIDERS/],
     ['PGPT_API_KEY', 'sk-123', /PGPT_API_KEY: must look like pgpt_/],
     ['PGPT_SQS_ENDPOINT', 'not a url', /PGPT_SQS_ENDPOINT/],
+    ['PGPT_WEBHOOK_SIGNING_KEY', 'short', /PGPT_WEBHOOK_SIGNING_KEY: must be at least 32 characters/],
   ])('rejects a bad %s with an error naming it', (name, value, pattern) => {
     let error: unknown
     try {
@@ -64,6 +65,9 @@ describe('configuration', () => {
     expect(() => parseConfig({ PGPT_QUEUE: 'sqs' })).toThrow(
       /PGPT_SQS_QUEUE_URL: required when PGPT_QUEUE=sqs/,
     )
+    expect(() =>
+      parseConfig({ PGPT_QUEUE: 'sqs', PGPT_SQS_QUEUE_URL: 'http://127.0.0.1:9324/000/jobs' }),
+    ).toThrow(/PGPT_SQS_DLQ_URL: required when PGPT_QUEUE=sqs/)
     expect(() => parseConfig({ PGPT_STORE: 's3' })).toThrow(/PGPT_S3_BUCKET/)
     expect(() => parseConfig({ PGPT_PROFILE: 'aws', PGPT_WEBHOOK_ALLOW_PRIVATE: '1' })).toThrow(
       /PGPT_WEBHOOK_ALLOW_PRIVATE: may only be true in the local profile/,

@@ -28,7 +28,6 @@ describe('parseWorkerSettings', () => {
 
   it.each([
     ['PGPT_WORKER_KINDS', 'generation,training'],
-    ['PGPT_WEBHOOK_SIGNING_KEY', 'short'],
     ['PGPT_WEBHOOK_RETRY_SCHEDULE_MS', '5,soon'],
     ['PGPT_WORKER_METRICS_PORT', '70000'],
   ])('a bad %s stops start-up naming the variable and the value', (variable, value) => {
