@@ -56,13 +56,7 @@ beforeAll(async () => {
   await publishBundledModels(edge.deps.store, join(import.meta.dirname, '../../models'))
   apiKey = (await createKey(edge.deps.keys, { tenant: 'acme', name: 'e2e', scopes: ['generate', 'batch'] }))
     .secret
-  worker = h.spawnWorker({
-    PGPT_WORKER_KINDS: 'generation,batch',
-    PGPT_EDGE_URL: edge.url,
-    PGPT_INTERNAL_TOKEN: TOKEN,
-    PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),
-  })
-  await worker.waitForLog((l) => l.msg === 'worker started', 30_000)
+  worker = await h.startEdgeWorker('generation,batch', edge.url, TOKEN)
 }, 120_000)
 
 afterAll(async () => {

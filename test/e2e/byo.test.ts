@@ -203,14 +203,9 @@ beforeAll(async () => {
   keys.acme = await k('acme', ['generate'])
   keys.globex = await k('globex', ['generate', 'admin'])
   for (const c of CASES) await writeByoFolder(join(root, c.id), c.shape)
-  worker = h.spawnWorker({
-    PGPT_WORKER_KINDS: 'generation',
-    PGPT_EDGE_URL: edge.url,
-    PGPT_INTERNAL_TOKEN: TOKEN,
-    PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),
+  worker = await h.startEdgeWorker('generation', edge.url, TOKEN, {
     PGPT_WORKER_METRICS_PORT: '0',
   })
-  await worker.waitForLog((l) => l.msg === 'worker started', 30_000)
 }, 120_000)
 
 afterAll(async () => {

@@ -9,7 +9,6 @@
  * stops generating, the canceled job keeps what was generated, and
  * GET /v1/usage counts exactly those tokens.
  */
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
 import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
@@ -49,13 +48,7 @@ beforeAll(async () => {
   const model = await buildTestModel({ kind: 'random', seed: 7, maxPositions: 4096 })
   await publishTestModel(edge.deps.store, model, 'long')
   apiKey = (await createKey(edge.deps.keys, { tenant: 'acme', name: 'e2e', scopes: ['generate'] })).secret
-  worker = h.spawnWorker({
-    PGPT_WORKER_KINDS: 'generation',
-    PGPT_EDGE_URL: edge.url,
-    PGPT_INTERNAL_TOKEN: TOKEN,
-    PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),
-  })
-  await worker.waitForLog((l) => l.msg === 'worker started', 30_000)
+  worker = await h.startEdgeWorker('generation', edge.url, TOKEN)
 }, 120_000)
 
 afterAll(async () => {

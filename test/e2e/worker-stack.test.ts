@@ -55,13 +55,7 @@ beforeAll(async () => {
   const model = await buildTestModel({ kind: 'random', seed: 7 })
   await publishModelFolder(edge.deps.store, model.folder, { id: 'tiny', owner: null, contextLength: 96 })
   apiKey = (await createKey(edge.deps.keys, { tenant: 'acme', name: 'e2e', scopes: ['generate'] })).secret
-  worker = h.spawnWorker({
-    PGPT_WORKER_KINDS: 'generation',
-    PGPT_EDGE_URL: edge.url,
-    PGPT_INTERNAL_TOKEN: TOKEN,
-    PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),
-  })
-  await worker.waitForLog((l) => l.msg === 'worker started', 30_000)
+  worker = await h.startEdgeWorker('generation', edge.url, TOKEN)
 }, 120_000)
 
 afterAll(async () => {

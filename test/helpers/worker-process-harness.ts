@@ -51,6 +51,17 @@ export interface Harness {
   baseEnv: Record<string, string>
   enqueue(job: NewJob): Promise<JobRecord>
   spawnWorker(env?: Record<string, string>): WorkerChild
+  /**
+   * A worker process running `kinds` (PGPT_WORKER_KINDS) that publishes its
+   * events to the edge at `edgeUrl` with `token`, its model cache in the
+   * harness folder; resolves once it logged 'worker started'.
+   */
+  startEdgeWorker(
+    kinds: string,
+    edgeUrl: string,
+    token: string,
+    env?: Record<string, string>,
+  ): Promise<WorkerChild>
   settled(id: string, timeoutMs?: number): Promise<JobRecord>
   cleanup(): Promise<void>
 }
@@ -95,6 +106,17 @@ export function createHarness(env: Record<string, string> = {}): Harness {
       const rec = await jobs.create(job)
       await queues.queue.send(JSON.stringify({ jobId: rec.id, kind: rec.kind, requestId: rec.requestId }))
       return rec
+    },
+    async startEdgeWorker(kinds, edgeUrl, token, env = {}) {
+      const worker = this.spawnWorker({
+        PGPT_WORKER_KINDS: kinds,
+        PGPT_EDGE_URL: edgeUrl,
+        PGPT_INTERNAL_TOKEN: token,
+        PGPT_MODEL_CACHE_DIR: join(dir, 'model-cache'),
+        ...env,
+      })
+      await worker.waitForLog((l) => l.msg === 'worker started', 30_000)
+      return worker
     },
     spawnWorker(extra = {}) {
       const { PGPT_API_KEY: _k, ...parentEnv } = process.env
