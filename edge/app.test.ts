@@ -121,6 +121,8 @@ describe('system routes', () => {
     expect(body.error).toMatchObject({ type: 'service_unavailable', param: null, code: 'not_ready' })
     expect(body.error.message).toContain("'prometheus-mini'")
     expect(body.error.message).toContain('PGPT_DEFAULT_MODEL')
+    // Unauthenticated: a tenant's private model is not named.
+    expect(JSON.stringify(body)).not.toContain('private-t2')
     expect(body.checks).toMatchObject({ queue: 'ok', store: 'ok' })
     expect(body.checks.model).toMatch(/^error: /)
     await publishManifest(t.deps.store, manifest('prometheus-mini', null))
@@ -142,17 +144,22 @@ describe('system routes', () => {
     expect((await get('/ready')).status).toBe(200)
   })
 
-  it('reports not ready when a dependency fails', async () => {
+  it('reports not ready when a dependency fails, without the adapter internals', async () => {
     await edge({ env: { PGPT_DEFAULT_MODEL: 'echo-1' } })
     t.deps.queue.stats = async () => {
-      throw new Error('queue down')
+      throw new Error('local-queue: cannot open /srv/secret/pgpt.db: SQLITE_CANTOPEN')
     }
     const res = await get('/ready')
     expect(res.status).toBe(503)
-    const body = (await res.json()) as NotReady
-    expect(body.checks.queue).toContain('queue down')
+    const text = await res.text()
+    expect(text).not.toContain('/srv/secret')
+    const body = JSON.parse(text) as NotReady
+    const requestId = res.headers.get('x-request-id')!
+    expect(body.checks.queue).toBe(`error: unavailable (the edge's log has why: request id ${requestId})`)
     expect(body.checks.model).toBe('ok')
-    expect(body.error.message).toBe('Not ready: queue: queue down.')
+    expect(body.error.message).toBe(
+      `Not ready: queue: unavailable (the edge's log has why: request id ${requestId}).`,
+    )
   })
 
   it('serves /metrics, behind a bearer token when PGPT_METRICS_TOKEN is set', async () => {

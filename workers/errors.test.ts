@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { ApiError } from '../core/errors.js'
-import { classify, PermanentError, TransientError, toJobError } from './errors.js'
+import { classify, INTERNAL_JOB_ERROR, PermanentError, TransientError, toJobError } from './errors.js'
 
 describe('classify / toJobError', () => {
   const zodErr = (() => {
@@ -37,8 +37,13 @@ describe('classify / toJobError', () => {
       'transient',
       { message: 'load failed', code: 'model_load_failed' },
     ],
-    ['plain Error', new Error('boom'), 'transient', { message: 'boom', code: 'internal_error' }],
-    ['a string', 'weird', 'transient', { message: 'weird', code: 'internal_error' }],
+    [
+      'plain Error (its message may carry paths: kept for the logs only)',
+      new Error("ENOENT: no such file or directory, open '/srv/pgpt/model-cache/x/onnx/model.onnx'"),
+      'transient',
+      { message: INTERNAL_JOB_ERROR, code: 'internal_error' },
+    ],
+    ['a string', 'weird', 'transient', { message: INTERNAL_JOB_ERROR, code: 'internal_error' }],
   ])('%s', (_name, err, cls, jobError) => {
     expect(classify(err)).toBe(cls)
     expect(toJobError(err)).toEqual(jobError)

@@ -70,7 +70,15 @@ export function classify(err: unknown): ErrorClass {
   return 'transient'
 }
 
-/** The `{message, code}` stored on a failed job. */
+/**
+ * What a failed job says to its tenant when the error is not one of ours: a
+ * runtime's message can carry file paths and internals, so it goes to the
+ * worker's log (with the job id) and the record says only this.
+ */
+export const INTERNAL_JOB_ERROR =
+  'The job failed with an internal error; the worker logs have the details (search for the job id).'
+
+/** The `{message, code}` stored on a failed job (and shown to its tenant). */
 export function toJobError(err: unknown): { message: string; code: string } {
   if (err instanceof WorkerError) return { message: err.message, code: err.code }
   if (err instanceof ApiError) return { message: err.message, code: err.code ?? err.type }
@@ -79,6 +87,5 @@ export function toJobError(err: unknown): { message: string; code: string } {
     const where = first?.path.length ? ` at ${first.path.join('.')}` : ''
     return { message: `invalid job input${where}: ${first?.message ?? err.message}`, code: 'invalid_input' }
   }
-  if (err instanceof Error) return { message: err.message || err.name, code: 'internal_error' }
-  return { message: String(err), code: 'internal_error' }
+  return { message: INTERNAL_JOB_ERROR, code: 'internal_error' }
 }

@@ -16,7 +16,7 @@ import { RecordingQueue } from '../test/helpers/recording-queue.js'
 import { handlers as testHandlers } from '../test/helpers/test-handlers.js'
 import { type SqsServer, startSqsServer } from '../test/servers/sqs-server.js'
 import { drainDeadLetter } from './dead-letter.js'
-import { PermanentError, StoppedEarly } from './errors.js'
+import { INTERNAL_JOB_ERROR, PermanentError, StoppedEarly } from './errors.js'
 import { type JobHandler, type RunWorkerOptions, runWorker } from './worker-loop.js'
 
 async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5000): Promise<NonNullable<T>> {
@@ -478,7 +478,10 @@ describe.each(['memory', 'sqlite', 'sqs'] as const)('runWorker over the %s queue
     const [da, db] = [await s.settled(a.id), await s.settled(b.id)]
     await s.stop()
     expect([plain, perm]).toEqual([2, 1])
-    expect(da.error).toEqual({ code: 'internal_error', message: 'boom (gave up after 2 deliveries)' })
+    expect(da.error).toEqual({
+      code: 'internal_error',
+      message: `${INTERNAL_JOB_ERROR} (gave up after 2 deliveries)`,
+    })
     expect(db.error).toEqual({ code: 'job_failed', message: 'nope' })
   })
 })

@@ -3,7 +3,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { ApiError, unauthorized } from '../../core/errors.js'
 import { docsPage } from '../docs-page.js'
 import { sha256Hex, timingSafeEqualString } from '../keys.js'
-import { bearerToken } from '../middleware/auth/index.js'
+import { bearerToken, noKey } from '../middleware/auth/index.js'
 import { type EdgeApp, h, json, type RouteContext } from './util.js'
 
 export const API_VERSION = '0.1.0'
@@ -13,6 +13,7 @@ const health = createRoute({
   path: '/health',
   tags: ['System'],
   summary: 'Liveness: the process answers',
+  ...noKey,
   responses: {
     200: {
       description: 'Alive.',
@@ -30,6 +31,7 @@ const ready = createRoute({
   path: '/ready',
   tags: ['System'],
   summary: 'Readiness: the queue and the store answer, and the default model is published',
+  ...noKey,
   description:
     'For load balancers and Kubernetes readinessProbe (GET /health is liveness). 200 once the queue, the ' +
     'object store, the job records and the keys answer and the catalog holds the default model ' +
@@ -60,10 +62,13 @@ const ready = createRoute({
   },
 })
 
+/** A reason /ready may show as it is (no internals in it). */
+class NotReady extends Error {}
+
 const within = <T>(p: Promise<T>, ms: number) =>
   Promise.race([
     p,
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms)),
+    new Promise<never>((_, reject) => setTimeout(() => reject(new NotReady(`no answer in ${ms} ms`)), ms)),
   ])
 
 export function registerSystem(app: EdgeApp, { deps }: RouteContext) {
@@ -84,12 +89,10 @@ export function registerSystem(app: EdgeApp, { deps }: RouteContext) {
         model: async () => {
           const models = await deps.models.all()
           const wanted = deps.config.PGPT_DEFAULT_MODEL
+          // Unauthenticated: name no model but the configured one (tenants' model ids are theirs).
           if (wanted && !models.some((m) => m.id === wanted))
-            throw new Error(
-              `the default model '${wanted}' (PGPT_DEFAULT_MODEL) is not published yet` +
-                (models.length ? `; published: ${models.map((m) => m.id).join(', ')}` : ''),
-            )
-          if (!models.length) throw new Error('no model is published yet (pgpt model publish)')
+            throw new NotReady(`the default model '${wanted}' (PGPT_DEFAULT_MODEL) is not published yet`)
+          if (!models.length) throw new NotReady('no model is published yet (pgpt model publish)')
         },
       }
       const results: Record<string, string> = {}
@@ -99,7 +102,13 @@ export function registerSystem(app: EdgeApp, { deps }: RouteContext) {
             await within(probe(), 2000)
             results[name] = 'ok'
           } catch (err) {
-            results[name] = `error: ${(err as Error).message}`
+            // An adapter's message can carry file paths or hosts: this route is public, so the
+            // reason stays in the log with the request id, and the answer says where to look.
+            if (err instanceof NotReady) results[name] = `error: ${err.message}`
+            else {
+              c.get('log').warn({ err, check: name }, 'readiness check failed')
+              results[name] = `error: unavailable (the edge's log has why: request id ${c.get('requestId')})`
+            }
           }
         }),
       )

@@ -168,7 +168,8 @@ export class ModelCache<T> {
       model = await this.o.open(folder, manifest)
     } catch (err) {
       if (err instanceof Error && 'status' in err) throw err
-      throw modelLoadFailed(id, err instanceof Error ? err.message : String(err), err)
+      // The runtime's message names files on this host: it goes to the log with the cause, not to the tenant.
+      throw modelLoadFailed(id, 'the runtime could not open it (the worker logs have why)', err)
     }
     const seconds = (performance.now() - started) / 1000
     this.o.metrics?.modelLoadSeconds.observe({ model: id }, seconds)

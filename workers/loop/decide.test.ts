@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { ApiError } from '../../core/errors.js'
-import { PermanentError, StoppedEarly, TransientError } from '../errors.js'
+import { INTERNAL_JOB_ERROR, PermanentError, StoppedEarly, TransientError } from '../errors.js'
 import { type Attempt, type Decision, decide, type Outcome } from './decide.js'
 import { JobAbortError } from './lease.js'
 
@@ -241,7 +241,7 @@ const rows: Row[] = [
     'untyped error past the last delivery: failed',
     { result: threw(plain) },
     { ...last, receiveCount: 4 },
-    failed({ code: 'internal_error', message: 'boom (gave up after 4 deliveries)' }),
+    failed({ code: 'internal_error', message: `${INTERNAL_JOB_ERROR} (gave up after 4 deliveries)` }),
     ack,
     'job failed: retries exhausted',
   ],
