@@ -43,8 +43,8 @@ export const SAMPLING_BOUNDS = {
   /** top_k: 0 is off. */
   topK: { min: 0 },
   n: { min: 1, max: 16 },
-  /** stop: up to this many non-empty sequences. */
-  stop: { maxSequences: 4 },
+  /** stop: up to this many non-empty sequences, each at most maxLength characters. */
+  stop: { maxSequences: 4, maxLength: 512 },
   presencePenalty: { min: -2, max: 2 },
   frequencyPenalty: { min: -2, max: 2 },
   /** repetition_penalty: above 0 (exclusive), at most 10; 1 is off. */
@@ -56,7 +56,7 @@ export const SAMPLING_BOUNDS = {
 } as const
 
 const B = SAMPLING_BOUNDS
-const stopSequence = z.string().min(1)
+const stopSequence = z.string().min(1).max(B.stop.maxLength)
 /** One zod schema per bound (immutable: each user adds .nullish(), .default(), .openapi()). */
 export const samplingBounds = {
   maxTokens: z.number().int().min(B.maxTokens.min).max(B.maxTokens.max),

@@ -40,6 +40,31 @@ function defaultOnly<T extends z.ZodType>(
     })
 }
 
+/**
+ * Lengths of the request's strings, in characters (docs/operations.md "Limits"). A model id
+ * is at most 128 characters (core/model-manifest.ts MODEL_ID_PATTERN): a longer one names no
+ * model, so it is refused before any lookup (and never reaches a log line or a metric label).
+ * A prompt, and each message's content, is at most MAX_PROMPT_CHARS — as much as the default
+ * body limit can carry; the model's context bounds it further (core/openai/generation-request.ts).
+ */
+export const REQUEST_BOUNDS = {
+  modelId: 128,
+  promptChars: 1_048_576,
+  messages: 2048,
+} as const
+
+/** The `model` of a request: a model id's length at most. */
+export const modelField = z
+  .string()
+  .min(1)
+  .max(REQUEST_BOUNDS.modelId)
+  .openapi({
+    example: 'prometheus-mini',
+    description: `A model id (at most ${REQUEST_BOUNDS.modelId} characters).`,
+  })
+/** A prompt or a message's text. */
+export const promptText = z.string().max(REQUEST_BOUNDS.promptChars)
+
 const b = samplingBounds
 const stop = z
   .union([b.stopSequence, b.stop])
@@ -86,8 +111,8 @@ const streamOptions = z.strictObject({ include_usage: z.boolean().optional() }).
 
 export const completionRequest = z
   .strictObject({
-    model: z.string().min(1).openapi({ example: 'prometheus-mini' }),
-    prompt: z.union([z.string(), z.array(z.string()).min(1).max(1)]).openapi({ description: 'One prompt.' }),
+    model: modelField,
+    prompt: z.union([promptText, z.array(promptText).min(1).max(1)]).openapi({ description: 'One prompt.' }),
     ...samplingFields,
     ...openaiDefaults,
     // best_of 1 (OpenAI's default) is one candidate per choice: what we do.
@@ -105,7 +130,7 @@ export type CompletionRequest = z.infer<typeof completionRequest>
  * input_audio, file, refusal) has a key of its own that is then refused by
  * name (`messages[0].content[1].image_url`).
  */
-const textPart = z.strictObject({ type: z.literal('text'), text: z.string() })
+const textPart = z.strictObject({ type: z.literal('text'), text: promptText })
 
 /**
  * A chat message as OpenAI's clients send it. Strict: tool_calls,
@@ -116,8 +141,14 @@ const textPart = z.strictObject({ type: z.literal('text'), text: z.string() })
 export const chatMessage = z
   .strictObject({
     role: chatMessageSchema.shape.role,
-    content: z.union([z.string(), z.array(textPart).transform((parts) => parts.map((p) => p.text).join(''))]),
-    name: z.string().optional(),
+    content: z.union([
+      promptText,
+      z
+        .array(textPart)
+        .max(REQUEST_BOUNDS.messages)
+        .transform((parts) => parts.map((p) => p.text).join('')),
+    ]),
+    name: z.string().max(256).optional(),
     refusal: defaultOnly(z.string(), () => false, 'null'),
   })
   .transform(({ refusal: _refusal, ...m }) => m)
@@ -125,8 +156,8 @@ export const chatMessage = z
 
 export const chatRequest = z
   .strictObject({
-    model: z.string().min(1).openapi({ example: 'prometheus-mini' }),
-    messages: z.array(chatMessage).min(1),
+    model: modelField,
+    messages: z.array(chatMessage).min(1).max(REQUEST_BOUNDS.messages),
     ...samplingFields,
     ...openaiDefaults,
     max_completion_tokens: b.maxTokens.nullish(),

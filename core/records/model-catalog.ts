@@ -39,6 +39,34 @@ export type TokenCountMethod = 'tokenizer' | 'estimate'
 export interface TokenCounter {
   method: TokenCountMethod
   count(text: string): number
+  /**
+   * The most characters one token can stand for: the longest piece of the
+   * vocabulary (a byte-level piece's length is the bytes it covers, at least
+   * the characters). A text of more than n × this characters has more than n
+   * tokens, which the context check uses to refuse an oversized prompt
+   * without tokenizing it.
+   */
+  maxTokenChars: number
+}
+
+/** Characters per token assumed when a tokenizer's vocabulary cannot be read (generous for BPE vocabularies). */
+export const FALLBACK_MAX_TOKEN_CHARS = 64
+
+/** The longest piece of a tokenizer.json's vocabulary and added tokens (BPE/WordPiece maps, Unigram lists). */
+export function longestTokenChars(tokenizer: unknown): number {
+  const t = tokenizer as { model?: { vocab?: unknown }; added_tokens?: Array<{ content?: unknown }> }
+  const v = t?.model?.vocab
+  const pieces: unknown[] = Array.isArray(v)
+    ? v.map((e) => (Array.isArray(e) ? e[0] : e))
+    : v && typeof v === 'object'
+      ? Object.keys(v)
+      : []
+  if (!pieces.length) return FALLBACK_MAX_TOKEN_CHARS
+  let n = 1
+  for (const p of pieces) if (typeof p === 'string' && p.length > n) n = p.length
+  for (const a of t.added_tokens ?? [])
+    if (typeof a?.content === 'string' && a.content.length > n) n = a.content.length
+  return n
 }
 
 export interface ModelCatalog {
@@ -63,7 +91,7 @@ export interface ModelCatalogOptions {
 }
 
 export const estimateTokens = (text: string) => Math.ceil(text.length / 4)
-export const ESTIMATE: TokenCounter = { method: 'estimate', count: estimateTokens }
+export const ESTIMATE: TokenCounter = { method: 'estimate', count: estimateTokens, maxTokenChars: 4 }
 
 const visible = (m: ModelManifest, tenant: string) => m.owner === null || m.owner === tenant
 const FAILED = Symbol('marker read failed')
@@ -117,9 +145,11 @@ export function createModelCatalog(store: ObjectStore, o: ModelCatalogOptions = 
       ])
       if (!tok) return ESTIMATE
       const decode = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b))
-      const tokenizer = new Tokenizer(decode(tok), cfg ? decode(cfg) : {})
+      const json = decode(tok)
+      const tokenizer = new Tokenizer(json, cfg ? decode(cfg) : {})
       return {
         method: 'tokenizer',
+        maxTokenChars: longestTokenChars(json),
         count: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids.length,
       }
     } catch (err) {

@@ -65,7 +65,9 @@ export async function handleGeneration(
   includeUsage: boolean,
 ): Promise<Response> {
   const key = c.get('key')
-  c.set('model', r.model)
+  // Labelled with the model's id once it is found (metrics, log line): the request's own
+  // string would make every unknown or oversized name a label kept for ever.
+  c.set('model', 'unknown')
   const prep = await prepareGeneration(deps.models, key.tenant, r)
   c.set('model', prep.manifest.id)
 

@@ -27,7 +27,7 @@ import { ApiError, badRequest, tooLarge } from '../../core/errors.js'
 import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import { InvalidModelIdError, PublishConflictError, publishByoModel } from '../../models/byo/publish.js'
 import { isSafeRelativePath, memorySource } from '../../models/byo/source.js'
-import { readTar, stripCommonFolder, TarError } from '../../models/byo/tar.js'
+import { readTar, stripCommonFolder, TarError, TarTooLargeError } from '../../models/byo/tar.js'
 import { ModelValidationError } from '../../models/byo/validate.js'
 import type { AppContext } from '../deps.js'
 import { requireScope } from '../middleware/auth/index.js'
@@ -103,12 +103,12 @@ const create = createRoute({
     400: errorResponseOf('The upload or the model folder is not valid; the message names every problem.'),
     ...authErrors,
     409: errorResponseOf('A model with this id exists.'),
-    413: errorResponseOf('The upload exceeds PGPT_MAX_MODEL_UPLOAD_BYTES.'),
+    413: errorResponseOf('The upload, or the archive unpacked, exceeds PGPT_MAX_MODEL_UPLOAD_BYTES.'),
   },
 })
 
 /** The uploaded folder as path → bytes. */
-async function uploadedFiles(c: AppContext): Promise<Map<string, Uint8Array>> {
+async function uploadedFiles(c: AppContext, maxBytes: number): Promise<Map<string, Uint8Array>> {
   const type = (c.req.header('content-type') ?? '').split(';')[0].trim().toLowerCase()
   if (type === 'multipart/form-data') {
     const form = await c.req.parseBody({ all: false })
@@ -132,8 +132,11 @@ async function uploadedFiles(c: AppContext): Promise<Map<string, Uint8Array>> {
     ].includes(type)
   ) {
     try {
-      return stripCommonFolder(await readTar(new Uint8Array(await c.req.arrayBuffer())))
+      // A gzip archive may unpack to no more than an upload may hold (a gzip bomb stops there).
+      return stripCommonFolder(await readTar(new Uint8Array(await c.req.arrayBuffer()), { maxBytes }))
     } catch (err) {
+      if (err instanceof TarTooLargeError)
+        throw tooLarge(`The archive unpacks to more than PGPT_MAX_MODEL_UPLOAD_BYTES (${maxBytes} bytes).`)
       if (err instanceof TarError)
         throw badRequest(`The upload is not a valid tar archive: ${err.message}`, 'body')
       throw err
@@ -166,7 +169,7 @@ export function registerAdminModels(app: EdgeApp, { deps }: RouteContext) {
     h(async (c) => {
       const q = valid<Query>(c, 'query')
       const tenant = c.get('key').tenant
-      const files = await uploadedFiles(c)
+      const files = await uploadedFiles(c, maxBytes)
       if (!files.size) throw badRequest('The upload holds no files.', 'body')
       let result: Awaited<ReturnType<typeof publishByoModel>>
       try {

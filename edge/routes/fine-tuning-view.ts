@@ -10,6 +10,7 @@
  * `metrics` (base and final validation loss).
  */
 import { z } from '@hono/zod-openapi'
+import { modelField } from '../../core/openai/schemas.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import {
   estimatedFinish,
@@ -38,7 +39,7 @@ export type HyperparametersRequest = z.infer<typeof hyperparametersRequest>
 
 export const createFineTuningBody = z
   .object({
-    model: z.string().min(1).openapi({ example: 'prometheus-mini' }),
+    model: modelField,
     training_file: z.string().min(1).max(128).openapi({ example: 'file-abc123' }),
     validation_file: z.string().min(1).max(128).nullish(),
     hyperparameters: hyperparametersRequest.nullish(),

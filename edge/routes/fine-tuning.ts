@@ -187,7 +187,8 @@ export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
     h(async (c) => {
       const b = valid<CreateFineTuningBody>(c, 'json')
       const key = c.get('key')
-      c.set('model', b.model)
+      // Labelled with the model's id once it is found: a request's own string is no metric label.
+      c.set('model', 'unknown')
       const base = await deps.models.get(key.tenant, b.model)
       if (!base)
         throw new ApiError(404, `The model '${b.model}' does not exist or you do not have access to it.`, {
@@ -200,6 +201,7 @@ export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
           'model',
           'model_not_supported',
         )
+      c.set('model', base.id)
       await checkFile(c, ctx, b.training_file, 'training_file')
       if (b.validation_file) await checkFile(c, ctx, b.validation_file, 'validation_file')
       if (b.webhook !== undefined) {

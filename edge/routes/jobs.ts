@@ -8,7 +8,15 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { streamSSE } from 'hono/streaming'
 import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
 import { jobGeneration, prepareGeneration } from '../../core/openai/generation-request.js'
-import { authErrors, chatMessage, errorResponseOf, samplingFields } from '../../core/openai/schemas.js'
+import {
+  authErrors,
+  chatMessage,
+  errorResponseOf,
+  modelField,
+  promptText,
+  REQUEST_BOUNDS,
+  samplingFields,
+} from '../../core/openai/schemas.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
 import { samplingBounds, type Usage } from '../../core/protocol.js'
@@ -33,8 +41,8 @@ export const MAX_PREFER_WAIT_S = 60
 // Strict, as the interactive requests (core/openai/schemas.ts): a field we do not implement is refused by name.
 const jobInput = z
   .strictObject({
-    prompt: z.string().optional(),
-    messages: z.array(chatMessage).min(1).optional(),
+    prompt: promptText.optional(),
+    messages: z.array(chatMessage).min(1).max(REQUEST_BOUNDS.messages).optional(),
     ...samplingFields,
     logprobs: samplingBounds.topLogprobs.nullish(),
     echo: z.boolean().nullish(),
@@ -43,7 +51,7 @@ const jobInput = z
 
 const createBody = z
   .strictObject({
-    model: z.string().min(1).openapi({ example: 'prometheus-mini' }),
+    model: modelField,
     input: jobInput,
     webhook: z.string().max(2048).optional().openapi({ description: 'URL notified of the job’s progress.' }),
     webhook_events_filter: z
@@ -207,8 +215,10 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
         if (problem) throw unprocessable(`The webhook URL ${problem}.`, 'webhook', 'webhook_url_not_allowed')
       }
       const r = jobGeneration(b.model, i)
-      c.set('model', b.model)
+      // Labelled with the model's id once it is found: a request's own string is no metric label.
+      c.set('model', 'unknown')
       const prep = await prepareGeneration(deps.models, c.get('key').tenant, r)
+      c.set('model', prep.manifest.id)
       const refund = await tokens.take(c, prep.tokenBudget)
       const sub = await submitGeneration(c, deps, prep.input, {
         ...(b.webhook ? { webhook: { url: b.webhook, eventsFilter: b.webhook_events_filter ?? [] } } : {}),

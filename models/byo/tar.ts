@@ -2,6 +2,9 @@
  * Unpacks a tar archive (optionally gzip-compressed) into memory: what
  * `tar -cf model.tar -C folder .` or `tar -czf` writes (ustar, GNU long names,
  * pax `path` records). Runtime-neutral (DecompressionStream for gzip).
+ * Gzip is inflated as a stream and counted: a small archive that expands past
+ * `maxBytes` (a gzip bomb) stops there with TarTooLargeError instead of
+ * filling memory, and bad or truncated gzip data is a TarError.
  * Directories and links are skipped; paths are normalised (`./` dropped) and
  * must stay inside the folder.
  *
@@ -10,7 +13,12 @@
 import { isSafeRelativePath } from './source.js'
 
 export class TarError extends Error {
-  override readonly name = 'TarError'
+  override readonly name: string = 'TarError'
+}
+
+/** The archive unpacks to more than the bytes allowed. */
+export class TarTooLargeError extends TarError {
+  override readonly name = 'TarTooLargeError'
 }
 
 const BLOCK = 512
@@ -38,16 +46,47 @@ function octal(h: Uint8Array, start: number, len: number): number {
 
 const isGzip = (b: Uint8Array) => b.length >= 2 && b[0] === 0x1f && b[1] === 0x8b
 
-async function gunzip(b: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([b as Uint8Array<ArrayBuffer>])
+async function gunzip(b: Uint8Array, maxBytes: number): Promise<Uint8Array> {
+  // DecompressionStream honours backpressure: reading chunk by chunk inflates only what was read,
+  // so stopping at maxBytes bounds memory (a 2 MB bomb of 2 GiB stops after maxBytes).
+  const reader = new Blob([b as Uint8Array<ArrayBuffer>])
     .stream()
     .pipeThrough(new DecompressionStream('gzip'))
-  return new Uint8Array(await new Response(stream).arrayBuffer())
+    .getReader()
+  const chunks: Uint8Array[] = []
+  let total = 0
+  try {
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      total += value.length
+      if (total > maxBytes) {
+        await reader.cancel().catch(() => {})
+        throw new TarTooLargeError(`the archive unpacks to more than ${maxBytes} bytes`)
+      }
+      chunks.push(value)
+    }
+  } catch (err) {
+    if (err instanceof TarError) throw err
+    throw new TarError(`the gzip data is not valid (${err instanceof Error ? err.message : String(err)})`)
+  }
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const c of chunks) {
+    out.set(c, at)
+    at += c.length
+  }
+  return out
+}
+
+export interface ReadTarOptions {
+  /** Most bytes a gzip-compressed archive may unpack to (default: unbounded). */
+  maxBytes?: number
 }
 
 /** path → bytes of every regular file in the archive. */
-export async function readTar(input: Uint8Array): Promise<Map<string, Uint8Array>> {
-  const b = isGzip(input) ? await gunzip(input) : input
+export async function readTar(input: Uint8Array, o: ReadTarOptions = {}): Promise<Map<string, Uint8Array>> {
+  const b = isGzip(input) ? await gunzip(input, o.maxBytes ?? Number.POSITIVE_INFINITY) : input
   const files = new Map<string, Uint8Array>()
   let p = 0
   let longName: string | null = null

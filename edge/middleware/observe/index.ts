@@ -1,6 +1,9 @@
 /**
  * Request metrics and one log line per request: route pattern, method,
- * status, model. Streaming handlers set `streaming` and observe their own
+ * status, model. The model label is a known model's id, `unknown` for a
+ * request whose model was not found, or empty: the handlers set it
+ * (edge/generation/respond.ts), never from the request's own string, so the
+ * label values stay as few as the models. Streaming handlers set `streaming` and observe their own
  * latency when the last byte is written.
  */
 import type { MiddlewareHandler } from 'hono'
