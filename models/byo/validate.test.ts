@@ -235,4 +235,77 @@ describe('validateModelFolder: each problem is named', () => {
     const dir = await variant((d) => writeFile(join(d, 'tokenizer_config.json'), '{"chat_template": '))
     expect((await problemsOf(dir))[0]).toMatch(/^'tokenizer_config\.json' is not valid JSON/)
   })
+
+  /** The good folder with prometheus-mini's pre-tokenizer replaced by a Split on `pattern`, then ByteLevel. */
+  const withSplit = (pattern: string) =>
+    variant(async (d) => {
+      const t = JSON.parse(await readFile(join(d, 'tokenizer.json'), 'utf8'))
+      t.pre_tokenizer = {
+        type: 'Sequence',
+        pretokenizers: [
+          { type: 'Split', pattern: { Regex: pattern }, behavior: 'Isolated', invert: false },
+          { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+        ],
+      }
+      await writeFile(join(d, 'tokenizer.json'), JSON.stringify(t))
+    })
+
+  it('a tokenizer regex that backtracks exponentially is refused, naming where it is', async () => {
+    const dir = await withSplit('(a+)+$')
+    expect(await problemsOf(dir)).toEqual([
+      `'tokenizer.json' pre_tokenizer.pretokenizers[0].pattern.Regex "(a+)+$" is not safe for a backtracking regex engine: it backtracks exponentially at 'a+'`,
+    ])
+    // A normalizer's Replace and an ambiguous group are found too.
+    const normalizer = await variant(async (d) => {
+      const t = JSON.parse(await readFile(join(d, 'tokenizer.json'), 'utf8'))
+      t.normalizer = { type: 'Replace', pattern: { Regex: '(x|x)*y' }, content: '' }
+      await writeFile(join(d, 'tokenizer.json'), JSON.stringify(t))
+    })
+    expect(await problemsOf(normalizer)).toEqual([
+      expect.stringMatching(
+        /^'tokenizer\.json' normalizer\.pattern\.Regex "\(x\|x\)\*y" is not safe .* exponentially/,
+      ),
+    ])
+  })
+
+  it('the standard GPT-2, Llama 3 and Qwen2 split patterns are accepted', async () => {
+    for (const pattern of [
+      "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    ]) {
+      const v = await validateModelFolder(dirSource(await withSplit(pattern)))
+      expect(v.info.tokenizerVocabSize).toBe(4096)
+    }
+  })
+
+  it('a chat template that renders without bound is refused; a large one too', async () => {
+    const withTemplate = (template: string) =>
+      variant(async (d) => {
+        const c = JSON.parse(await readFile(join(d, 'tokenizer_config.json'), 'utf8'))
+        await writeFile(join(d, 'tokenizer_config.json'), JSON.stringify({ ...c, chat_template: template }))
+      })
+    const started = Date.now()
+    // 10^8 characters, asked for in one range and in nested loops.
+    expect(await problemsOf(await withTemplate('{% for i in range(100000000) %}x{% endfor %}'))).toEqual([
+      expect.stringMatching(
+        /^the chat template \(tokenizer_config\.json chat_template\) is unbounded: .*range\(\) of 100000000/,
+      ),
+    ])
+    expect(
+      await problemsOf(
+        await withTemplate('{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}'),
+      ),
+    ).toEqual([expect.stringMatching(/^the chat template .* is unbounded: .*more than/)])
+    expect(Date.now() - started).toBeLessThan(10_000)
+    expect(await problemsOf(await withTemplate(`{{ '${'x'.repeat(70_000)}' }}`))).toEqual([
+      expect.stringMatching(/^the chat template .* has 70008 characters, more than 65536/),
+    ])
+    const jinja = await variant((d) =>
+      writeFile(join(d, 'chat_template.jinja'), '{% for i in range(100000000) %}x{% endfor %}'),
+    )
+    expect(await problemsOf(jinja)).toEqual([
+      expect.stringMatching(/^the chat template \(chat_template\.jinja\)/),
+    ])
+  })
 })

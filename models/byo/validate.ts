@@ -3,7 +3,8 @@
  * each failure names what is wrong: a missing file, an ONNX graph that cannot
  * be read, inputs or outputs outside the decoder-with-past contract, element
  * types the engine cannot feed, missing external data, a tokenizer larger than
- * the model's vocabulary.
+ * the model's vocabulary, a tokenizer regex or a chat template that would not
+ * run in bounded time (models/byo/text-safety.ts).
  *
  * The contract is the one the generation engine reads
  * (models/model-info.ts, whose `readModelInfo` runs here too, so a
@@ -19,6 +20,7 @@
 import { type ModelInfo, ModelInfoError, readModelInfo } from '../model-info.js'
 import { type OnnxIo, OnnxReadError, readOnnxInterface } from './onnx-interface.js'
 import { type FolderSource, isSafeRelativePath } from './source.js'
+import { chatTemplateProblems, tokenizerRegexProblems } from './text-safety.js'
 
 /** Graph files looked for when none is named, in order (the engine's names, workers/generation/decoder.ts). */
 export const GRAPH_CANDIDATES = [
@@ -181,7 +183,9 @@ export async function validateModelFolder(
   if (tokenizer) {
     tokenizerVocabSize = tokenizerSize(tokenizer)
     if (tokenizerVocabSize === 0) problems.push(`'tokenizer.json' has no vocabulary (model.vocab)`)
+    problems.push(...tokenizerRegexProblems(tokenizer))
   }
+  problems.push(...(await templateProblems(src, files, tokenizerConfig)))
   if (info && config) problems.push(...configProblems(config, info, io!.inputs))
   if (info && tokenizerVocabSize > info.vocabSize)
     problems.push(
@@ -311,6 +315,36 @@ function configProblems(c: Json, info: ModelInfo, inputs: readonly OnnxIo[]): st
   if (typeof shape[1] === 'number' && shape[1] > 0 && kvHeads !== undefined && kvHeads !== shape[1])
     problems.push(`config.json says ${kvHeads} key/value heads, the graph's KV cache has ${shape[1]}`)
   return problems
+}
+
+/** The chat templates the worker may render (tokenizer_config.json's, named or not, and chat_template.jinja), each bounded. */
+async function templateProblems(
+  src: FolderSource,
+  files: Set<string>,
+  tokenizerConfig: Json | null,
+): Promise<string[]> {
+  const special: Record<string, string> = {}
+  for (const [k, v] of Object.entries(tokenizerConfig ?? {}))
+    if (k.endsWith('_token')) {
+      const text = typeof v === 'string' ? v : v && typeof v === 'object' ? (v as Json).content : undefined
+      if (typeof text === 'string') special[k] = text
+    }
+  const templates: Array<{ where: string; source: string }> = []
+  const t = tokenizerConfig?.chat_template
+  if (typeof t === 'string') templates.push({ where: `tokenizer_config.json chat_template`, source: t })
+  else if (Array.isArray(t))
+    t.forEach((x: { name?: unknown; template?: unknown }, i) => {
+      if (typeof x?.template === 'string')
+        templates.push({ where: `tokenizer_config.json chat_template[${i}] '${x.name}'`, source: x.template })
+    })
+  if (files.has('chat_template.jinja')) {
+    const bytes = await src.read('chat_template.jinja')
+    templates.push({
+      where: 'chat_template.jinja',
+      source: new TextDecoder().decode(bytes ?? new Uint8Array()),
+    })
+  }
+  return templates.flatMap((x) => chatTemplateProblems(x.source, x.where, special))
 }
 
 /** Ids the tokenizer can produce: the largest id in its vocabulary or added tokens, plus one. */
