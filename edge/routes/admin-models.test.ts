@@ -41,12 +41,12 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true })
 })
 
-async function upload(query: string): Promise<Response> {
+async function upload(query: string, dir = folder): Promise<Response> {
   const form = new FormData()
-  for (const e of await readdir(folder, { recursive: true, withFileTypes: true })) {
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
     if (!e.isFile()) continue
     const full = join(e.parentPath, e.name)
-    form.append(relative(folder, full), new Blob([await readFile(full)]), e.name)
+    form.append(relative(dir, full), new Blob([await readFile(full)]), e.name)
   }
   return t.app.request(`/v1/admin/models?${query}`, {
     method: 'POST',
@@ -73,5 +73,28 @@ describe('POST /v1/admin/models', () => {
     expect(second.status, await second.clone().text()).toBe(201)
     expect(((await second.json()) as { context_length: number }).context_length).toBe(128)
     expect(await contextOf('byo-replace')).toBe(128)
+  })
+  it("a tokenizer whose pre-tokenizer splits on (a+)+$ is refused with a 400 naming the pattern's place", async () => {
+    const dir = join(root, 'redos')
+    await writeByoFolder(dir, {
+      heads: 4,
+      kvHeads: 2,
+      tied: true,
+      positionIds: true,
+      dtype: 'fp32',
+      externalData: false,
+      configStyle: 'llama',
+    })
+    const path = join(dir, 'tokenizer.json')
+    const tok = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>
+    tok.pre_tokenizer = { type: 'Split', pattern: { Regex: '(a+)+$' }, behavior: 'Isolated', invert: false }
+    await writeFile(path, JSON.stringify(tok))
+    const res = await upload('name=byo-redos', dir)
+    expect(res.status).toBe(400)
+    const body = (await res.json()) as { error: { message: string; code: string; param: string } }
+    expect(body.error.message).toContain(`'tokenizer.json' pre_tokenizer.pattern.Regex "(a+)+$" is not safe`)
+    expect(body.error.code).toBe('invalid_model')
+    const listed = await t.app.request('/v1/models/byo-redos', { headers: t.auth(t.keys.admin) })
+    expect(listed.status).toBe(404)
   })
 })
