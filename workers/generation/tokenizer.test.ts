@@ -47,4 +47,42 @@ describe('ModelTokenizer', () => {
     const ids = tok.encode('€')
     expect(ids.flatMap((id) => tok.tokenBytes(id))).toEqual([0xe2, 0x82, 0xac])
   })
+
+  it('a chat template that renders without bound is cut off with a 400, quickly', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pgpt-tok-'))
+    const files = testTokenizer()
+    files.config = {
+      ...files.config,
+      chat_template:
+        '{% for m in messages %}{% for i in range(100000) %}{{ m.content }}{% endfor %}{% endfor %}',
+    }
+    await saveTokenizer(dir, files)
+    const t = await loadTokenizer(dir)
+    const started = Date.now()
+    let caught: unknown
+    try {
+      t.applyChatTemplate([{ role: 'user', content: 'x'.repeat(1000) }])
+    } catch (err) {
+      caught = err
+    }
+    expect(caught).toMatchObject({ status: 400, param: 'messages' })
+    expect((caught as Error).message).toMatch(/^The chat template exceeded its bounds/)
+    expect(Date.now() - started).toBeLessThan(5_000)
+    // An ordinary conversation still renders.
+    expect(tok.applyChatTemplate([{ role: 'user', content: 'hi' }])).toContain('hi')
+  })
+
+  it('a tokenizer whose split pattern backtracks exponentially is not loaded', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pgpt-tok-'))
+    const files = testTokenizer()
+    files.tokenizer = {
+      ...files.tokenizer,
+      pre_tokenizer: { type: 'Split', pattern: { Regex: '(a+)+$' }, behavior: 'Isolated', invert: false },
+    }
+    await saveTokenizer(dir, files)
+    await expect(loadTokenizer(dir)).rejects.toMatchObject({
+      code: 'model_load_failed',
+      message: expect.stringContaining('pre_tokenizer.pattern.Regex "(a+)+$"'),
+    })
+  })
 })

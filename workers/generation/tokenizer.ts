@@ -10,7 +10,13 @@ import { join } from 'node:path'
 import { Template } from '@huggingface/jinja'
 import { Tokenizer } from '@huggingface/tokenizers'
 import type { ChatMessage } from '../../core/protocol.js'
-import { invalidParameter } from './errors.js'
+import {
+  renderChatTemplate,
+  requestBounds,
+  TemplateBoundsError,
+  tokenizerRegexProblems,
+} from '../../models/byo/text-safety.js'
+import { GenerationError, invalidParameter } from './errors.js'
 
 type Json = Record<string, unknown>
 
@@ -151,14 +157,18 @@ export class ModelTokenizer {
   applyChatTemplate(messages: ChatMessage[]): string {
     if (!this.template)
       throw invalidParameter('messages', 'This model has no chat template; use /v1/completions.')
+    // Bounded: a tenant's template runs on this worker's only thread (models/byo/text-safety.ts).
+    const chars = messages.reduce((n, m) => n + (typeof m.content === 'string' ? m.content.length : 0), 0)
     try {
-      return this.template.render({
-        messages,
-        add_generation_prompt: true,
-        ...this.specialTokens,
-      })
+      return renderChatTemplate(
+        this.template,
+        { messages, add_generation_prompt: true, ...this.specialTokens },
+        requestBounds(chars),
+      )
     } catch (err) {
       if (err instanceof Error && 'status' in err) throw err
+      if (err instanceof TemplateBoundsError)
+        throw invalidParameter('messages', `The chat template exceeded its bounds: ${err.message}.`)
       throw invalidParameter(
         'messages',
         `The chat template failed: ${err instanceof Error ? err.message : err}`,
@@ -189,5 +199,12 @@ export async function loadTokenizer(folder: string): Promise<ModelTokenizer> {
     template = (named.find((x) => x.name === 'default') ?? named[0])?.template ?? null
   }
   if (!template) template = await readFile(join(folder, 'chat_template.jinja'), 'utf8').catch(() => null)
+  // Models published before publish-time checks existed: a pattern that backtracks without bound would freeze
+  // this worker (and lose its job lease) on a short prompt, so the model is refused instead.
+  const unsafe = tokenizerRegexProblems(tokenizerJson)
+  if (unsafe.length)
+    throw new GenerationError(500, `The model's tokenizer cannot be served: ${unsafe.join('; ')}`, {
+      code: 'model_load_failed',
+    })
   return new ModelTokenizer(new Tokenizer(tokenizerJson, config), tokenizerJson, config, template)
 }
