@@ -100,6 +100,12 @@ export const configSchema = z.object({
 
   PGPT_RATE_LIMIT_RPM: int(1).default(600),
   PGPT_RATE_LIMIT_TPM: int(1).default(1_000_000),
+  /**
+   * Requests without a valid API key (401s) per minute per client address, on Node (the
+   * socket's peer; edge/middleware/rate-limit unauthenticatedLimit); beyond it 429 before the
+   * key is looked up. 0: no limit.
+   */
+  PGPT_RATE_LIMIT_UNAUTH_RPM: int(0).default(60),
   PGPT_CACHE_TTL_S: int(0).default(3600),
   /*
    * Retention (core/retention.ts; docs/operations.md "Retention"); 0 keeps for ever. A file's

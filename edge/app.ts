@@ -16,7 +16,7 @@ import type { AppEnv, EdgeDeps } from './deps.js'
 import { notFoundHandler, onError } from './errors.js'
 import { apiKeyAuth } from './middleware/auth/index.js'
 import { observe } from './middleware/observe/index.js'
-import { rateLimit } from './middleware/rate-limit/index.js'
+import { rateLimit, unauthenticatedLimit } from './middleware/rate-limit/index.js'
 import { requestId } from './middleware/request-id/index.js'
 import { registerAdminKeys } from './routes/admin-keys.js'
 import { registerAdminModels } from './routes/admin-models.js'
@@ -65,7 +65,17 @@ export function createApp(deps: EdgeDeps) {
   app.use('*', (c, next) =>
     c.req.method === 'POST' && UPLOAD_ROUTES.has(c.req.path) ? next() : jsonLimit(c, next),
   )
-  app.use('/v1/*', apiKeyAuth({ keys: deps.keys }))
+  const unauthRpm = deps.config.PGPT_RATE_LIMIT_UNAUTH_RPM
+  const unauthenticated =
+    deps.clientAddress && unauthRpm > 0
+      ? unauthenticatedLimit({
+          limiter: deps.rateLimiter,
+          metrics: deps.metrics,
+          perMinute: unauthRpm,
+          clientAddress: deps.clientAddress,
+        })
+      : undefined
+  app.use('/v1/*', apiKeyAuth({ keys: deps.keys, ...(unauthenticated ? { unauthenticated } : {}) }))
   app.use('/v1/*', limits.middleware)
 
   registerSystem(app, ctx)

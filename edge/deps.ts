@@ -51,6 +51,11 @@ export interface EdgeDeps {
    */
   waitUntil?: (c: Context, p: Promise<unknown>) => void
   /**
+   * The client's address, where the runtime tells it (edge/node.ts: the socket's peer), for the
+   * per-address limit of requests without a valid key (PGPT_RATE_LIMIT_UNAUTH_RPM). Unset: no such limit.
+   */
+  clientAddress?: (c: Context) => string | undefined
+  /**
    * Commit usage records before the response is returned (Lambda: the
    * container is frozen once the handler returns, so a record still being
    * written would wait for the next invocation, or be lost with the

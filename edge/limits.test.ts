@@ -2,7 +2,8 @@
  * Issue 20: one key (or none) must not exhaust the shared edge. Each test
  * sends what used to take the edge's memory or CPU and checks it is refused
  * early and cheaply: a gzip bomb as a model upload, huge or endless model
- * names (metric labels), a prompt far larger than the context (tokenizing).
+ * names (metric labels), a prompt far larger than the context (tokenizing),
+ * a flood of requests with bad keys (key lookups).
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -11,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { manifestKey, modelPrefix } from '../core/model-manifest.js'
 import { MINI_DIR } from '../test/helpers/byo-fixtures.js'
 import { makeTestEdge, manifest, type TestEdge } from '../test/helpers/edge-harness.js'
+import { startEdge } from './node.js'
 
 const MiB = 1_048_576
 let t: TestEdge
@@ -177,5 +179,63 @@ describe('a prompt far beyond the context', () => {
     })
     expect(chat.status).toBe(400)
     expect(((await chat.json()) as { error: { code: string } }).error.code).toBe('context_length_exceeded')
+  })
+})
+
+describe('requests without a valid key (PGPT_RATE_LIMIT_UNAUTH_RPM, Node)', () => {
+  it('an address past its failures gets 429 before its key is looked up', async () => {
+    const u = await makeTestEdge({ worker: false, env: { PGPT_RATE_LIMIT_UNAUTH_RPM: '5' } })
+    let lookups = 0
+    const keys = u.deps.keys
+    const counted = Object.create(keys) as typeof keys
+    counted.findByHash = (hash) => {
+      lookups++
+      return keys.findByHash(hash)
+    }
+    const edge = await startEdge({
+      config: u.deps.config,
+      deps: { ...u.deps, keys: counted },
+      port: 0,
+      hostname: '127.0.0.1',
+    })
+    try {
+      const bad = { authorization: `Bearer pgpt_${'x'.repeat(40)}` }
+      const statuses: number[] = []
+      for (let i = 0; i < 8; i++) {
+        const res = await fetch(`${edge.url}/v1/models`, { headers: i % 2 ? bad : {} })
+        statuses.push(res.status)
+        if (res.status === 429) {
+          expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+          expect(((await res.json()) as { error: { code: string } }).error.code).toBe('rate_limit_exceeded')
+        } else await res.arrayBuffer()
+      }
+      expect(statuses).toEqual([401, 401, 401, 401, 401, 429, 429, 429])
+      const lookupsWhenRefused = lookups
+      // Refused addresses cost no key lookups.
+      const again = await fetch(`${edge.url}/v1/models`, { headers: bad })
+      expect(again.status).toBe(429)
+      expect(lookups).toBe(lookupsWhenRefused)
+    } finally {
+      await edge.close()
+      await u.close()
+    }
+  })
+
+  it('requests with a valid key never take from the address budget', async () => {
+    const u = await makeTestEdge({ worker: false, env: { PGPT_RATE_LIMIT_UNAUTH_RPM: '2' } })
+    const edge = await startEdge({ config: u.deps.config, deps: u.deps, port: 0, hostname: '127.0.0.1' })
+    try {
+      for (let i = 0; i < 6; i++) {
+        const res = await fetch(`${edge.url}/v1/models`, { headers: u.auth(u.keys.admin) })
+        expect(res.status).toBe(200)
+        await res.arrayBuffer()
+      }
+      const first = await fetch(`${edge.url}/v1/models`)
+      expect(first.status).toBe(401)
+      await first.arrayBuffer()
+    } finally {
+      await edge.close()
+      await u.close()
+    }
   })
 })

@@ -11,6 +11,7 @@
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { getConnInfo } from '@hono/node-server/conninfo'
 import { MemoryEvents } from '../core/adapters/memory-events.js'
 import { MemoryRateLimiter } from '../core/adapters/memory-rate-limiter.js'
 import { MemoryResponseCache } from '../core/adapters/memory-response-cache.js'
@@ -101,7 +102,13 @@ function webhookSigning(config: Config): Pick<EdgeDeps, 'webhookSecret'> {
 export async function startEdge(o: StartEdgeOptions = {}): Promise<RunningEdge> {
   const config = o.config ?? loadConfig()
   const local = o.deps && isComplete(o.deps) ? undefined : await createLocalDeps(config)
-  const deps: EdgeDeps = { ...(local as EdgeDeps), ...o.deps, config }
+  const deps: EdgeDeps = {
+    // The socket's peer names the client (the per-address limit of requests without a valid key).
+    clientAddress: (c) => getConnInfo(c).remote.address,
+    ...(local as EdgeDeps),
+    ...o.deps,
+    config,
+  }
   if (config.PGPT_API_KEY) await ensureKey(deps.keys, config.PGPT_API_KEY)
   const app = createApp(deps)
   const hostname = o.hostname ?? config.HOST

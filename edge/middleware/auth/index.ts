@@ -7,6 +7,7 @@ import { forbidden, unauthorized } from '../../../core/errors.js'
 import type { KeyStore, Scope } from '../../../core/ports/key-store.js'
 import type { AppEnv } from '../../deps.js'
 import { verifyKey } from '../../keys.js'
+import type { UnauthenticatedLimit } from '../rate-limit/index.js'
 
 export function bearerToken(header: string | undefined): string | null {
   if (!header) return null
@@ -14,16 +15,26 @@ export function bearerToken(header: string | undefined): string | null {
   return m ? m[1]! : null
 }
 
-export const apiKeyAuth = (o: { keys: KeyStore }): MiddlewareHandler<AppEnv> =>
+/** `unauthenticated`: the per-address limit of requests without a valid key (rate-limit/index.ts). */
+export const apiKeyAuth = (o: {
+  keys: KeyStore
+  unauthenticated?: UnauthenticatedLimit
+}): MiddlewareHandler<AppEnv> =>
   async function apiKeyAuth(c, next) {
+    await o.unauthenticated?.check(c)
     const token = bearerToken(c.req.header('authorization'))
-    if (!token)
+    if (!token) {
+      await o.unauthenticated?.failed(c)
       throw unauthorized(
         "You didn't provide an API key. Provide it in the Authorization header as 'Bearer pgpt_…'.",
         'missing_api_key',
       )
+    }
     const key = await verifyKey(o.keys, token)
-    if (!key) throw unauthorized('Incorrect API key provided.', 'invalid_api_key')
+    if (!key) {
+      await o.unauthenticated?.failed(c)
+      throw unauthorized('Incorrect API key provided.', 'invalid_api_key')
+    }
     c.set('key', key)
     c.set('log', c.get('log').child({ tenant: key.tenant, keyId: key.id }))
     await next()

@@ -97,3 +97,56 @@ export const rateLimit = (
   }
   return { middleware, tokens }
 }
+
+/**
+ * Requests without a valid API key, limited per client address: each 401
+ * (missing, unknown or revoked key) takes one unit from the address's
+ * bucket, and an address whose bucket is empty is answered 429 before its
+ * key is looked up — a flood of guessed keys cannot keep the key store and
+ * the CPU busy. Requests with a valid key never take from it, but a valid
+ * key sent from an address that is being refused waits like the rest (its
+ * key is not looked up). Only where the runtime names the client
+ * (`clientAddress`; on Node the socket's peer, edge/node.ts): behind a
+ * proxy that is the proxy, so there the proxy should limit instead.
+ */
+export interface UnauthenticatedLimit {
+  /** Before the key is looked up: 429 when the address has no failures left. */
+  check(c: AppContext): Promise<void>
+  /** A request failed authentication: it takes one unit. */
+  failed(c: AppContext): Promise<void>
+}
+
+export function unauthenticatedLimit(o: {
+  limiter: RateLimiter
+  metrics: EdgeMetrics
+  /** Failed requests per minute per address (also the burst). */
+  perMinute: number
+  clientAddress: (c: AppContext) => string | undefined
+}): UnauthenticatedLimit {
+  if (o.perMinute < 1) throw new Error('unauthenticatedLimit: perMinute must be >= 1')
+  const rule: RateLimitRule = { limit: o.perMinute, periodSeconds: 60 }
+  const bucket = (c: AppContext) => {
+    const a = o.clientAddress(c)
+    return a ? `unauth:${a}` : undefined
+  }
+  return {
+    async check(c) {
+      const b = bucket(c)
+      if (!b) return
+      // Cost 0 only looks: the bucket holds fewer than one unit when this address has spent its failures.
+      const d = await o.limiter.consume(b, 0, rule)
+      if (d.remaining >= 1) return
+      o.metrics.rateLimitRejections.inc({ limit: 'unauthenticated' })
+      // One unit comes back an interval (period / limit) after the bucket was last full minus one.
+      const retry = Math.max(1, d.resetSeconds - rule.periodSeconds + rule.periodSeconds / rule.limit)
+      throw rateLimited(
+        `Too many requests without a valid API key from this address: limit ${rule.limit} per minute. Try again in ${formatDuration(retry)}.`,
+        retry,
+      )
+    },
+    async failed(c) {
+      const b = bucket(c)
+      if (b) await o.limiter.consume(b, 1, rule)
+    },
+  }
+}
