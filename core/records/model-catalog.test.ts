@@ -14,7 +14,7 @@ import {
 import { publishModelFolder } from '../model-publish.js'
 import { prepareGeneration } from '../openai/generation-request.js'
 import type { ObjectStore } from '../ports/object-store.js'
-import { createModelCatalog, estimateTokens } from './model-catalog.js'
+import { createModelCatalog, estimateTokens, MAX_TOKENIZED_CHARS } from './model-catalog.js'
 
 const WORD_LEVEL = {
   version: '1.0',
@@ -147,6 +147,37 @@ describe('model catalog', () => {
     const broken = await cat.tokenCounter((await cat.get('t', 'broken'))!)
     expect(broken.method).toBe('estimate')
     expect(errors).toEqual(['broken'])
+  })
+
+  it("a tenant's tokenizer whose regex backtracks without bound is not loaded (the count is estimated)", async () => {
+    const store = new MemoryObjectStore()
+    const split = { type: 'Split', pattern: { Regex: '(a+)+$' }, behavior: 'Isolated', invert: false }
+    await publish(store, manifest('redos', 't1'), { ...WORD_LEVEL, pre_tokenizer: split })
+    const errors: Array<[string, unknown]> = []
+    const cat = createModelCatalog(store, { onTokenizerError: (m, err) => errors.push([m, err]) })
+    const counter = await cat.tokenCounter((await cat.get('t1', 'redos'))!)
+    expect(counter.method).toBe('estimate')
+    const started = Date.now()
+    expect(counter.count(`${'a'.repeat(30)}!`)).toBe(estimateTokens(`${'a'.repeat(30)}!`))
+    expect(Date.now() - started).toBeLessThan(1000)
+    expect(errors.map(([m]) => m)).toEqual(['redos'])
+    expect(String(errors[0][1])).toContain('pre_tokenizer.pattern.Regex "(a+)+$"')
+  })
+
+  it(`a tenant's tokenizer is handed at most ${MAX_TOKENIZED_CHARS} characters of a text, the rest estimated`, async () => {
+    const store = new MemoryObjectStore()
+    // Accepted at publish, yet quadratic in a search over spaces: 64 Ki spaces took ~5 s whole.
+    const split = { type: 'Split', pattern: { Regex: '\\s*x' }, behavior: 'Isolated', invert: false }
+    await publish(store, manifest('quadratic', 't1'), { ...WORD_LEVEL, pre_tokenizer: split })
+    const cat = createModelCatalog(store)
+    const counter = await cat.tokenCounter((await cat.get('t1', 'quadratic'))!)
+    expect(counter.method).toBe('tokenizer')
+    const text = ' '.repeat(65_536)
+    const started = Date.now()
+    // The first MAX_TOKENIZED_CHARS spaces are one unknown piece: 1 token, then the estimate.
+    expect(counter.count(text)).toBe(1 + estimateTokens(text.slice(MAX_TOKENIZED_CHARS)))
+    expect(Date.now() - started).toBeLessThan(2000)
+    expect(counter.count('a b')).toBe(1)
   })
 
   it('the context check uses the tokenizer count', async () => {

@@ -23,8 +23,16 @@
  * from the store with @huggingface/tokenizers (exact counts for prompts); when
  * it does not, or the tokenizer cannot be loaded, the count is an estimate of
  * ceil(characters / 4). Chat prompts add 4 tokens per message for the template.
+ *
+ * A tenant's tokenizer runs on this event loop, so it is bounded (issue 20):
+ * one whose regexes would backtrack without bound (published before
+ * models/byo/text-safety.ts checked them at publish) is not loaded — the
+ * count is estimated — and it is handed at most MAX_TOKENIZED_CHARS
+ * characters of one text, the rest estimated: the patterns publish lets
+ * through may still be quadratic in a search (Llama 3's `\s*[\r\n]+`).
  */
 import { Tokenizer } from '@huggingface/tokenizers'
+import { tokenizerRegexProblems } from '../../models/byo/text-safety.js'
 import {
   listManifests,
   type ModelManifest,
@@ -52,9 +60,17 @@ export interface TokenCounter {
 /** Characters per token assumed when a tokenizer's vocabulary cannot be read (generous for BPE vocabularies). */
 export const FALLBACK_MAX_TOKEN_CHARS = 64
 
-/** The longest piece of a tokenizer.json's vocabulary and added tokens (BPE/WordPiece maps, Unigram lists). */
+/**
+ * The longest piece of a tokenizer.json's vocabulary and added tokens (BPE/WordPiece maps, Unigram
+ * lists). Where one unknown token can stand for a run of any length (WordLevel and WordPiece
+ * words, `fuse_unk`), no piece bounds it: at least FALLBACK_MAX_TOKEN_CHARS then, so only a prompt
+ * made mostly of unknown runs longer than that could be refused although it fits.
+ */
 export function longestTokenChars(tokenizer: unknown): number {
-  const t = tokenizer as { model?: { vocab?: unknown }; added_tokens?: Array<{ content?: unknown }> }
+  const t = tokenizer as {
+    model?: { type?: unknown; vocab?: unknown; fuse_unk?: unknown }
+    added_tokens?: Array<{ content?: unknown }>
+  }
   const v = t?.model?.vocab
   const pieces: unknown[] = Array.isArray(v)
     ? v.map((e) => (Array.isArray(e) ? e[0] : e))
@@ -66,7 +82,9 @@ export function longestTokenChars(tokenizer: unknown): number {
   for (const p of pieces) if (typeof p === 'string' && p.length > n) n = p.length
   for (const a of t.added_tokens ?? [])
     if (typeof a?.content === 'string' && a.content.length > n) n = a.content.length
-  return n
+  const m = t.model
+  const unboundedUnknown = m?.type === 'WordLevel' || m?.type === 'WordPiece' || m?.fuse_unk === true
+  return unboundedUnknown ? Math.max(n, FALLBACK_MAX_TOKEN_CHARS) : n
 }
 
 export interface ModelCatalog {
@@ -91,6 +109,9 @@ export interface ModelCatalogOptions {
 }
 
 export const estimateTokens = (text: string) => Math.ceil(text.length / 4)
+
+/** The most characters of one text a tenant's (non-bundled) tokenizer is given; ~0.2 s for a quadratic pattern. */
+export const MAX_TOKENIZED_CHARS = 16_384
 export const ESTIMATE: TokenCounter = { method: 'estimate', count: estimateTokens, maxTokenChars: 4 }
 
 const visible = (m: ModelManifest, tenant: string) => m.owner === null || m.owner === tenant
@@ -146,11 +167,20 @@ export function createModelCatalog(store: ObjectStore, o: ModelCatalogOptions = 
       if (!tok) return ESTIMATE
       const decode = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b))
       const json = decode(tok)
+      const tenant = m.source !== 'bundled'
+      if (tenant) {
+        const unsafe = tokenizerRegexProblems(json)
+        if (unsafe.length) throw new Error(unsafe.join('; '))
+      }
       const tokenizer = new Tokenizer(json, cfg ? decode(cfg) : {})
+      const exact = (text: string) => tokenizer.encode(text, { add_special_tokens: false }).ids.length
       return {
         method: 'tokenizer',
         maxTokenChars: longestTokenChars(json),
-        count: (text) => tokenizer.encode(text, { add_special_tokens: false }).ids.length,
+        count: (text) =>
+          !tenant || text.length <= MAX_TOKENIZED_CHARS
+            ? exact(text)
+            : exact(text.slice(0, MAX_TOKENIZED_CHARS)) + estimateTokens(text.slice(MAX_TOKENIZED_CHARS)),
       }
     } catch (err) {
       o.onTokenizerError?.(m.id, err)
