@@ -4,8 +4,17 @@
  * listings. A key belongs to one tenant and carries scopes.
  */
 
-export const SCOPES = ['generate', 'batch', 'fine-tune', 'admin'] as const
+/**
+ * `admin` manages the key's own tenant (its keys, its models, its webhook
+ * secret); `operator` is the platform's: every tenant's usage, public models,
+ * keys above the default limits and operator keys. Only an operator grants
+ * `operator` (the bootstrap key PGPT_API_KEY, `pgpt keys create`, or an
+ * operator key through POST /v1/admin/keys).
+ */
+export const SCOPES = ['generate', 'batch', 'fine-tune', 'admin', 'operator'] as const
 export type Scope = (typeof SCOPES)[number]
+/** The scopes a tenant's own admin may grant (everything but `operator`). */
+export const TENANT_SCOPES = SCOPES.filter((s): s is Exclude<Scope, 'operator'> => s !== 'operator')
 
 export interface ApiKeyRecord {
   id: string

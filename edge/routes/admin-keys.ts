@@ -2,13 +2,18 @@
  * Admin routes for API keys of the caller's tenant (admin scope):
  * POST /v1/admin/keys (the secret is shown once), GET /v1/admin/keys,
  * DELETE /v1/admin/keys/{id}. Another tenant's key id is a 404.
+ *
+ * A tenant's admin grants only tenant scopes and limits up to the defaults
+ * the operator set (PGPT_RATE_LIMIT_RPM / PGPT_RATE_LIMIT_TPM), so it cannot
+ * lift its own keys past what the deployment allows a tenant; an operator key
+ * may grant `operator` and set higher limits.
  */
 import { createRoute, z } from '@hono/zod-openapi'
-import { notFound } from '../../core/errors.js'
+import { ApiError, notFound } from '../../core/errors.js'
 import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import { type ApiKeyRecord, SCOPES } from '../../core/ports/key-store.js'
-import { createKey } from '../keys.js'
-import { requireScope } from '../middleware/auth/index.js'
+import { createKey, hasScope } from '../keys.js'
+import { scoped } from '../middleware/auth/index.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
 const scopes = z.array(z.enum(SCOPES)).min(1)
@@ -59,15 +64,13 @@ const createBody = z
   .openapi('CreateApiKeyRequest')
 type CreateBody = z.infer<typeof createBody>
 
-const admin = [requireScope('admin')]
-
 const create = createRoute({
   method: 'post',
   path: '/v1/admin/keys',
   tags: ['Admin'],
   summary: 'Create an API key for your tenant',
   security,
-  middleware: admin,
+  ...scoped('admin'),
   request: { body: { required: true, content: { 'application/json': { schema: createBody } } } },
   responses: {
     201: {
@@ -85,7 +88,7 @@ const list = createRoute({
   tags: ['Admin'],
   summary: "List your tenant's API keys",
   security,
-  middleware: admin,
+  ...scoped('admin'),
   responses: {
     200: {
       description: 'The keys (no secrets).',
@@ -103,7 +106,7 @@ const revoke = createRoute({
   tags: ['Admin'],
   summary: 'Revoke an API key',
   security,
-  middleware: admin,
+  ...scoped('admin'),
   request: { params: z.object({ id: z.string().min(1).max(128) }) },
   responses: {
     200: {
@@ -124,6 +127,27 @@ export function registerAdminKeys(app: EdgeApp, { deps }: RouteContext) {
     create,
     h(async (c) => {
       const b = valid<CreateBody>(c, 'json')
+      const caller = c.get('key')
+      if (!hasScope(caller, 'operator')) {
+        if (b.scopes.includes('operator'))
+          throw new ApiError(403, "Only an operator key may grant the 'operator' scope; this key lacks it.", {
+            param: 'scopes',
+            code: 'insufficient_scope',
+          })
+        const caps = [
+          ['requests_per_minute', deps.config.PGPT_RATE_LIMIT_RPM, 'PGPT_RATE_LIMIT_RPM'],
+          ['tokens_per_minute', deps.config.PGPT_RATE_LIMIT_TPM, 'PGPT_RATE_LIMIT_TPM'],
+        ] as const
+        for (const [field, cap, variable] of caps) {
+          const asked = b.limits?.[field]
+          if (asked !== undefined && asked > cap)
+            throw new ApiError(
+              403,
+              `limits.${field} is ${asked}, above this deployment's tenant limit of ${cap} (${variable}); only an operator key may set a higher one.`,
+              { param: `limits.${field}`, code: 'limit_above_tenant_cap' },
+            )
+        }
+      }
       const limits =
         b.limits && (b.limits.requests_per_minute || b.limits.tokens_per_minute)
           ? {
@@ -132,7 +156,7 @@ export function registerAdminKeys(app: EdgeApp, { deps }: RouteContext) {
             }
           : undefined
       const { secret, record } = await createKey(deps.keys, {
-        tenant: c.get('key').tenant,
+        tenant: caller.tenant,
         name: b.name,
         scopes: b.scopes,
         ...(limits ? { limits } : {}),

@@ -16,9 +16,11 @@
  *
  * The folder is validated (models/byo/validate.ts) before anything is stored;
  * a bad folder is a 400 naming every problem. The model belongs to the
- * caller's tenant, or to every tenant with `public=true`. The whole body is
- * held in memory and bounded by PGPT_MAX_MODEL_UPLOAD_BYTES (raise it for real
- * models, or publish with `pgpt model publish` next to the store).
+ * caller's tenant, or to every tenant with `public=true`, which only an
+ * operator key may ask for (so only an operator replaces a public model).
+ * The whole body is held in memory and bounded by
+ * PGPT_MAX_MODEL_UPLOAD_BYTES (raise it for real models, or publish with
+ * `pgpt model publish` next to the store).
  */
 
 import { createRoute, z } from '@hono/zod-openapi'
@@ -30,7 +32,8 @@ import { isSafeRelativePath, memorySource } from '../../models/byo/source.js'
 import { readTar, stripCommonFolder, TarError, TarTooLargeError } from '../../models/byo/tar.js'
 import { ModelValidationError } from '../../models/byo/validate.js'
 import type { AppContext } from '../deps.js'
-import { requireScope } from '../middleware/auth/index.js'
+import { hasScope } from '../keys.js'
+import { scoped } from '../middleware/auth/index.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
 const flag = z
@@ -44,7 +47,9 @@ const query = z.object({
     .min(1)
     .max(128)
     .openapi({ example: 'my-model', description: 'Model id to publish under.' }),
-  public: flag.openapi({ description: 'Every tenant may use the model (default: only yours).' }),
+  public: flag.openapi({
+    description: 'Every tenant may use the model (default: only yours). Operator keys only.',
+  }),
   onnx: z.string().min(1).max(512).optional().openapi({
     description: 'The graph to serve, relative to the folder (default: onnx/model.onnx, model.onnx, ...).',
   }),
@@ -82,7 +87,7 @@ const create = createRoute({
   tags: ['Admin'],
   summary: 'Publish a decoder-with-past ONNX model folder (tar or multipart upload)',
   security,
-  middleware: [requireScope('admin')],
+  ...scoped('admin'),
   request: {
     query,
     body: {
@@ -168,7 +173,15 @@ export function registerAdminModels(app: EdgeApp, { deps }: RouteContext) {
     create,
     h(async (c) => {
       const q = valid<Query>(c, 'query')
-      const tenant = c.get('key').tenant
+      const key = c.get('key')
+      const tenant = key.tenant
+      // A public model is every tenant's: publishing or replacing one is the platform operator's, not a tenant's.
+      if (q.public && !hasScope(key, 'operator'))
+        throw new ApiError(
+          403,
+          "Only an operator key may publish or replace a public model (public=true); this key lacks the 'operator' scope.",
+          { param: 'public', code: 'insufficient_scope' },
+        )
       const files = await uploadedFiles(c, maxBytes)
       if (!files.size) throw badRequest('The upload holds no files.', 'body')
       let result: Awaited<ReturnType<typeof publishByoModel>>

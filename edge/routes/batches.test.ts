@@ -54,8 +54,9 @@ describe('GET /v1/batches/{id}', () => {
     expect(after.errors?.data).toEqual([
       expect.objectContaining({ code: 'dead_lettered', message: 'dead-lettered after 5 deliveries' }),
     ])
-    // Another tenant still cannot see it.
-    const other = await t.app.request(`/v1/batches/${batch.id}`, { headers: t.auth(t.keys.other) })
+    // Another tenant's batch key still cannot see it.
+    const otherKey = await t.key('t2', ['batch'])
+    const other = await t.app.request(`/v1/batches/${batch.id}`, { headers: t.auth(otherKey) })
     expect(other.status).toBe(404)
   })
 })

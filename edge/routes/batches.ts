@@ -39,7 +39,7 @@ import {
 } from '../../core/records/files.js'
 import { defaultFileExpiresAfterS } from '../../core/retention.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
-import { requireScope } from '../middleware/auth/index.js'
+import { scoped } from '../middleware/auth/index.js'
 import { cursorQuery, pageOk } from './pages.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
@@ -127,7 +127,7 @@ const create = createRoute({
   description:
     'Runs every request of a `batch` file at lower priority than interactive traffic; results arrive in the output and error files.',
   security,
-  middleware: [requireScope('batch')] as const,
+  ...scoped('batch'),
   request: { body: { required: true, content: { 'application/json': { schema: createBody } } } },
   responses: {
     200: { description: 'The batch (status validating).', content: batchJson },
@@ -145,6 +145,7 @@ const get = createRoute({
   tags: ['Batches'],
   summary: 'Retrieve a batch',
   security,
+  ...scoped('batch'),
   request: { params: idParam },
   responses: { 200: { description: 'The batch.', content: batchJson }, ...authErrors, ...notFoundErr },
 })
@@ -155,6 +156,7 @@ const list = createRoute({
   tags: ['Batches'],
   summary: 'List batches, newest first',
   security,
+  ...scoped('batch'),
   request: { query: cursorQuery() },
   responses: { ...pageOk(batchSchema, 'A page of batches.'), ...authErrors },
 })
@@ -167,7 +169,7 @@ const cancel = createRoute({
   description:
     'Moves the batch to `cancelling`; requests not yet started are skipped, and the batch ends `cancelled` with the output of what was done.',
   security,
-  middleware: [requireScope('batch')] as const,
+  ...scoped('batch'),
   request: { params: idParam },
   responses: {
     200: { description: 'The batch.', content: batchJson },

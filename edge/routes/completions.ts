@@ -11,7 +11,7 @@ import {
   generationErrors,
 } from '../../core/openai/schemas.js'
 import { handleGeneration } from '../generation/respond.js'
-import { requireScope } from '../middleware/auth/index.js'
+import { scoped } from '../middleware/auth/index.js'
 import { type EdgeApp, h, type RouteContext, security, valid } from './util.js'
 
 const sse = {
@@ -28,7 +28,7 @@ const completions = createRoute({
   tags: ['Generation'],
   summary: 'Create a completion',
   security,
-  middleware: [requireScope('generate')] as const,
+  ...scoped('generate'),
   request: { body: { required: true, content: { 'application/json': { schema: completionRequest } } } },
   responses: {
     200: {
@@ -46,7 +46,7 @@ const chat = createRoute({
   tags: ['Generation'],
   summary: 'Create a chat completion',
   security,
-  middleware: [requireScope('generate')] as const,
+  ...scoped('generate'),
   request: { body: { required: true, content: { 'application/json': { schema: chatRequest } } } },
   responses: {
     200: {

@@ -58,11 +58,12 @@ describe('Files API', () => {
     expect(content.status).toBe(200)
     expect(await content.text()).toBe(text)
 
-    // Another tenant sees nothing.
-    expect((await get(`/v1/files/${id}`, t.keys.other)).status).toBe(404)
-    expect((await get(`/v1/files/${id}/content`, t.keys.other)).status).toBe(404)
-    expect((await get(`/v1/files/${id}`, t.keys.other, { method: 'DELETE' })).status).toBe(404)
-    const otherList = (await (await get('/v1/files', t.keys.other)).json()) as { data: unknown[] }
+    // Another tenant, even with every scope, sees nothing.
+    const other = await t.key('t2', ['generate', 'batch', 'fine-tune', 'admin'])
+    expect((await get(`/v1/files/${id}`, other)).status).toBe(404)
+    expect((await get(`/v1/files/${id}/content`, other)).status).toBe(404)
+    expect((await get(`/v1/files/${id}`, other, { method: 'DELETE' })).status).toBe(404)
+    const otherList = (await (await get('/v1/files', other)).json()) as { data: unknown[] }
     expect(otherList.data).toEqual([])
 
     const del = await get(`/v1/files/${id}`, t.keys.admin, { method: 'DELETE' })

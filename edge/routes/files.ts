@@ -27,12 +27,14 @@ import { ApiError, badRequest, forbidden, notFound, tooLarge } from '../../core/
 import { describeProblems, validateJsonl } from '../../core/jsonl.js'
 import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import { isTerminal } from '../../core/ports/job-store.js'
+import type { ApiKeyRecord, Scope } from '../../core/ports/key-store.js'
 import { isTerminalBatch, listBatches } from '../../core/records/batches.js'
 import {
   createFile,
   deleteFile,
   FILE_PURPOSES,
   type FileObject,
+  type FilePurpose,
   getFileObject,
   listFiles,
   MAX_EXPIRES_AFTER_S,
@@ -43,6 +45,7 @@ import {
 import { FINE_TUNE_KIND, type FineTuneInput } from '../../core/records/fine-tunes.js'
 import { defaultFileExpiresAfterS } from '../../core/retention.js'
 import type { EdgeDeps } from '../deps.js'
+import { scoped } from '../middleware/auth/index.js'
 import { cursorQuery, pageOk } from './pages.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
@@ -80,6 +83,7 @@ const upload = createRoute({
   description:
     'multipart/form-data with `file` (JSONL) and `purpose` (`fine-tune` or `batch`). Each line is checked; a bad one is a 400 that names its line number.',
   security,
+  ...scoped('batch', 'fine-tune'),
   request: {
     body: {
       required: true,
@@ -119,6 +123,7 @@ const list = createRoute({
   tags: ['Files'],
   summary: 'List files',
   security,
+  ...scoped('batch', 'fine-tune'),
   request: {
     query: cursorQuery({ maxLimit: 10_000, defaultLimit: 10_000 }).extend({
       purpose: z.enum(FILE_PURPOSES).optional(),
@@ -134,6 +139,7 @@ const get = createRoute({
   tags: ['Files'],
   summary: 'Retrieve a file object',
   security,
+  ...scoped('batch', 'fine-tune'),
   request: { params: idParam },
   responses: { 200: { description: 'The file.', content: fileJson }, ...authErrors, ...notFoundErr },
 })
@@ -144,6 +150,7 @@ const content = createRoute({
   tags: ['Files'],
   summary: "Download a file's content",
   security,
+  ...scoped('batch', 'fine-tune'),
   request: { params: idParam },
   responses: {
     200: { description: 'The bytes.', content: { 'application/octet-stream': { schema: z.string() } } },
@@ -158,6 +165,7 @@ const del = createRoute({
   tags: ['Files'],
   summary: 'Delete a file',
   security,
+  ...scoped('batch', 'fine-tune'),
   request: { params: idParam },
   responses: {
     200: {
@@ -198,7 +206,19 @@ async function fileUser(deps: EdgeDeps, tenant: string, id: string): Promise<str
   return null
 }
 
-const SCOPE_OF = { batch: 'batch', 'fine-tune': 'fine-tune' } as const
+/** The scope that reads, writes and deletes a file of each purpose (a batch's output is the batch's). */
+const SCOPE_OF = {
+  batch: 'batch',
+  'fine-tune': 'fine-tune',
+  batch_output: 'batch',
+} as const satisfies Record<FilePurpose, Scope>
+
+function requirePurposeScope(key: ApiKeyRecord, purpose: FilePurpose): void {
+  if (!key.scopes.includes(SCOPE_OF[purpose]))
+    throw forbidden(
+      `This API key lacks the '${SCOPE_OF[purpose]}' scope that files of purpose '${purpose}' need.`,
+    )
+}
 
 const expiresAfterSchema = z.object({
   anchor: z.literal('created_at'),
@@ -300,12 +320,16 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
         limit: number
         order: 'asc' | 'desc'
       }>(c, 'query')
-      const page = await listFiles(deps.store, c.get('key').tenant, { ...q, now: clock() })
+      const key = c.get('key')
+      if (q.purpose) requirePurposeScope(key, q.purpose)
+      const page = await listFiles(deps.store, key.tenant, { ...q, now: clock() })
+      // Only the files of purposes the key's scopes cover (a batch key does not see training data).
+      const data = page.data.filter((f) => key.scopes.includes(SCOPE_OF[f.purpose]))
       return json(c, {
         object: 'list',
-        data: page.data,
-        first_id: page.data[0]?.id ?? null,
-        last_id: page.data.at(-1)?.id ?? null,
+        data,
+        first_id: data[0]?.id ?? null,
+        last_id: data.at(-1)?.id ?? null,
         has_more: page.hasMore,
       })
     }),
@@ -316,6 +340,7 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
       const { id } = valid<{ id: string }>(c, 'param')
       const f = await getFileObject(deps.store, c.get('key').tenant, id, clock())
       if (!f) throw notFound('file', id, 'id')
+      requirePurposeScope(c.get('key'), f.purpose)
       return json(c, f)
     }),
   )
@@ -323,6 +348,9 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
     content,
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
+      const f = await getFileObject(deps.store, c.get('key').tenant, id, clock())
+      if (!f) throw notFound('file', id, 'id')
+      requirePurposeScope(c.get('key'), f.purpose)
       const body = await readFileStream(deps.store, c.get('key').tenant, id, clock())
       if (!body) throw notFound('file', id, 'id')
       return c.body(body, 200, { 'content-type': 'application/octet-stream' })
@@ -333,7 +361,9 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
       const tenant = c.get('key').tenant
-      if (!(await getFileObject(deps.store, tenant, id, clock()))) throw notFound('file', id, 'id')
+      const f = await getFileObject(deps.store, tenant, id, clock())
+      if (!f) throw notFound('file', id, 'id')
+      requirePurposeScope(c.get('key'), f.purpose)
       const user = await fileUser(deps, tenant, id)
       if (user)
         throw new ApiError(

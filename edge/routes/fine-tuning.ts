@@ -30,7 +30,7 @@ import {
 } from '../../core/records/fine-tunes.js'
 import type { AppContext } from '../deps.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
-import { requireScope } from '../middleware/auth/index.js'
+import { scoped } from '../middleware/auth/index.js'
 import {
   type CreateFineTuningBody,
   createFineTuningBody,
@@ -58,7 +58,7 @@ const create = createRoute({
   description:
     'Trains LoRA adapters on an uploaded `fine-tune` file on a worker; the result is published as `ft:<base>:<tenant>:<suffix>:<id>` unless its validation loss is worse than the base model’s.',
   security,
-  middleware: [requireScope('fine-tune')] as const,
+  ...scoped('fine-tune'),
   request: { body: { required: true, content: { 'application/json': { schema: createFineTuningBody } } } },
   responses: {
     200: { description: 'The job.', content: jobJson },
@@ -75,6 +75,7 @@ const list = createRoute({
   tags: TAG,
   summary: 'List fine-tuning jobs, newest first',
   security,
+  ...scoped('fine-tune'),
   request: { query: pageQuery },
   responses: {
     200: {
@@ -91,6 +92,7 @@ const get = createRoute({
   tags: TAG,
   summary: 'Retrieve a fine-tuning job',
   security,
+  ...scoped('fine-tune'),
   request: { params: idParam },
   responses: { 200: { description: 'The job.', content: jobJson }, ...authErrors, ...notFoundErr },
 })
@@ -102,6 +104,7 @@ const events = createRoute({
   summary: "A fine-tuning job's events, newest first",
   description: 'Created, validating, each step’s training loss, validation losses, checkpoints, the end.',
   security,
+  ...scoped('fine-tune'),
   request: { params: idParam, query: pageQuery },
   responses: {
     200: {
@@ -119,6 +122,7 @@ const checkpoints = createRoute({
   tags: TAG,
   summary: "A fine-tuning job's checkpoints, newest first",
   security,
+  ...scoped('fine-tune'),
   request: { params: idParam, query: pageQuery },
   responses: {
     200: {
@@ -137,7 +141,7 @@ const cancel = createRoute({
   summary: 'Cancel a fine-tuning job',
   description: 'A queued job is cancelled at once; a running one after its current step.',
   security,
-  middleware: [requireScope('fine-tune')] as const,
+  ...scoped('fine-tune'),
   request: { params: idParam },
   responses: { 200: { description: 'The job.', content: jobJson }, ...authErrors, ...notFoundErr },
 })

@@ -20,6 +20,7 @@ import {
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
 import { samplingBounds, type Usage } from '../../core/protocol.js'
+import { FINE_TUNE_KIND } from '../../core/records/fine-tunes.js'
 import type { AppContext } from '../deps.js'
 import {
   awaitTerminal,
@@ -31,7 +32,7 @@ import {
   submitGeneration,
 } from '../generation/run.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
-import { requireScope } from '../middleware/auth/index.js'
+import { scoped } from '../middleware/auth/index.js'
 import { cursorQuery, pageOk } from './pages.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
@@ -117,6 +118,14 @@ export function jobView(r: JobRecord) {
 }
 
 const idParam = z.object({ id: z.string().min(1).max(128) })
+
+/** The kind of the jobs this API creates and cancels (edge/generation/run.ts). */
+const JOBS_KIND = 'generation'
+/** Where the other kinds a tenant may hold are canceled, for the 409 that points there. */
+const CANCEL_ROUTE_OF: Record<string, string> = {
+  [FINE_TUNE_KIND]: 'POST /v1/fine_tuning/jobs/{id}/cancel',
+  batch: 'POST /v1/batches/{id}/cancel',
+}
 const jobJson = { 'application/json': { schema: job } }
 const notFoundErr = { 404: errorResponseOf('No such job for this tenant.') }
 
@@ -128,7 +137,7 @@ const create = createRoute({
   description:
     'Returns 201 with the job at once, or, with `Prefer: wait=N` (N ≤ 60), after up to N seconds with its output when it finished.',
   security,
-  middleware: [requireScope('generate')] as const,
+  ...scoped('generate'),
   request: {
     body: { required: true, content: { 'application/json': { schema: createBody } } },
     headers: z.object({ prefer: z.string().optional().openapi({ example: 'wait=10' }) }),
@@ -148,6 +157,7 @@ const get = createRoute({
   tags: ['Jobs'],
   summary: 'Retrieve a job',
   security,
+  ...scoped('generate'),
   request: { params: idParam },
   responses: { 200: { description: 'The job.', content: jobJson }, ...authErrors, ...notFoundErr },
 })
@@ -158,6 +168,7 @@ const list = createRoute({
   tags: ['Jobs'],
   summary: 'List jobs, newest first',
   security,
+  ...scoped('generate'),
   request: { query: cursorQuery() },
   responses: { ...pageOk(job, 'A page of jobs.'), ...authErrors },
 })
@@ -169,9 +180,16 @@ const cancel = createRoute({
   summary: 'Cancel a job',
   description: 'A queued job is canceled at once; a running one when its worker next checks.',
   security,
-  middleware: [requireScope('generate')] as const,
+  ...scoped('generate'),
   request: { params: idParam },
-  responses: { 200: { description: 'The job.', content: jobJson }, ...authErrors, ...notFoundErr },
+  responses: {
+    200: { description: 'The job.', content: jobJson },
+    ...authErrors,
+    ...notFoundErr,
+    409: errorResponseOf(
+      'Not a generation job: fine-tuning jobs and batches are canceled through their own routes.',
+    ),
+  },
 })
 
 const stream = createRoute({
@@ -182,6 +200,7 @@ const stream = createRoute({
   description:
     'Events `start`, `token`, `progress`, `output`, then one of `completed`, `failed`, `canceled`; `id:` is the seq (send Last-Event-ID to resume).',
   security,
+  ...scoped('generate'),
   request: { params: idParam },
   responses: {
     200: { description: 'Server-sent events.', content: { 'text/event-stream': { schema: z.string() } } },
@@ -279,7 +298,15 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
     cancel,
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
-      await getJob(c, ctx, id)
+      const job = await getJob(c, ctx, id)
+      // This route is the generation jobs' (scope `generate`); fine-tuning jobs and batches have their own
+      // cancel routes and scopes, which a generate-only key must not get around.
+      if (job.kind !== JOBS_KIND)
+        throw new ApiError(
+          409,
+          `The job '${id}' is a ${job.kind} job, not a generation job; cancel it through its own API (${CANCEL_ROUTE_OF[job.kind] ?? 'its own route'}).`,
+          { param: 'id', code: 'wrong_job_kind' },
+        )
       const r = await cancelJob(deps, c.get('key').tenant, id)
       if (!r) throw notFound('job', id, 'id')
       return json(c, jobView(r))

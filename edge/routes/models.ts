@@ -7,7 +7,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { ApiError, forbidden } from '../../core/errors.js'
 import { deleteModel, type ModelManifest } from '../../core/model-manifest.js'
 import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
-import { requireScope } from '../middleware/auth/index.js'
+import { anyKey, scoped } from '../middleware/auth/index.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
 const model = z
@@ -34,6 +34,7 @@ const list = createRoute({
   tags: ['Models'],
   summary: 'List the models you can use',
   security,
+  ...anyKey,
   responses: {
     200: {
       description: 'The models.',
@@ -51,6 +52,7 @@ const get = createRoute({
   tags: ['Models'],
   summary: 'Retrieve a model',
   security,
+  ...anyKey,
   request: { params: z.object({ id: z.string().min(1).openapi({ example: 'prometheus-mini' }) }) },
   responses: {
     200: { description: 'The model.', content: { 'application/json': { schema: model } } },
@@ -67,7 +69,7 @@ const del = createRoute({
   description:
     'Deletes one of your fine-tuned models (`ft:…`); it disappears from /v1/models and can no longer be used. Its fine-tuning job and checkpoints stay. Base models cannot be deleted.',
   security,
-  middleware: [requireScope('fine-tune')] as const,
+  ...scoped('fine-tune'),
   request: {
     params: z.object({
       id: z.string().min(1).openapi({ example: 'ft:prometheus-mini:acme:capitals:abc123' }),

@@ -326,11 +326,12 @@ describe('GET /v1/usage', () => {
     })
     // Per model, across generations and batch lines.
     expect(await groups(t.keys.generate, 'model')).toEqual(byModel)
-    // The other tenant reads its own usage only; an admin reads both.
+    // The other tenant reads its own usage only; a tenant's admin too; the operator reads both.
     expect(await groups(t2, 'model')).toEqual({ 'echo-1': seen.t2 })
-    const admin = await totals(t.keys.admin)
-    expect(admin.requests).toBe(all.requests + seen.t2.requests)
-    expect(admin.output).toBe(all.output + seen.t2.output)
+    expect((await totals(t.keys.admin)).requests).toBe(all.requests)
+    const operator = await totals(t.keys.operator)
+    expect(operator.requests).toBe(all.requests + seen.t2.requests)
+    expect(operator.output).toBe(all.output + seen.t2.output)
   })
 
   it('meters a stream the client abandons by what its canceled job generated', async () => {
@@ -398,16 +399,18 @@ describe('GET /v1/usage', () => {
     expect(lines[1]).toMatch(/^\d+,\d+,echo-1,2,\d+,5,0$/)
   })
 
-  it('keeps tenants apart; only an admin reads another tenant', async () => {
+  it('keeps tenants apart; only an operator reads another tenant', async () => {
     await post('/v1/completions', t.keys.generate, { model: 'echo-1', prompt: 'a b', max_tokens: 2 })
     const t2 = await t.key('t2', ['generate'])
     expect((await totals(t2)).requests).toBe(0) // t2's own usage: none
-    expect((await totals(t.keys.other)).requests).toBe(1) // t2's admin key: every tenant
+    expect((await totals(t.keys.other)).requests).toBe(0) // t2's admin key: t2 only
+    expect((await totals(t.keys.operator)).requests).toBe(1) // the operator: every tenant
     expect((await totals(t.keys.generate)).requests).toBe(1)
     const denied = await get(`/v1/usage?start_time=${since()}&tenant=t1`, t.keys.generate.replace(/.$/, 'x'))
     expect(denied.status).toBe(401)
-    // t2's admin key may name t1: admins see every tenant.
-    expect((await totals(t.keys.other, '&tenant=t1')).requests).toBe(1)
+    // The operator may name t1; t2's admin may not.
+    expect((await totals(t.keys.operator, '&tenant=t1')).requests).toBe(1)
+    expect((await get(`/v1/usage?start_time=${since()}&tenant=t1`, t.keys.other)).status).toBe(403)
     // A non-admin key naming another tenant is refused.
     const t1only = await t.key('t1', ['generate'])
     const res = await get(`/v1/usage?start_time=${since()}&tenant=t2`, t1only)
@@ -460,11 +463,11 @@ describe('GET /v1/usage', () => {
 
 describe('GET /v1/webhooks/default/secret', () => {
   it("returns the tenant's secret when the edge knows the signing key, else 503", async () => {
-    const none = await get('/v1/webhooks/default/secret', t.keys.generate)
+    const none = await get('/v1/webhooks/default/secret', t.keys.admin)
     expect(none.status).toBe(503)
     await t.close()
     t = await makeTestEdge({ deps: { webhookSecret: async (tenant) => `whsec_${tenant}` } })
-    const res = await get('/v1/webhooks/default/secret', t.keys.generate)
+    const res = await get('/v1/webhooks/default/secret', t.keys.admin)
     expect(await res.json()).toEqual({ object: 'webhook_secret', key: 'whsec_t1' })
     expect(await (await get('/v1/webhooks/default/secret', t.keys.other)).json()).toMatchObject({
       key: 'whsec_t2',

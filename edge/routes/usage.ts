@@ -1,8 +1,9 @@
 /**
  * GET /v1/usage: metered usage summed from the usage records (never from
  * counters), in time buckets, optionally grouped by API key or model, as JSON
- * or CSV (`format=csv`). A key sees its own tenant's usage; an admin key sees
- * every tenant's unless it names one with `tenant`.
+ * or CSV (`format=csv`). A key sees its own tenant's usage (a tenant's admin
+ * key too); an operator key sees every tenant's unless it names one with
+ * `tenant`.
  *
  * What is counted: every completed generation (synchronous, streamed — also
  * when the client did not ask for the usage chunk —, async job), a generation
@@ -15,6 +16,7 @@ import { badRequest, forbidden } from '../../core/errors.js'
 import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import type { UsageBucket } from '../../core/ports/usage-store.js'
 import { hasScope } from '../keys.js'
+import { anyKey } from '../middleware/auth/index.js'
 import { type EdgeApp, h, json, type RouteContext, security, valid } from './util.js'
 
 const WIDTHS = { '1m': 60, '1h': 3600, '1d': 86_400 } as const
@@ -43,7 +45,12 @@ const query = z.object({
     .openapi({ type: 'integer', description: 'End, epoch seconds (exclusive). Default: now.' }),
   bucket_width: z.enum(['1m', '1h', '1d']).default('1d'),
   group_by: z.enum(['api_key', 'model']).optional(),
-  tenant: z.string().min(1).max(128).optional().openapi({ description: 'Admin keys only: one tenant.' }),
+  tenant: z
+    .string()
+    .min(1)
+    .max(128)
+    .optional()
+    .openapi({ description: 'Operator keys only: one tenant (default: every tenant).' }),
   format: z.enum(['json', 'csv']).default('json'),
 })
 type Query = z.infer<typeof query>
@@ -73,6 +80,7 @@ const route = createRoute({
   description:
     'Requests and tokens summed from usage records. `format=csv` returns text/csv with one row per bucket and group.',
   security,
+  ...anyKey,
   request: { query },
   responses: {
     200: {
@@ -95,16 +103,16 @@ export function registerUsage(app: EdgeApp, { deps }: RouteContext) {
     h(async (c) => {
       const q = valid<Query>(c, 'query')
       const key = c.get('key')
-      const admin = hasScope(key, 'admin')
-      if (q.tenant && !admin && q.tenant !== key.tenant)
-        throw forbidden("Only admin keys may read another tenant's usage.")
+      const operator = hasScope(key, 'operator')
+      if (q.tenant && !operator && q.tenant !== key.tenant)
+        throw forbidden("Only operator keys may read another tenant's usage.")
       const width = WIDTHS[q.bucket_width]
       const from = q.start_time * 1000
       const to = (q.end_time ?? Math.ceil(Date.now() / 1000)) * 1000
       if (to <= from) throw badRange('end_time must be after start_time.', 'end_time')
       if ((to - from) / (width * 1000) > MAX_BUCKETS)
         throw badRange(`At most ${MAX_BUCKETS} buckets per query: widen bucket_width or shorten the range.`)
-      const tenant = admin ? q.tenant : key.tenant
+      const tenant = operator ? q.tenant : key.tenant
       const rows = await deps.usage.query({
         ...(tenant ? { tenant } : {}),
         from,

@@ -7,6 +7,7 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { ApiError } from '../../core/errors.js'
 import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
+import { scoped } from '../middleware/auth/index.js'
 import { type EdgeApp, h, json, type RouteContext, security } from './util.js'
 
 const route = createRoute({
@@ -15,6 +16,7 @@ const route = createRoute({
   tags: ['Webhooks'],
   summary: "Your tenant's webhook signing secret",
   security,
+  ...scoped('admin'),
   responses: {
     200: {
       description: 'The secret.',

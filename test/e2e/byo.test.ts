@@ -100,7 +100,12 @@ let h: Harness
 let edge: RunningEdge
 let worker: WorkerChild
 let root: string
-const keys: Record<'acmeAdmin' | 'acme' | 'globex', string> = { acmeAdmin: '', acme: '', globex: '' }
+const keys: Record<'acmeAdmin' | 'acme' | 'globex' | 'operator', string> = {
+  acmeAdmin: '',
+  acme: '',
+  globex: '',
+  operator: '',
+}
 
 const api = (key: string, path: string, init: RequestInit = {}) =>
   fetch(`${edge.url}${path}`, {
@@ -197,11 +202,13 @@ beforeAll(async () => {
     port: 0,
     deps: { keys: new MemoryKeyStore(), usage: new MemoryUsageStore() },
   })
-  const k = (tenant: string, scopes: Array<'generate' | 'admin'>) =>
+  const k = (tenant: string, scopes: Array<'generate' | 'admin' | 'operator'>) =>
     createKey(edge.deps.keys, { tenant, name: `${tenant}-${scopes.join('-')}`, scopes }).then((r) => r.secret)
   keys.acmeAdmin = await k('acme', ['generate', 'admin'])
   keys.acme = await k('acme', ['generate'])
   keys.globex = await k('globex', ['generate', 'admin'])
+  // Public models are the platform operator's to publish.
+  keys.operator = await k('ops', ['admin', 'operator'])
   for (const c of CASES) await writeByoFolder(join(root, c.id), c.shape)
   worker = await h.startEdgeWorker('generation', edge.url, TOKEN, {
     PGPT_WORKER_METRICS_PORT: '0',
@@ -225,7 +232,12 @@ describe('bring your own model: publish', () => {
       expect(manifest.owner).toBe('acme')
       return
     }
-    const res = await upload(keys.acmeAdmin, dir, `name=${c.id}${c.public ? '&public=true' : ''}`, c.how)
+    const res = await upload(
+      c.public ? keys.operator : keys.acmeAdmin,
+      dir,
+      `name=${c.id}${c.public ? '&public=true' : ''}`,
+      c.how,
+    )
     const body = (await res.json()) as Record<string, unknown>
     expect(res.status, JSON.stringify(body)).toBe(201)
     expect(body).toMatchObject({

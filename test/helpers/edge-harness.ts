@@ -96,6 +96,8 @@ export async function makeTestEdge(o: TestEdgeOptions = {}) {
     generate: await key('t1', ['generate']),
     batchOnly: await key('t1', ['batch']),
     other: await key('t2', ['generate', 'admin']),
+    /** The platform operator's key (as the bootstrap key PGPT_API_KEY): every scope. */
+    operator: await key('ops', ['generate', 'batch', 'fine-tune', 'admin', 'operator']),
   }
   return {
     app,

@@ -40,10 +40,29 @@ export const apiKeyAuth = (o: {
     await next()
   }
 
-export const requireScope = (scope: Scope): MiddlewareHandler<AppEnv> =>
-  async function requireScope(c, next) {
+export const requireScope = (scope: Scope, ...orScopes: Scope[]): MiddlewareHandler<AppEnv> => {
+  const anyOf = [scope, ...orScopes]
+  return async function requireScope(c, next) {
     const key = c.get('key')
     if (!key) throw unauthorized()
-    if (!key.scopes.includes(scope)) throw forbidden(`This API key lacks the '${scope}' scope.`)
+    if (!anyOf.some((s) => key.scopes.includes(s)))
+      throw forbidden(`This API key lacks the ${anyOf.map((s) => `'${s}'`).join(' or ')} scope.`)
     await next()
   }
+}
+
+/**
+ * What a route needs, for its createRoute config: the middleware that enforces
+ * it and the `x-required-scope` extension that documents it in /openapi.json
+ * (the same value, so the two cannot drift; edge/security.test.ts checks the OpenAPI
+ * document against docs/operations.md). `key`: any valid API key; several
+ * scopes: any one of them.
+ */
+export const scoped = (scope: Scope, ...orScopes: Scope[]) => ({
+  middleware: [requireScope(scope, ...orScopes)],
+  'x-required-scope': [scope, ...orScopes].join(' or '),
+})
+/** Routes under /v1 that any valid key may call (what they return is the key's tenant's). */
+export const anyKey = { 'x-required-scope': 'key' } as const
+/** Routes outside /v1, with no API key (health, readiness). */
+export const noKey = { 'x-required-scope': 'none' } as const
