@@ -64,7 +64,8 @@ export function keysCommand(io: KeysIo = defaultIo) {
       scopes: {
         type: 'string',
         required: true,
-        description: 'Comma list of generate, batch, fine-tune, admin',
+        description:
+          'Comma list of generate, batch, fine-tune, admin (the tenant), operator (the platform: every tenant)',
       },
       name: { type: 'string', default: 'cli', description: 'A label' },
       rpm: { type: 'string', description: 'Requests per minute for this key (default: PGPT_RATE_LIMIT_RPM)' },
