@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { manifestKey, modelPrefix } from '../core/model-manifest.js'
+import { FALLBACK_MAX_TOKEN_CHARS, longestTokenChars } from '../core/records/model-catalog.js'
 import { MINI_DIR } from '../test/helpers/byo-fixtures.js'
 import { makeTestEdge, manifest, type TestEdge } from '../test/helpers/edge-harness.js'
 import { startEdge } from './node.js'
@@ -179,6 +180,34 @@ describe('a prompt far beyond the context', () => {
     })
     expect(chat.status).toBe(400)
     expect(((await chat.json()) as { error: { code: string } }).error.code).toBe('context_length_exceeded')
+  })
+})
+
+describe('longestTokenChars (the characters one token may stand for)', () => {
+  it('is the longest vocabulary piece, or at least the fallback where an unknown token has no bound', () => {
+    const bpe = {
+      model: { type: 'BPE', vocab: { a: 0, Ġhello: 1 } },
+      added_tokens: [{ content: '<|im_start|>' }],
+    }
+    expect(longestTokenChars(bpe)).toBe('<|im_start|>'.length)
+    expect(
+      longestTokenChars({
+        model: {
+          type: 'Unigram',
+          vocab: [
+            ['▁abcdef', -1],
+            ['x', -2],
+          ],
+        },
+      }),
+    ).toBe(7)
+    expect(longestTokenChars({ model: { type: 'WordLevel', vocab: { a: 0 } } })).toBe(
+      FALLBACK_MAX_TOKEN_CHARS,
+    )
+    expect(longestTokenChars({ model: { type: 'BPE', fuse_unk: true, vocab: { a: 0 } } })).toBe(
+      FALLBACK_MAX_TOKEN_CHARS,
+    )
+    expect(longestTokenChars({})).toBe(FALLBACK_MAX_TOKEN_CHARS)
   })
 })
 

@@ -2,8 +2,9 @@ import { execFileSync } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { readTar, stripCommonFolder, TarError } from './tar.js'
+import { readTar, stripCommonFolder, TarError, TarTooLargeError } from './tar.js'
 
 let root: string
 const long = `onnx/${'a'.repeat(60)}/${'b'.repeat(60)}/model.onnx_data`
@@ -70,5 +71,15 @@ describe('readTar', () => {
     )
     const junk = new Uint8Array(1024).fill(65)
     await expect(readTar(junk)).rejects.toThrow(TarError)
+  })
+
+  it('unpacks gzip up to maxBytes, refuses more with TarTooLargeError, and bad gzip with TarError', async () => {
+    const tar = new Uint8Array(4096)
+    tar.set(header('a.txt', 3), 0)
+    tar.set(new TextEncoder().encode('abc'), 512)
+    const gz = gzipSync(tar)
+    expect(asText(await readTar(gz, { maxBytes: 4096 }))).toEqual({ 'a.txt': 'abc' })
+    await expect(readTar(gz, { maxBytes: 4095 })).rejects.toThrow(TarTooLargeError)
+    await expect(readTar(gz.subarray(0, gz.length - 12))).rejects.toThrow(/gzip data is not valid/)
   })
 })
