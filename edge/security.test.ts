@@ -214,6 +214,28 @@ describe('scopes on read and delete routes', () => {
       expect((await t.deps.jobs.getById(job.id))?.state, kind).not.toBe('canceled')
     }
   })
+
+  it("shows a fine-tuning job or a batch under /v1/jobs only to a key with that kind's scope", async () => {
+    const ft = await t.deps.jobs.create({
+      tenant: 't1',
+      kind: FINE_TUNE_KIND,
+      input: { training_file: 'file-x' },
+    })
+    const batch = await t.deps.jobs.create({ tenant: 't1', kind: 'batch', input: {} })
+    // t.keys.admin holds generate (the route's scope) and fine-tune and batch (the kinds').
+    for (const id of [ft.id, batch.id]) {
+      expect((await call('GET', `/v1/jobs/${id}`, t.keys.generate)).status, id).toBe(403)
+      expect((await call('GET', `/v1/jobs/${id}/stream`, t.keys.generate)).status, id).toBe(403)
+      expect((await call('GET', `/v1/jobs/${id}`, t.keys.admin)).status, id).toBe(200)
+    }
+    const listed = (await (await call('GET', '/v1/jobs', t.keys.generate)).json()) as {
+      data: { id: string }[]
+    }
+    expect(listed.data.map((j) => j.id)).not.toContain(ft.id)
+    expect(listed.data.map((j) => j.id)).not.toContain(batch.id)
+    const all = (await (await call('GET', '/v1/jobs', t.keys.admin)).json()) as { data: { id: string }[] }
+    expect(all.data.map((j) => j.id)).toEqual(expect.arrayContaining([ft.id, batch.id]))
+  })
 })
 
 type Operation = { 'x-required-scope'?: string }

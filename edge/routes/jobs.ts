@@ -6,7 +6,7 @@
  */
 import { createRoute, z } from '@hono/zod-openapi'
 import { streamSSE } from 'hono/streaming'
-import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
+import { ApiError, badRequest, forbidden, notFound, unprocessable } from '../../core/errors.js'
 import { jobGeneration, prepareGeneration } from '../../core/openai/generation-request.js'
 import {
   authErrors,
@@ -19,6 +19,7 @@ import {
 } from '../../core/openai/schemas.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
+import type { Scope } from '../../core/ports/key-store.js'
 import { samplingBounds, type Usage } from '../../core/protocol.js'
 import { FINE_TUNE_KIND } from '../../core/records/fine-tunes.js'
 import type { AppContext } from '../deps.js'
@@ -31,6 +32,7 @@ import {
   recordUsage,
   submitGeneration,
 } from '../generation/run.js'
+import { hasScope } from '../keys.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
 import { scoped } from '../middleware/auth/index.js'
 import { cursorQuery, pageOk } from './pages.js'
@@ -220,6 +222,26 @@ async function getJob(c: AppContext, ctx: RouteContext, id: string): Promise<Job
   return r
 }
 
+/**
+ * The scope that reads a job of each kind here: a fine-tuning job or a batch shows under /v1/jobs too,
+ * but only to a key that may read it through its own API (a generate-only key does not see training
+ * files or batch inputs). Kinds not named (extra handler kinds) are generation-like.
+ */
+const READ_SCOPE_OF: Record<string, Scope> = {
+  [FINE_TUNE_KIND]: 'fine-tune',
+  batch: 'batch',
+  batch_chunk: 'batch',
+}
+const readScopeOf = (kind: string): Scope => READ_SCOPE_OF[kind] ?? 'generate'
+
+async function readableJob(c: AppContext, ctx: RouteContext, id: string): Promise<JobRecord> {
+  const r = await getJob(c, ctx, id)
+  const scope = readScopeOf(r.kind)
+  if (!hasScope(c.get('key'), scope))
+    throw forbidden(`This API key lacks the '${scope}' scope that ${r.kind} jobs need.`)
+  return r
+}
+
 export function registerJobs(app: EdgeApp, ctx: RouteContext) {
   const { deps, tokens } = ctx
   app.openapi(
@@ -280,19 +302,22 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
     list,
     h(async (c) => {
       const q = valid<{ after?: string; limit: number }>(c, 'query')
-      const page = await deps.jobs.list(c.get('key').tenant, { after: q.after, limit: q.limit })
+      const key = c.get('key')
+      const page = await deps.jobs.list(key.tenant, { after: q.after, limit: q.limit })
+      // Only the kinds the key's scopes read (a page may so hold fewer than `limit`).
+      const data = page.data.filter((j) => hasScope(key, readScopeOf(j.kind)))
       return json(c, {
         object: 'list',
-        data: page.data.map(jobView),
-        first_id: page.data[0]?.id ?? null,
-        last_id: page.data.at(-1)?.id ?? null,
+        data: data.map(jobView),
+        first_id: data[0]?.id ?? null,
+        last_id: data.at(-1)?.id ?? null,
         has_more: page.hasMore,
       })
     }),
   )
   app.openapi(
     get,
-    h(async (c) => json(c, jobView(await getJob(c, ctx, valid<{ id: string }>(c, 'param').id)))),
+    h(async (c) => json(c, jobView(await readableJob(c, ctx, valid<{ id: string }>(c, 'param').id)))),
   )
   app.openapi(
     cancel,
@@ -316,7 +341,7 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
     stream,
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
-      const rec = await getJob(c, ctx, id)
+      const rec = await readableJob(c, ctx, id)
       const last = Number(c.req.header('last-event-id') ?? 0)
       const afterSeq = Number.isInteger(last) && last > 0 ? last : 0
       c.set('streaming', true)
