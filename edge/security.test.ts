@@ -94,7 +94,13 @@ describe('the operator scope', () => {
       scopes: ['admin', 'operator'],
     })
     expect(byOperator.status).toBe(201)
-    expect(((await byOperator.json()) as { scopes: string[] }).scopes).toContain('operator')
+    const made = (await byOperator.json()) as { id: string; scopes: string[] }
+    expect(made.scopes).toContain('operator')
+    // A tenant admin of the operator key's tenant cannot revoke it; the operator can.
+    const opsAdmin = await t.key('ops', ['admin'])
+    const refused = await call('DELETE', `/v1/admin/keys/${made.id}`, opsAdmin)
+    expect(refused.status).toBe(403)
+    expect((await call('DELETE', `/v1/admin/keys/${made.id}`, t.keys.operator)).status).toBe(200)
   })
 
   it('is held by the bootstrap key (PGPT_API_KEY, the key npm start prints)', async () => {

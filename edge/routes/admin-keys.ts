@@ -175,6 +175,12 @@ export function registerAdminKeys(app: EdgeApp, { deps }: RouteContext) {
       const { id } = valid<{ id: string }>(c, 'param')
       const rec = await deps.keys.get(id)
       if (!rec || rec.tenant !== c.get('key').tenant) throw notFound('api key', id, 'id')
+      // The operator's key may sit in a tenant (the bootstrap key's 'default'): that tenant's admin cannot revoke it.
+      if (hasScope(rec, 'operator') && !hasScope(c.get('key'), 'operator'))
+        throw new ApiError(403, "Only an operator key may revoke a key with the 'operator' scope.", {
+          param: 'id',
+          code: 'insufficient_scope',
+        })
       await deps.keys.revoke(id, Date.now())
       c.get('log').info({ revokedKeyId: id }, 'api key revoked')
       return json(c, { id, object: 'api_key', deleted: true })
