@@ -13,8 +13,6 @@
  */
 export const SCOPES = ['generate', 'batch', 'fine-tune', 'admin', 'operator'] as const
 export type Scope = (typeof SCOPES)[number]
-/** The scopes a tenant's own admin may grant (everything but `operator`). */
-export const TENANT_SCOPES = SCOPES.filter((s): s is Exclude<Scope, 'operator'> => s !== 'operator')
 
 export interface ApiKeyRecord {
   id: string
