@@ -12,6 +12,7 @@ import type { JobRecord } from '../../core/ports/job-store.js'
 import type { GenerationInput, GenerationOutput } from '../../core/protocol.js'
 import { getBatch, listResults } from '../../core/records/batches.js'
 import { createFile, deleteFile } from '../../core/records/files.js'
+import { createKey } from '../../edge/keys.js'
 import { makeTestEdge, type TestEdge } from '../../test/helpers/edge-harness.js'
 import type { JobContext } from '../worker-loop.js'
 import { type BatchHandlerDeps, chunkJobId, createBatchHandlers } from './handlers.js'
@@ -423,10 +424,13 @@ describe('batch routes', () => {
     expect((await post({ ...base, endpoint: '/v1/embeddings', input_file_id: input })).status).toBe(400)
     expect((await post({ ...base, input_file_id: input }, t.keys.generate)).status).toBe(403)
     expect((await post({ ...base, input_file_id: input, webhook: 'http://127.0.0.1/x' })).status).toBe(422)
-    const other = (path: string, method = 'GET') =>
-      t.app.request(path, { method, headers: t.auth(t.keys.other) })
+    // Another tenant's key, with the batch scope: the batch is not there for it.
+    const otherKey = (await createKey(t.deps.keys, { tenant: 't2', name: 'other-batch', scopes: ['batch'] }))
+      .secret
+    const other = (path: string, method = 'GET') => t.app.request(path, { method, headers: t.auth(otherKey) })
     expect((await other(`/v1/batches/${id}`)).status).toBe(404)
-    expect((await other(`/v1/batches/${id}/cancel`, 'POST')).status).toBe(403)
+    expect((await other(`/v1/batches/${id}/cancel`, 'POST')).status).toBe(404)
+    expect((await t.app.request(`/v1/batches/${id}`, { headers: t.auth(t.keys.other) })).status).toBe(403)
     expect(((await (await other('/v1/batches')).json()) as { data: unknown[] }).data).toEqual([])
     const mine = (await (await s.call('GET', '/v1/batches?limit=1')).json()) as {
       data: Array<{ id: string; object: string }>
