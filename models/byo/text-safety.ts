@@ -47,6 +47,7 @@ const { SplitPreTokenizer } = tokenizers as unknown as {
 type RuntimeValue = { type: string; value: unknown }
 interface JinjaInterpreter {
   evaluate(node: unknown, env: unknown): RuntimeValue
+  evaluateBlock(statements: unknown, env: unknown): RuntimeValue
   run(program: unknown): RuntimeValue
 }
 
@@ -136,7 +137,7 @@ export function tokenizerRegexProblems(tokenizerJson: Json): string[] {
 export const MAX_TEMPLATE_CHARS = 64 * 1024
 
 export interface RenderBounds {
-  /** Interpreter steps (node evaluations) allowed. */
+  /** Interpreter steps allowed: node evaluations, blocks run (loop iterations) and items of range(). */
   maxSteps: number
   /** Characters of the rendered prompt allowed; every string the template builds counts towards maxChars × 4. */
   maxChars: number
@@ -153,15 +154,19 @@ export function requestBounds(inputChars: number): RenderBounds {
   return { maxSteps: 200_000 + inputChars * 4, maxChars: 1_000_000 + inputChars * 4, maxRange: 100_000 }
 }
 
-/** An interpreter whose every node evaluation counts against `bounds` (its own calls go through `this.evaluate`). */
-function boundedInterpreter(env: Environment, bounds: RenderBounds): JinjaInterpreter {
+/**
+ * An interpreter whose work counts against `bounds`: every node evaluation
+ * and every block run (one per loop iteration, so empty loop bodies count
+ * too) is a step; the interpreter's own calls go through `this.evaluate` and
+ * `this.evaluateBlock`, so wrapping them on the instance sees them all.
+ */
+function boundedInterpreter(env: Environment, bounds: RenderBounds, count: () => void): JinjaInterpreter {
   const interpreter = new Interpreter(env) as unknown as JinjaInterpreter
   const evaluate = interpreter.evaluate.bind(interpreter)
-  let steps = 0
+  const evaluateBlock = interpreter.evaluateBlock.bind(interpreter)
   let built = 0
   interpreter.evaluate = (node, scope) => {
-    if (++steps > bounds.maxSteps)
-      throw new TemplateBoundsError(`the chat template took more than ${bounds.maxSteps} steps`)
+    count()
     const v = evaluate(node, scope)
     if (v.type === 'StringValue') {
       const n = (v.value as string).length
@@ -170,6 +175,10 @@ function boundedInterpreter(env: Environment, bounds: RenderBounds): JinjaInterp
         throw new TemplateBoundsError(`the chat template produced more than ${bounds.maxChars} characters`)
     }
     return v
+  }
+  interpreter.evaluateBlock = (statements, scope) => {
+    count()
+    return evaluateBlock(statements, scope)
   }
   return interpreter
 }
@@ -180,6 +189,12 @@ function boundedInterpreter(env: Environment, bounds: RenderBounds): JinjaInterp
  */
 export function renderChatTemplate(template: Template, items: Json, bounds: RenderBounds): string {
   const env = new Environment()
+  let steps = 0
+  const count = (n = 1) => {
+    steps += n
+    if (steps > bounds.maxSteps)
+      throw new TemplateBoundsError(`the chat template took more than ${bounds.maxSteps} steps`)
+  }
   const globals: Json = {
     false: false,
     true: true,
@@ -196,12 +211,13 @@ export function renderChatTemplate(template: Template, items: Json, bounds: Rend
       const n = Math.max(0, Math.ceil((b - a) / step))
       if (n > bounds.maxRange)
         throw new TemplateBoundsError(`range() of ${n} items (at most ${bounds.maxRange})`)
+      count(n)
       return Array.from({ length: n }, (_, i) => a + i * step)
     },
     strftime_now: (format: string) => strftime(new Date(), String(format)),
   }
   for (const [k, v] of Object.entries({ ...globals, ...items })) env.set(k, v)
-  const out = boundedInterpreter(env, bounds).run(template.parsed)
+  const out = boundedInterpreter(env, bounds, count).run(template.parsed)
   const text = String(out.value)
   if (text.length > bounds.maxChars)
     throw new TemplateBoundsError(`the chat template produced more than ${bounds.maxChars} characters`)
