@@ -168,8 +168,10 @@ export class ModelCache<T> {
       model = await this.o.open(folder, manifest)
     } catch (err) {
       if (err instanceof Error && 'status' in err) throw err
-      // The runtime's message names files on this host: it goes to the log with the cause, not to the tenant.
-      throw modelLoadFailed(id, 'the runtime could not open it (the worker logs have why)', err)
+      // The reason reaches the tenant: the runtime's messages name files in this host's cache folder,
+      // which is no business of theirs (the cause, with the path, is logged).
+      const reason = (err instanceof Error ? err.message : String(err)).replaceAll(folder, `<${id}>`)
+      throw modelLoadFailed(id, reason, err)
     }
     const seconds = (performance.now() - started) / 1000
     this.o.metrics?.modelLoadSeconds.observe({ model: id }, seconds)
