@@ -2,6 +2,8 @@
  * The LoRA-slot decoder (`loraSlotLinear`): one graph with stacked adapters
  * selected per row gives, row by row, what each merged model gives alone;
  * slot 0 is the base. Rows of one left-padded batch may use different slots.
+ * With trainable-token slots (`loraSlotHooks`), the same holds for adapters
+ * that also move some tokens' embedding rows (and the tied LM head's).
  */
 import * as ort from 'onnxruntime-node'
 import { beforeAll, describe, expect, it } from 'vitest'
@@ -10,8 +12,15 @@ import { fuseSiblingMatMuls } from '../graph/fuse.js'
 import { serializeGraph } from '../graph/onnx.js'
 import { createSession } from '../ort-decode.js'
 import type { Weights } from '../safetensors.js'
-import { adapterNames, type LoraConfig, mergeLora, targetedWeights } from '../train/lora.js'
-import { buildLlamaGraph, LORA_DIMS, LORA_SLOT_INPUTS, PROJECTIONS, type Projection } from './graph.js'
+import { adapterNames, type LoraConfig, mergeLora, TOKENS_DELTA, targetedWeights } from '../train/lora.js'
+import {
+  buildLlamaGraph,
+  LORA_DIMS,
+  LORA_SLOT_INPUTS,
+  LORA_TOKEN_INPUTS,
+  PROJECTIONS,
+  type Projection,
+} from './graph.js'
 import { exportServingOnnx } from './serving.js'
 import { layerNames, mulberry32, randomWeights } from './weights.js'
 
@@ -275,4 +284,92 @@ describe('LoRA-slot decoder graph', () => {
       expect(maxDiff(lastRow(batch, b, 2), lastRow(alone, 0, 1))).toBeLessThanOrEqual(1e-5)
     }
   })
+})
+
+/** Token-slot feeds: slot k+1 holds adapters[k]'s token deltas in rows 1…, row 0 (and padding) zeros. */
+function tokenFeeds(cfg: LlamaConfig, adapters: { weights: Weights; lora: LoraConfig }[]) {
+  const S = adapters.length + 1
+  const K = 1 + Math.max(...adapters.map((a) => a.lora.trainableTokens?.length ?? 0))
+  const C = cfg.hiddenSize
+  const map = new BigInt64Array(S * cfg.vocabSize)
+  const ids = new BigInt64Array(S * K)
+  const delta = new Float32Array(S * K * C)
+  adapters.forEach(({ weights, lora }, k) => {
+    const d = weights.get(TOKENS_DELTA)!.data
+    lora.trainableTokens!.forEach((id, r) => {
+      map[(k + 1) * cfg.vocabSize + id] = BigInt(r + 1)
+      ids[(k + 1) * K + r + 1] = BigInt(id)
+      delta.set(d.subarray(r * C, (r + 1) * C), ((k + 1) * K + r + 1) * C)
+    })
+  })
+  return {
+    [LORA_TOKEN_INPUTS.map]: new ort.Tensor('int64', map, [S, cfg.vocabSize]),
+    [LORA_TOKEN_INPUTS.ids]: new ort.Tensor('int64', ids, [S, K]),
+    [LORA_TOKEN_INPUTS.delta]: new ort.Tensor('float32', delta, [S, K, C]),
+  }
+}
+
+describe('trainable-token slots', () => {
+  // Tied (prometheus-mini's case: the rows are the LM head's too) and untied (the embedding only).
+  for (const tied of [true, false]) {
+    it(`slot k equals its merged model (LoRA and token deltas), slot 0 the base, in one batch (${tied ? 'tied' : 'untied'} head)`, async () => {
+      const cfg = { ...c, tieEmbeddings: tied }
+      const w = randomWeights(cfg, { seed: 5, std: 0.1 })
+      const rand = mulberry32(21)
+      const withTokens = (lora: LoraConfig, seed: number) => {
+        const weights = randomAdapter(w, lora, seed)
+        const n = lora.trainableTokens!.length
+        const data = Float32Array.from({ length: n * cfg.hiddenSize }, () => (rand() * 2 - 1) * 0.5)
+        weights.set(TOKENS_DELTA, { shape: [n, cfg.hiddenSize], data })
+        return { weights, lora }
+      }
+      const a1 = withTokens(
+        { rank: 4, alpha: 8, targetModules: MODULES, trainableTokens: [2, 5, 9, 33, 40] },
+        31,
+      )
+      const a2 = withTokens({ rank: 2, alpha: 4, targetModules: MODULES, trainableTokens: [1, 5, 60] }, 32)
+      const open = async (weights: Weights, o = {}) => {
+        const g = buildLlamaGraph(weights, cfg, 'float32', o)
+        fuseSiblingMatMuls(g)
+        return createSession(serializeGraph(g))
+      }
+      const slotted = { lora: { modules: MODULES, tokens: true } }
+      const graphs = [
+        await open(w, slotted),
+        await createSession(exportServingOnnx(w, cfg, 'float32', slotted)),
+      ]
+      const names = (await open(w, slotted)).inputNames
+      expect(names).toEqual(expect.arrayContaining(Object.values(LORA_TOKEN_INPUTS)))
+      const models = [
+        await open(w),
+        await open(mergeLora(cfg, w, a1.weights, a1.lora)),
+        await open(mergeLora(cfg, w, a2.weights, a2.lora)),
+      ]
+      const stacked = { ...slotFeeds(w, [a1, a2]), ...tokenFeeds(cfg, [a1, a2]) }
+      const feeds = (slots: number[]) => ({
+        ...stacked,
+        [LORA_SLOT_INPUTS.index]: new ort.Tensor('int64', BigInt64Array.from(slots, BigInt), [slots.length]),
+      })
+      // Prompts with trainable tokens (5 is in both adapters) and without.
+      const prompts = [
+        [5, 9, 2, 33, 17, 4],
+        [8, 1, 40, 5],
+        [12, 12, 7, 60, 3],
+        [22, 19, 30, 5],
+      ]
+      const slotOf = [1, 0, 2, 2]
+      for (const graph of graphs) {
+        const batch = await run(graph, prompts, feeds(slotOf))
+        for (let b = 0; b < prompts.length; b++) {
+          const alone = await run(models[slotOf[b]], [prompts[b]])
+          expect(maxDiff(lastRow(batch, b, 4), lastRow(alone, 0, 1))).toBeLessThanOrEqual(1e-4)
+        }
+      }
+      // The token deltas matter: without them, slot 1 is another model.
+      const noTokens = await open(mergeLora(cfg, w, a1.weights, { ...a1.lora, trainableTokens: [] }))
+      const a = await run(models[1], [prompts[0]])
+      const b = await run(noTokens, [prompts[0]])
+      expect(maxDiff(lastRow(a, 0, 1), lastRow(b, 0, 1))).toBeGreaterThan(1e-2)
+    })
+  }
 })

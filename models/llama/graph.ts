@@ -24,6 +24,8 @@
  * Projections go through a `Linear` hook (`attention`/`mlp` take one): plain
  * `x·W` by default; `loraSlotLinear` adds stacked LoRA adapters selected per
  * row (slot 0 is the base), so one graph serves several fine-tunes of its base.
+ * `loraSlotHooks` adds, beside those, each row's trainable-token deltas (PEFT's
+ * trainable tokens) to the embedding lookup and the tied LM head.
  *
  * Reference: transformers/models/llama/modeling_llama.py.
  */
@@ -102,13 +104,38 @@ export const LORA_SLOT_INPUTS = {
   b: (s: ProjectionSite) => `lora.${s.layer}.${s.module}.B`,
 } as const
 
-/** Symbolic dims of the slot inputs: the caller picks how many slots and the (padded) rank per run. */
-export const LORA_DIMS = { slots: 'lora_slots', rank: 'lora_rank' } as const
+/** Graph inputs of a LoRA-slot decoder with trainable-token slots (see `loraSlotHooks`). */
+export const LORA_TOKEN_INPUTS = {
+  /** [slots, vocab] int64: the row of each token's delta in its slot (0: the token has none). */
+  map: 'lora.tokens.map',
+  /** [slots, tokens, hidden]: each slot's token deltas; row 0 is zeros. */
+  delta: 'lora.tokens.delta',
+  /** [slots, tokens] int64: the token each delta row belongs to (row 0 and padding: any, their delta is 0). */
+  ids: 'lora.tokens.ids',
+} as const
+
+/** Symbolic dims of the slot inputs: the caller picks how many slots, the (padded) rank and token rows per run. */
+export const LORA_DIMS = { slots: 'lora_slots', rank: 'lora_rank', tokens: 'lora_tokens' } as const
 
 export interface LoraSlotOptions {
   /** Projections that take adapters; the others stay x·W. */
   modules: readonly Projection[]
+  /** Trainable-token slots too (`loraSlotHooks`); default none. */
+  tokens?: boolean
 }
+
+/**
+ * What a decoder builder lets a caller add: the projections (`linear`), and
+ * terms added to the embedding lookup (B,S,C) and to the logits (B,S,V) of the
+ * final hidden states h (B,S,C).
+ */
+export interface DecoderHooks {
+  linear: Linear
+  embed?: (g: Graph, x: Value, inputIds: Value) => Value
+  logits?: (g: Graph, h: Value, logits: Value) => Value
+}
+
+const hooksOf = (h: Linear | DecoderHooks): DecoderHooks => (typeof h === 'function' ? { linear: h } : h)
 
 /**
  * Stacked LoRA adapters beside frozen base weights (Punica's BGMV, S-LoRA):
@@ -130,6 +157,59 @@ export function loraSlotLinear(
   inner: Linear = matmulLinear,
 ): Linear {
   const index = g.input(LORA_SLOT_INPUTS.index, 'int64', [DIMS.batch])
+  return slotLinear(g, o, dtype, index, inner)
+}
+
+/**
+ * `loraSlotLinear` and, with `o.tokens`, trainable-token slots: PEFT's
+ * trainable tokens (an adapter's own embedding rows for some tokens, as
+ * deltas) per row, with inputs `lora.tokens.map` [slots, vocab] int64,
+ * `lora.tokens.delta` [slots, tokens, hidden] and `lora.tokens.ids` [slots,
+ * tokens] int64 (`LORA_TOKEN_INPUTS`):
+ *
+ *   embedding(id) = E[id] + delta[idx][map[idx][id]]            (row 0 of delta is zeros)
+ *   logits[v]     = h·E[v] + Σ_k [ids[idx][k] = v] h·delta[idx][k]   (tied head only)
+ *
+ * The logits term is a ScatterElements-add of h·deltaᵀ ([B,S,tokens]) into
+ * the columns of the slot's token ids, so nothing of size vocab × hidden is
+ * built per row. An untied head keeps its own weights, as PEFT leaves them.
+ */
+export function loraSlotHooks(g: Graph, o: LoraSlotOptions, dtype: FloatDType, c: LlamaConfig): DecoderHooks {
+  const index = g.input(LORA_SLOT_INPUTS.index, 'int64', [DIMS.batch])
+  const linear = slotLinear(g, o, dtype, index, matmulLinear)
+  if (!o.tokens) return { linear }
+  const V = c.vocabSize
+  const C = c.hiddenSize
+  const map = g.input(LORA_TOKEN_INPUTS.map, 'int64', [LORA_DIMS.slots, V])
+  const delta = g.input(LORA_TOKEN_INPUTS.delta, dtype, [LORA_DIMS.slots, LORA_DIMS.tokens, C])
+  const ids = g.input(LORA_TOKEN_INPUTS.ids, 'int64', [LORA_DIMS.slots, LORA_DIMS.tokens])
+  const K = g.gather(g.shape(delta), g.scalar(1, 'int64')) // rows per slot
+  const rowStart = (n: Value) => g.unsqueeze(g.mul(index, n), [1]) // (B,1): the row's slot × n
+  return {
+    linear,
+    embed: (g, x, inputIds) => {
+      const row = g.gather(g.reshape(map, [-1]), g.add(rowStart(g.scalar(V, 'int64')), inputIds)) // (B,S)
+      return g.add(x, g.gather(g.reshape(delta, [-1, C]), g.add(rowStart(K), row))) // (B,S,C)
+    },
+    logits: c.tieEmbeddings
+      ? (g, h, logits) => {
+          const rows = g.gather(delta, index) // (B,K,C)
+          let add = g.matmul(h, g.transpose(rows, [0, 2, 1])) // (B,S,K)
+          const at = g.expand(g.unsqueeze(g.gather(ids, index), [1]), g.shape(add)) // (B,S,K)
+          // Accumulate in float32 (onnxruntime's ScatterElements add is defined there on every provider).
+          const wide = dtype === 'float16' ? g.cast(logits, 'float32') : logits
+          if (dtype === 'float16') add = g.cast(add, 'float32')
+          const out = g.op('ScatterElements', [wide, at, add], {
+            axis: { int: 2 },
+            reduction: { string: 'add' },
+          })[0]
+          return dtype === 'float16' ? g.cast(out, 'float16') : out
+        }
+      : undefined,
+  }
+}
+
+function slotLinear(g: Graph, o: LoraSlotOptions, dtype: FloatDType, index: Value, inner: Linear): Linear {
   const scale = g.input(LORA_SLOT_INPUTS.scale, dtype, [LORA_DIMS.slots])
   let rowScale: Value | undefined
   return (g, x, weight, site) => {
@@ -190,8 +270,9 @@ export function buildDecoder(
   p: LlamaParams,
   c: LlamaConfig,
   dtype: FloatDType,
-  linear: Linear = matmulLinear,
+  hooks: Linear | DecoderHooks = matmulLinear,
 ): void {
+  const { linear, embed, logits: logitsHook } = hooksOf(hooks)
   const D = headDim(c)
   const { batch: B, seq: S, past: P, total: T } = DIMS
   const inputIds = g.input('input_ids', 'int64', [B, S])
@@ -205,6 +286,7 @@ export function buildDecoder(
   const rope = ropeTables(g, positionIds, c, dtype)
   const allowed = attentionAllowed(g, inputIds, attentionMask)
   let x = g.gather(p.embed, inputIds) // (B,S,C)
+  if (embed) x = embed(g, x, inputIds)
   const present: Kv[] = []
   for (let i = 0; i < c.numLayers; i++) {
     const w = p.layers[i]
@@ -215,7 +297,8 @@ export function buildDecoder(
     x = g.add(x, mlp(g, rmsNorm(g, x, w.mlpNorm, c.rmsNormEps), w, linear, i))
   }
   x = rmsNorm(g, x, p.norm, c.rmsNormEps)
-  g.output(lmHeadLogits(g, x, p, c, inputIds), 'logits', [B, S, c.vocabSize])
+  const logits = lmHeadLogits(g, x, p, c, inputIds)
+  g.output(logitsHook ? logitsHook(g, x, logits) : logits, 'logits', [B, S, c.vocabSize])
   present.forEach((kv, i) => {
     g.output(kv.key, `present.${i}.key`, [B, c.numKvHeads, T, D])
     g.output(kv.value, `present.${i}.value`, [B, c.numKvHeads, T, D])
@@ -236,7 +319,7 @@ export function buildLlamaGraph(
 ): Graph {
   const g = new Graph('prometheus_mini')
   const params = weightParams(g, w, c, dtype)
-  buildDecoder(g, params, c, dtype, o.lora ? loraSlotLinear(g, o.lora, dtype) : matmulLinear)
+  buildDecoder(g, params, c, dtype, o.lora ? loraSlotHooks(g, o.lora, dtype, c) : matmulLinear)
   return g
 }
 

@@ -30,12 +30,13 @@ import type { Weights } from '../safetensors.js'
 import {
   attentionAllowed,
   type BlockParams,
+  type DecoderHooks,
   DIMS,
   type FloatDType,
   type Linear,
   type LlamaGraphOptions,
   type LlamaParams,
-  loraSlotLinear,
+  loraSlotHooks,
   matmulLinear,
   mlp,
   type Projection,
@@ -50,7 +51,7 @@ export const SERVING_OPSET = 23
 /** Marks the graph so the worker can tell it from an export (onnx metadata_props). */
 export const SERVING_GRAPH_METADATA = { graph: 'prometheus-serving', opset: String(SERVING_OPSET) }
 
-/** `o.lora`: stacked LoRA slots on those projections, as `buildLlamaGraph` takes them (graph.ts `loraSlotLinear`). */
+/** `o.lora`: stacked LoRA slots on those projections (and token slots), as `buildLlamaGraph` takes them (graph.ts `loraSlotHooks`). */
 export function buildServingGraph(
   w: Weights,
   c: LlamaConfig,
@@ -59,7 +60,7 @@ export function buildServingGraph(
 ): GraphT {
   const g = new Graph('prometheus_serving')
   const p = weightParams(g, w, c, dtype)
-  buildServingDecoder(g, p, c, dtype, o.lora ? loraSlotLinear(g, o.lora, dtype) : matmulLinear)
+  buildServingDecoder(g, p, c, dtype, o.lora ? loraSlotHooks(g, o.lora, dtype, c) : { linear: matmulLinear })
   fuseSiblingMatMuls(g)
   return g
 }
@@ -143,8 +144,9 @@ function buildServingDecoder(
   p: LlamaParams,
   c: LlamaConfig,
   dtype: FloatDType,
-  linear: Linear,
+  hooks: DecoderHooks,
 ): void {
+  const { linear, embed, logits: logitsHook } = hooks
   const D = headDim(c)
   const { batch: B, seq: S, past: P, total: T } = DIMS
   const inputIds = g.input('input_ids', 'int64', [B, S])
@@ -165,6 +167,7 @@ function buildServingDecoder(
     g.scalar(lowest, dtype),
   )
   let x = g.gather(p.embed, inputIds) // (B,S,C)
+  if (embed) x = embed(g, x, inputIds)
   for (let i = 0; i < c.numLayers; i++) {
     const w = p.layers[i]
     const attn = attention(g, rmsNorm(g, x, w.attnNorm, c), w, c, rope, mask, past[i], positionIds, linear, i)
@@ -176,9 +179,17 @@ function buildServingDecoder(
   // Only the last position's logits: left padding puts every row's last token there.
   const last = g.op('Slice', [x, g.ints([-1]), g.ints([2 ** 62]), g.ints([1])])[0] // (B,1,C)
   const h = g.reshape(rmsNorm(g, last, p.norm, c), [-1, c.hiddenSize])
-  const logits = p.lmHead ? g.matmul(h, p.lmHead) : g.gemm(h, p.embed, null, { transB: true })
+  const logits = g.reshape(p.lmHead ? g.matmul(h, p.lmHead) : g.gemm(h, p.embed, null, { transB: true }), [
+    -1,
+    1,
+    c.vocabSize,
+  ])
   // Outputs are listed after the presents; the decoder reads them by name.
-  g.output(g.reshape(logits, [-1, 1, c.vocabSize]), 'logits', [B, 1, c.vocabSize])
+  g.output(logitsHook ? logitsHook(g, g.reshape(h, [-1, 1, c.hiddenSize]), logits) : logits, 'logits', [
+    B,
+    1,
+    c.vocabSize,
+  ])
 }
 
 function rmsNorm(g: Graph, x: Value, weight: Value, c: LlamaConfig): Value {

@@ -8,6 +8,16 @@
  * so training starts from the base model exactly. Adapters are stored as PEFT
  * does (`adapter_model.safetensors` with `base_model.model.<module>.lora_A.weight`,
  * `adapter_config.json`), and `mergeLora` folds them into a copy of the base.
+ *
+ * Trainable tokens (PEFT's `trainable_token_indices`, stored as
+ * `…embed_tokens.token_adapter.trainable_tokens_delta` [tokens, hidden]): an
+ * adapter may also train the embedding rows of some tokens, as deltas that
+ * start at 0. With a tied LM head the same rows are the head's, so they move
+ * what the model reads and what it writes. A LoRA on the projections cannot
+ * do that: it can only steer hidden states towards the frozen rows, and a
+ * small base leaves rarely seen tokens — its chat template's <|im_start|> /
+ * <|im_end|> when it never trained on chats — crowded in one corner of the
+ * embedding, where steering alone barely tells them apart.
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -15,7 +25,7 @@ import type { LlamaConfig } from '../config.js'
 import { readModelFolder } from '../folder.js'
 import type { Graph, Value } from '../graph/ir.js'
 import { PROJECTIONS, type Projection } from '../llama/graph.js'
-import { layerNames, mulberry32 } from '../llama/weights.js'
+import { EMBED, layerNames, mulberry32 } from '../llama/weights.js'
 import { readSafetensors, type Weights, writeSafetensors } from '../safetensors.js'
 import { createTokenizer, type PrometheusTokenizer } from '../tokenizer/tokenizer.js'
 import type { Dataset } from './data.js'
@@ -44,9 +54,25 @@ export interface LoraConfig {
   alpha: number
   /** Linear layers that get adapters (PEFT's target_modules). */
   targetModules: LoraModule[]
+  /** Token ids whose embedding rows train too, ascending (PEFT's trainable_token_indices); default none. */
+  trainableTokens?: number[]
 }
 
 export const ADAPTER_FILES = { weights: 'adapter_model.safetensors', config: 'adapter_config.json' } as const
+
+/** PEFT's name of the trainable-token deltas [tokens, hidden] (rows in `trainableTokens` order). */
+export const TOKENS_DELTA = 'base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta'
+
+const tokensOf = (lora: LoraConfig) => lora.trainableTokens ?? []
+
+function checkTokens(c: LlamaConfig, lora: LoraConfig): void {
+  const ids = tokensOf(lora)
+  ids.forEach((id, i) => {
+    if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
+      throw new Error(`lora: trainable token ${id} is outside the vocabulary (${c.vocabSize})`)
+    if (i > 0 && id <= ids[i - 1]) throw new Error('lora: trainable tokens must be ascending and distinct')
+  })
+}
 
 /** Base linear weight names (HF) that the config targets. */
 export function targetedWeights(c: LlamaConfig, lora: LoraConfig): string[] {
@@ -75,10 +101,12 @@ export function loraShapes(c: LlamaConfig, base: Weights, lora: LoraConfig): Map
     shapes.set(n.a, [lora.rank, inp])
     shapes.set(n.b, [out, lora.rank])
   }
+  checkTokens(c, lora)
+  if (tokensOf(lora).length) shapes.set(TOKENS_DELTA, [tokensOf(lora).length, c.hiddenSize])
   return shapes
 }
 
-/** A ~ U(−1/√in, 1/√in) (PEFT's kaiming_uniform(a=√5)), B = 0. */
+/** A ~ U(−1/√in, 1/√in) (PEFT's kaiming_uniform(a=√5)), B = 0; token deltas 0. */
 export function initLora(c: LlamaConfig, base: Weights, lora: LoraConfig, seed = 0): Weights {
   const rand = mulberry32(seed)
   const w: Weights = new Map()
@@ -93,16 +121,34 @@ export function initLora(c: LlamaConfig, base: Weights, lora: LoraConfig, seed =
   return w
 }
 
-/** Model parameters with W + (alpha/r)·B·A for targeted linears (base tensors by their HF names). */
+/**
+ * Model parameters with W + (alpha/r)·B·A for targeted linears (base tensors
+ * by their HF names), and the embedding plus the trainable-token deltas:
+ * E + Gather([0; D], row) with row[v] = 1 + (v's place in trainableTokens),
+ * else 0 — the backward pass scatters each token's gradient to its row.
+ */
 export function loraParams(c: LlamaConfig, lora: LoraConfig) {
   const targeted = new Set(targetedWeights(c, lora))
   const full = hfParams(c)
+  const tokens = tokensOf(lora)
   return (g: Graph, t: Map<string, Value>) => {
     const merged = new Map(t)
     for (const w of targeted) {
       const n = adapterNames(w)
       const delta = g.mul(g.matmul(t.get(n.b)!, t.get(n.a)!), g.scalar(lora.alpha / lora.rank))
       merged.set(w, g.add(t.get(w)!, delta))
+    }
+    if (tokens.length) {
+      const row = new BigInt64Array(c.vocabSize)
+      tokens.forEach((id, k) => {
+        row[id] = BigInt(k + 1)
+      })
+      const rows = g.concat(
+        [g.constant('float32', [1, c.hiddenSize], Array(c.hiddenSize).fill(0)), t.get(TOKENS_DELTA)!],
+        0,
+      )
+      const at = g.initializer('trainable_token_rows', 'int64', [c.vocabSize], row)
+      merged.set(EMBED, g.add(t.get(EMBED)!, g.gather(rows, at)))
     }
     return full(g, merged)
   }
@@ -127,6 +173,20 @@ export function mergeLora(c: LlamaConfig, base: Weights, adapters: Weights, lora
         for (let i = 0; i < inp; i++) data[o * inp + i] += b * A.data[k * inp + i]
       }
     out.set(w, { shape: [out_, inp], data })
+  }
+  const tokens = tokensOf(lora)
+  if (tokens.length) {
+    checkTokens(c, lora)
+    const D = adapters.get(TOKENS_DELTA)
+    const C = c.hiddenSize
+    if (!D || D.shape[0] !== tokens.length || D.shape[1] !== C)
+      throw new Error(`lora: adapters miss '${TOKENS_DELTA}' [${tokens.length}, ${C}]`)
+    // The embedding (and so, when tied, the LM head): PEFT's merge of trainable tokens.
+    const E = Float32Array.from(base.get(EMBED)!.data)
+    tokens.forEach((id, k) => {
+      for (let j = 0; j < C; j++) E[id * C + j] += D.data[k * C + j]
+    })
+    out.set(EMBED, { shape: [...base.get(EMBED)!.shape], data: E })
   }
   return out
 }
@@ -153,6 +213,7 @@ export async function saveAdapter(
     bias: 'none',
     fan_in_fan_out: false,
     target_modules: lora.targetModules,
+    ...(tokensOf(lora).length ? { trainable_token_indices: tokensOf(lora) } : {}),
     inference_mode: true,
   }
   await writeFile(join(dir, ADAPTER_FILES.config), `${JSON.stringify(config, null, 2)}\n`)
@@ -163,13 +224,33 @@ export async function loadAdapter(dir: string): Promise<{ adapters: Weights; lor
     r: number
     lora_alpha: number
     target_modules: LoraModule[]
+    /** PEFT also allows {module: ids}; ours train the input embedding. */
+    trainable_token_indices?: number[] | Record<string, number[]> | null
   }
   const { tensors } = readSafetensors(await readFile(join(dir, ADAPTER_FILES.weights)))
+  const t = cfg.trainable_token_indices
+  const tokens = Array.isArray(t) ? t : t ? (t.embed_tokens ?? Object.values(t)[0] ?? []) : []
   return {
     adapters: tensors,
-    lora: { rank: cfg.r, alpha: cfg.lora_alpha, targetModules: cfg.target_modules },
+    lora: {
+      rank: cfg.r,
+      alpha: cfg.lora_alpha,
+      targetModules: cfg.target_modules,
+      ...(tokens.length ? { trainableTokens: tokens } : {}),
+    },
   }
 }
+
+/**
+ * Trainable-token rows learn at this fraction of the LoRA learning rate:
+ * they are whole parameters, as in full fine-tuning, whose rates are a
+ * fraction of LoRA's (measured on prometheus-mini: 0.1 learns the rows too
+ * slowly, 1 overshoots; 0.2–0.4 work).
+ */
+export const TOKENS_LR_SCALE = 0.25
+
+/** `lrScale` of a LoRA train-step graph: token rows at TOKENS_LR_SCALE, the rest at 1. */
+export const loraLrScale = (name: string) => (name === TOKENS_DELTA ? TOKENS_LR_SCALE : 1)
 
 export interface LoraHyperparameters extends Hyperparameters, LoraConfig {}
 
@@ -204,7 +285,12 @@ export async function trainLora(o: TrainLoraOptions): Promise<TrainLoraResult> {
       ? o.data
       : await prepareDataset({ ...o.data, tokenizer, seqLen: h.seqLen, seed: h.seed })
   checkData(data, h)
-  const lora: LoraConfig = { rank: h.rank, alpha: h.alpha, targetModules: h.targetModules }
+  const lora: LoraConfig = {
+    rank: h.rank,
+    alpha: h.alpha,
+    targetModules: h.targetModules,
+    ...(h.trainableTokens?.length ? { trainableTokens: h.trainableTokens } : {}),
+  }
   const graphs = await buildTrainGraphs({
     config: c,
     batch: h.batchSize,
@@ -213,6 +299,7 @@ export async function trainLora(o: TrainLoraOptions): Promise<TrainLoraResult> {
     frozen: base.weights,
     params: loraParams(c, lora),
     decay: () => true,
+    lrScale: loraLrScale,
     optimizer: optimizerOf(h, 0),
   })
   const state = await startState(o, () => freshState(initLora(c, base.weights, lora, h.seed)))

@@ -42,6 +42,8 @@ export interface Param {
   m: Value
   v: Value
   decay: boolean
+  /** This tensor's learning rate as a multiple of the schedule's (LoRA+); default 1. */
+  lrScale?: number
 }
 
 export interface Updated {
@@ -91,9 +93,13 @@ export function adamw(g: Graph, step: Value, params: Param[], o: OptimizerConfig
       const grad = clip > 0 ? g.mul(p.grad, scale) : p.grad
       const m = g.add(g.mul(p.m, s(b1)), g.mul(grad, s(1 - b1)))
       const v = g.add(g.mul(p.v, s(b2)), g.mul(g.mul(grad, grad), s(1 - b2)))
-      const decayed = p.decay && wd > 0 ? g.mul(p.value, decayFactor) : p.value
+      const k = p.lrScale ?? 1
+      const decayed =
+        p.decay && wd > 0
+          ? g.mul(p.value, k === 1 ? decayFactor : g.sub(s(1), g.mul(lr, s(wd * k))))
+          : p.value
       const denom = g.add(g.mul(g.sqrt(v), invSqrtBc2), s(eps))
-      const value = g.sub(decayed, g.mul(g.div(m, denom), stepSize))
+      const value = g.sub(decayed, g.mul(g.div(m, denom), k === 1 ? stepSize : g.mul(stepSize, s(k))))
       return { name: p.name, value, m, v }
     }),
   }

@@ -8,7 +8,7 @@ import { gradCheck } from '../autodiff/check.js'
 import { parseConfig } from '../config.js'
 import { buildDecoder } from '../llama/graph.js'
 import { referenceForward } from '../llama/reference.js'
-import { randomWeights, weightShapes } from '../llama/weights.js'
+import { EMBED, randomWeights, weightShapes } from '../llama/weights.js'
 import { crossEntropy, IGNORE_INDEX } from './loss.js'
 import { freshState, TrainSession } from './session.js'
 import { buildTrainGraphs, hfParams, intTensor, modelInputs } from './step-graph.js'
@@ -84,16 +84,19 @@ describe('Llama train-step graph', () => {
     await s.release()
   })
 
-  it('one step applies clipped AdamW with warmup as torch.optim.AdamW would', async () => {
+  it('one step applies clipped AdamW with warmup as torch.optim.AdamW would (a tensor with lrScale k: k × lr)', async () => {
     const w = randomWeights(c, { seed: 5, std: 0.3 })
     const lr = 0.01
     const o = { lr, totalSteps: 10, warmupSteps: 4, weightDecay: 0.1, clipNorm: 0.05 }
+    // A param group of its own learning rate, as LoRA's trainable-token rows get (models/train/lora.ts).
+    const scaleOf = (name: string) => (name === EMBED ? 3 : 1)
     const spec = {
       config: c,
       batch: B,
       seqLen: T,
       trainable: weightShapes(c),
       params: hfParams(c),
+      lrScale: scaleOf,
       optimizer: o,
     }
     const graphs = await buildTrainGraphs(spec)
@@ -111,13 +114,14 @@ describe('Llama train-step graph', () => {
       const v = after.v.get(name)!.data
       const p = after.params.get(name)!.data
       const decay = t.shape.length >= 2
+      const lrT = r.lr * scaleOf(name)
       for (let i = 0; i < t.data.length; i++) {
         const g = m[i] / 0.1 // m1 = (1 − β₁)·clipped g
         sumSq += (g / scale) ** 2
         expect(v[i]).toBeCloseTo(0.05 * g * g, 9)
         const mHat = m[i] / 0.1
         const vHat = v[i] / 0.05
-        const expected = t.data[i] * (decay ? 1 - r.lr * 0.1 : 1) - (r.lr * mHat) / (Math.sqrt(vHat) + 1e-8)
+        const expected = t.data[i] * (decay ? 1 - lrT * 0.1 : 1) - (lrT * mHat) / (Math.sqrt(vHat) + 1e-8)
         expect(p[i]).toBeCloseTo(expected, 5)
       }
     }

@@ -35,6 +35,8 @@ export interface TrainGraphSpec {
   params: (g: Graph, tensors: Map<string, Value>) => LlamaParams
   /** Which trainable tensors get weight decay; default: those of rank >= 2. */
   decay?: (name: string, dims: number[]) => boolean
+  /** The learning rate of a trainable tensor, as a multiple of the schedule's; default 1 (LoRA+ gives B more). */
+  lrScale?: (name: string) => number
   optimizer: OptimizerConfig
   ignoreIndex?: number
 }
@@ -143,6 +145,7 @@ export async function buildTrainGraphs(spec: TrainGraphSpec): Promise<TrainGraph
       m: g.input(`${n}.m`, 'float32', spec.trainable.get(n)!),
       v: g.input(`${n}.v`, 'float32', spec.trainable.get(n)!),
       decay: decay(n, spec.trainable.get(n)!),
+      lrScale: spec.lrScale?.(n) ?? 1,
     })),
     spec.optimizer,
   )

@@ -346,6 +346,7 @@ export class Decoder {
       const same =
         inputs !== null &&
         inputs.sites.size === g.slots.sites.size &&
+        JSON.stringify(inputs.tokens) === JSON.stringify(g.slots.tokens) &&
         [...g.slots.sites].every(([k, s]) => {
           const t = inputs.sites.get(k)
           return t !== undefined && t.inDim === s.inDim && t.outDim === s.outDim

@@ -3,8 +3,8 @@
  *
  * - `loraGraphFor(folder)`: for one of our Llama folders (config.json,
  *   model.safetensors, a graph our exporter wrote), the decoder rebuilt from
- *   the safetensors with stacked LoRA slots on `ADAPTER_SERVING_MODULES`
- *   (models/llama/graph.ts `loraSlotLinear`): the engine's fused serving graph
+ *   the safetensors with stacked LoRA slots on `ADAPTER_SERVING_MODULES` and
+ *   trainable-token slots (models/llama/graph.ts `loraSlotHooks`): the engine's fused serving graph
  *   (models/llama/serving.ts) in float32, else the export's graph; written
  *   once beside the cached folder. Any other folder (bring-your-own ONNX)
  *   gets null and is served with its own graph.
@@ -42,9 +42,11 @@ import { exists } from './model-cache.js'
 
 /** Projections that get adapter slots in a served base (fine-tuning targets the same ones). */
 export const ADAPTER_SERVING_MODULES: Projection[] = ['q_proj', 'v_proj', 'up_proj', 'down_proj']
+/** A served base's slots take trainable-token deltas too (fine-tuning trains them: models/train/lora.ts). */
+export const ADAPTER_SERVING_TOKENS = true
 
 /** Bumped when the LoRA-slot graph changes, so cached files of an older build are not reused. */
-const LORA_GRAPH_VERSION = 1
+const LORA_GRAPH_VERSION = 2
 const PRODUCER = 'prometheus-gpt'
 const BUILT_MARKER = '.built'
 
@@ -107,7 +109,7 @@ export async function loraGraphFor(folder: string, o: LoraGraphOptions = {}): Pr
   if (await exists(target)) return target
   const weights = readSafetensors(await readFile(join(folder, 'model.safetensors'))).tensors
   checkWeights(weights, ours.config)
-  const lora = { modules: ADAPTER_SERVING_MODULES }
+  const lora = { modules: ADAPTER_SERVING_MODULES, tokens: ADAPTER_SERVING_TOKENS }
   let bytes: Uint8Array
   if (graph === 'serving') bytes = exportServingOnnx(weights, ours.config, ours.dtype, { lora })
   else {

@@ -5,10 +5,12 @@
  * base itself.
  *
  * - `LoraSlots`: the stacked tensors of one decoder (`lora.<layer>.<module>.A`
- *   [slots, in, rank], `.B` [slots, rank, out], `lora_scale` [slots]), kept
+ *   [slots, in, rank], `.B` [slots, rank, out], `lora_scale` [slots], and the
+ *   trainable-token tables `lora.tokens.*` when the graph has them), kept
  *   as typed arrays and written in place when a slot is (re)loaded. The rank
  *   is the largest loaded adapter's; lower ranks are padded with zeros (the
- *   buffers are reallocated only when a larger rank arrives).
+ *   buffers are reallocated only when a larger rank arrives); token rows
+ *   likewise grow to the largest adapter's count.
  * - `AdapterSlotPool`: which adapter sits in which slot; LRU over idle slots,
  *   a slot held by a running request is never replaced, and a request waits
  *   when every slot is held.
@@ -19,9 +21,15 @@ import * as ort from 'onnxruntime-node'
 import type { Logger } from '../../core/logger.js'
 import { headDim, type LlamaConfig } from '../../models/config.js'
 import { toHalfBits } from '../../models/half.js'
-import { LORA_SLOT_INPUTS, PROJECTIONS, type Projection } from '../../models/llama/graph.js'
+import {
+  LORA_SLOT_INPUTS,
+  LORA_TOKEN_INPUTS,
+  PROJECTIONS,
+  type Projection,
+} from '../../models/llama/graph.js'
 import type { IoMetadata } from '../../models/model-info.js'
 import type { Weights } from '../../models/safetensors.js'
+import { TOKENS_DELTA } from '../../models/train/lora.js'
 import { generationCancelled } from './errors.js'
 
 /** Slots per base decoder (slot 0, the base, included). */
@@ -43,7 +51,15 @@ export interface SlotAdapter {
   scale: number
   /** a: [rank, in] (lora_A), b: [out, rank] (lora_B), row-major. */
   sites: Map<string, { a: Float32Array; b: Float32Array }>
+  /** Trainable tokens: their ids and embedding deltas [ids.length, hidden], row-major; null when none. */
+  tokens: { ids: number[]; delta: Float32Array } | null
   bytes: number
+}
+
+/** The embedding a graph's trainable-token slots apply to. */
+export interface TokenSlotShape {
+  vocab: number
+  hidden: number
 }
 
 const siteKey = (layer: number, module: string) => `${layer}.${module}`
@@ -77,6 +93,11 @@ export class LoraSlots {
   private a = new Map<string, SlotArray>()
   private b = new Map<string, SlotArray>()
   private readonly scale: SlotArray
+  /** Token tables (when the graph has token slots): rows per slot, row 0 zeros. */
+  private tokenRows = 1
+  private tokenMap: BigInt64Array | null = null
+  private tokenIds: BigInt64Array | null = null
+  private tokenDelta: SlotArray | null = null
   /** What each slot holds, to rebuild on a rank change. */
   private readonly held: (SlotAdapter | null)[]
   private tensors: Record<string, ort.Tensor> | null = null
@@ -85,11 +106,15 @@ export class LoraSlots {
     readonly sites: ReadonlyMap<string, LoraSite>,
     readonly dtype: 'float32' | 'float16',
     readonly capacity: number,
+    /** The graph's trainable-token slots, or null when it has none. */
+    readonly tokens: TokenSlotShape | null = null,
   ) {
     if (!(Number.isInteger(capacity) && capacity >= 2)) throw new Error('LoraSlots: capacity must be >= 2')
     this.scale = this.alloc(capacity)
     this.held = Array.from({ length: capacity }, () => null)
     this.allocate(1)
+    if (tokens) this.tokenMap = new BigInt64Array(capacity * tokens.vocab)
+    this.allocateTokens(1)
   }
 
   /** The slots of a graph with `loraSlotLinear` inputs, or null for any other graph. */
@@ -110,7 +135,13 @@ export class LoraSlots {
       sites.set(siteKey(site.layer, site.module), { key: input.name.slice(5, -2), inDim, outDim })
     }
     if (!sites.size) return null
-    return new LoraSlots(sites, dtype, capacity)
+    const map = names.get(LORA_TOKEN_INPUTS.map)?.shape?.[1]
+    const hidden = names.get(LORA_TOKEN_INPUTS.delta)?.shape?.[2]
+    const tokens =
+      typeof map === 'number' && typeof hidden === 'number' && names.has(LORA_TOKEN_INPUTS.ids)
+        ? { vocab: map, hidden }
+        : null
+    return new LoraSlots(sites, dtype, capacity, tokens)
   }
 
   /** The padded rank fed now (the largest loaded adapter's, at least 1). */
@@ -127,6 +158,14 @@ export class LoraSlots {
       if (m.a.length !== adapter.rank * site.inDim || m.b.length !== site.outDim * adapter.rank)
         return `its '${key}' matrices do not match the base's shapes`
     }
+    const t = adapter.tokens
+    if (t?.ids.length) {
+      if (!this.tokens) return 'the base graph has no trainable-token slots'
+      if (t.delta.length !== t.ids.length * this.tokens.hidden)
+        return "its trainable-token deltas do not match the base's hidden size"
+      if (t.ids.some((id) => !(Number.isInteger(id) && id >= 0 && id < this.tokens!.vocab)))
+        return "its trainable tokens are outside the base's vocabulary"
+    }
     return null
   }
 
@@ -139,8 +178,10 @@ export class LoraSlots {
       if (why) throw new Error(`LoraSlots: the adapter does not fit: ${why}`)
     }
     this.held[slot] = adapter
-    if (adapter && adapter.rank > this.rankNow) {
-      this.allocate(adapter.rank)
+    const rows = 1 + (adapter?.tokens?.ids.length ?? 0)
+    if (adapter && (adapter.rank > this.rankNow || (this.tokens && rows > this.tokenRows))) {
+      if (adapter.rank > this.rankNow) this.allocate(adapter.rank)
+      if (this.tokens && rows > this.tokenRows) this.allocateTokens(rows)
       this.held.forEach((held, s) => {
         if (held) this.write(s, held)
       })
@@ -173,7 +214,47 @@ export class LoraSlots {
       out[`lora.${site.key}.A`] = new ort.Tensor(this.dtype, this.a.get(site.key)!, [S, site.inDim, R])
       out[`lora.${site.key}.B`] = new ort.Tensor(this.dtype, this.b.get(site.key)!, [S, R, site.outDim])
     }
+    if (this.tokens) {
+      const K = this.tokenRows
+      out[LORA_TOKEN_INPUTS.map] = new ort.Tensor('int64', this.tokenMap!, [S, this.tokens.vocab])
+      out[LORA_TOKEN_INPUTS.delta] = new ort.Tensor(this.dtype, this.tokenDelta!, [S, K, this.tokens.hidden])
+      out[LORA_TOKEN_INPUTS.ids] = new ort.Tensor('int64', this.tokenIds!, [S, K])
+    }
     return out
+  }
+
+  /** Fresh zeroed token tables of `rows` rows per slot (the map is rewritten by `write`). */
+  private allocateTokens(rows: number): void {
+    if (!this.tokens) return
+    this.tokenRows = rows
+    this.tokenDelta = this.alloc(this.capacity * rows * this.tokens.hidden)
+    this.tokenIds = new BigInt64Array(this.capacity * rows)
+    this.tensors = null
+  }
+
+  /** Slot `s`'s token tables ← the adapter's trainable tokens (row k+1 for its k-th token), or none. */
+  private writeTokens(s: number, adapter: SlotAdapter | null): void {
+    if (!this.tokens) return
+    const { vocab, hidden } = this.tokens
+    const K = this.tokenRows
+    const map = this.tokenMap!
+    const delta = this.tokenDelta!
+    const ids = this.tokenIds!
+    map.fill(0n, s * vocab, (s + 1) * vocab)
+    delta.fill(0, s * K * hidden, (s + 1) * K * hidden)
+    ids.fill(0n, s * K, (s + 1) * K)
+    const t = adapter?.tokens
+    if (!t) return
+    const half = this.dtype === 'float16'
+    t.ids.forEach((id, k) => {
+      map[s * vocab + id] = BigInt(k + 1)
+      ids[s * K + k + 1] = BigInt(id)
+      const at = (s * K + k + 1) * hidden
+      for (let j = 0; j < hidden; j++) {
+        const v = t.delta[k * hidden + j]
+        delta[at + j] = half ? toHalfBits(v) : v
+      }
+    })
   }
 
   private alloc(n: number): SlotArray {
@@ -198,6 +279,7 @@ export class LoraSlots {
       arr[i] = half ? toHalfBits(v) : v
     }
     put(this.scale, s, adapter ? adapter.scale : 0)
+    this.writeTokens(s, adapter)
     for (const [key, site] of this.sites) {
       const { inDim, outDim } = site
       const A = this.a.get(site.key)!
@@ -342,8 +424,14 @@ export class AdapterSlotPool {
 
 const PEFT_A = /^base_model\.model\.model\.layers\.(\d+)\.(?:self_attn|mlp)\.([a-z_]+)\.lora_A\.weight$/
 
-/** PEFT adapter weights (`base_model.model.<module>.lora_A/B.weight`) as a slot adapter. */
-export function slotAdapterOf(weights: Weights, lora: { rank: number; alpha: number }): SlotAdapter {
+/**
+ * PEFT adapter weights (`base_model.model.<module>.lora_A/B.weight`, and the
+ * trainable-token deltas of `lora.trainableTokens`) as a slot adapter.
+ */
+export function slotAdapterOf(
+  weights: Weights,
+  lora: { rank: number; alpha: number; trainableTokens?: number[] },
+): SlotAdapter {
   const sites = new Map<string, { a: Float32Array; b: Float32Array }>()
   let bytes = 0
   for (const [name, a] of weights) {
@@ -357,5 +445,14 @@ export function slotAdapterOf(weights: Weights, lora: { rank: number; alpha: num
     bytes += (a.data.length + b.data.length) * 4
   }
   if (!sites.size) throw new Error('adapter: no LoRA matrices (lora_A/lora_B) in the weights')
-  return { rank: lora.rank, scale: lora.alpha / lora.rank, sites, bytes }
+  let tokens: SlotAdapter['tokens'] = null
+  const ids = lora.trainableTokens ?? []
+  if (ids.length) {
+    const delta = weights.get(TOKENS_DELTA)
+    if (!delta || delta.shape[0] !== ids.length)
+      throw new Error(`adapter: ${ids.length} trainable tokens but no '${TOKENS_DELTA}' of as many rows`)
+    tokens = { ids, delta: delta.data }
+    bytes += delta.data.length * 4
+  }
+  return { rank: lora.rank, scale: lora.alpha / lora.rank, sites, tokens, bytes }
 }

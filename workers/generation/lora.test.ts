@@ -16,7 +16,13 @@ import type { GenerationInput, GenerationOutput, Sampling } from '../../core/pro
 import { writeModelFolder } from '../../models/folder.js'
 import { mulberry32 } from '../../models/llama/weights.js'
 import type { Weights } from '../../models/safetensors.js'
-import { adapterNames, type LoraConfig, mergeLora, targetedWeights } from '../../models/train/lora.js'
+import {
+  adapterNames,
+  type LoraConfig,
+  mergeLora,
+  TOKENS_DELTA,
+  targetedWeights,
+} from '../../models/train/lora.js'
 import { greedy, completion as greedyCompletion } from '../../test/helpers/generation-inputs.js'
 import { buildTestModel, publishTestModel, type TestModel } from '../../test/helpers/tiny-models.js'
 import { GenerationEngine } from './engine.js'
@@ -187,7 +193,7 @@ describe('fine-tunes as adapters beside their base', () => {
     try {
       expect(lease.model.batcher.maxBatchSeen).toBeGreaterThanOrEqual(inputs.length)
       // The base runs the engine's fused serving graph with slots, built once beside its folder.
-      expect((await stat(`${lease.model.folder}.lora-v1-serving-float32.onnx`)).size).toBeGreaterThan(0)
+      expect((await stat(`${lease.model.folder}.lora-v2-serving-float32.onnx`)).size).toBeGreaterThan(0)
       // Slots hold `<id>@<adapter checksum>`.
       const keys = lease.model.adapterSlots!.loaded()
       expect(keys.map((k) => k?.split('@')[0]).sort()).toEqual([ft('a'), ft('b')])
@@ -341,5 +347,45 @@ describe('LoraSlots', () => {
     slots.load(1, null)
     expect([...(slots.feeds(1).lora_scale.data as Float32Array)]).toEqual([0, 0, 2])
     expect(() => slots.feeds(1, BigInt64Array.of(3n))).toThrow(/out of range/)
+  })
+
+  it('writes trainable tokens into the token tables (row k+1 for the k-th token), growing the rows as needed', () => {
+    const sites = new Map([['0.q_proj', { key: '0.q_proj', inDim: 3, outDim: 2 }]])
+    const adapter = (ids: number[], base: number) => {
+      const w: Weights = new Map()
+      const stem = 'base_model.model.model.layers.0.self_attn.q_proj'
+      w.set(`${stem}.lora_A.weight`, { shape: [1, 3], data: new Float32Array(3) })
+      w.set(`${stem}.lora_B.weight`, { shape: [2, 1], data: new Float32Array(2) })
+      w.set(TOKENS_DELTA, {
+        shape: [ids.length, 2],
+        data: Float32Array.from({ length: ids.length * 2 }, (_, i) => base + i),
+      })
+      return slotAdapterOf(w, { rank: 1, alpha: 2, trainableTokens: ids })
+    }
+    // A graph without token slots cannot take such an adapter (it is served merged instead).
+    expect(new LoraSlots(sites, 'float32', 3).unfit(adapter([4], 1))).toMatch(/no trainable-token slots/)
+    const slots = new LoraSlots(sites, 'float32', 3, { vocab: 6, hidden: 2 })
+    expect(slots.unfit(adapter([6], 1))).toMatch(/outside the base's vocabulary/)
+    slots.load(1, adapter([4], 10))
+    slots.load(2, adapter([1, 5], 20))
+    const feeds = slots.feeds(2, BigInt64Array.of(1n, 2n))
+    expect(feeds['lora.tokens.delta'].dims).toEqual([3, 3, 2])
+    expect([...(feeds['lora.tokens.map'].data as BigInt64Array)].map(Number)).toEqual([
+      ...[0, 0, 0, 0, 0, 0],
+      ...[0, 0, 0, 0, 1, 0],
+      ...[0, 1, 0, 0, 0, 2],
+    ])
+    expect([...(feeds['lora.tokens.ids'].data as BigInt64Array)].map(Number)).toEqual([
+      0, 0, 0, 0, 4, 0, 0, 1, 5,
+    ])
+    expect([...(feeds['lora.tokens.delta'].data as Float32Array)]).toEqual([
+      ...[0, 0, 0, 0, 0, 0],
+      ...[0, 0, 10, 11, 0, 0], // slot 1 kept across the growth to 3 rows
+      ...[0, 0, 20, 21, 22, 23],
+    ])
+    slots.load(2, null)
+    expect([...(slots.feeds(1)['lora.tokens.map'].data as BigInt64Array)].slice(12).map(Number)).toEqual([
+      0, 0, 0, 0, 0, 0,
+    ])
   })
 })

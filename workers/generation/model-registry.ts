@@ -36,7 +36,13 @@ import {
   type GraphChoice,
 } from './decoder.js'
 import { modelLoadFailed } from './errors.js'
-import { ADAPTER_SERVING_MODULES, loraGraphFor, mergedFolderFor, ourLlamaExport } from './lora-graph.js'
+import {
+  ADAPTER_SERVING_MODULES,
+  ADAPTER_SERVING_TOKENS,
+  loraGraphFor,
+  mergedFolderFor,
+  ourLlamaExport,
+} from './lora-graph.js'
 import {
   AdapterSlotPool,
   DEFAULT_LORA_MAX_RANK,
@@ -307,6 +313,7 @@ export class ModelRegistry {
       loraSites(ours.config, ADAPTER_SERVING_MODULES),
       ours.dtype,
       this.loraSlotCount,
+      ADAPTER_SERVING_TOKENS ? { vocab: ours.config.vocabSize, hidden: ours.config.hiddenSize } : null,
     )
     decoder.attachAdapterGraph(slots, async () => {
       let lastError: unknown
