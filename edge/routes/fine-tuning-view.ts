@@ -72,7 +72,8 @@ export const createFineTuningBody = z
 export type CreateFineTuningBody = z.infer<typeof createFineTuningBody>
 
 const hyperparameters = z.object({
-  n_epochs: z.number().int(),
+  /** 'auto' until the worker has read the training file (as OpenAI shows it). */
+  n_epochs: z.union([z.literal('auto'), z.number().int()]),
   batch_size: z.number().int(),
   learning_rate_multiplier: z.number(),
   lora_rank: z.number().int(),
@@ -146,7 +147,8 @@ export function fineTuningJobView(r: JobRecord, status: FineTuneStatus | null): 
       : r.state === 'running' && status?.phase === 'validating_files'
         ? 'validating_files'
         : r.state
-  const h = input.hyperparameters
+  const epochs = output?.n_epochs ?? status?.n_epochs
+  const h = { ...input.hyperparameters, ...(epochs !== undefined ? { n_epochs: epochs } : {}) }
   return {
     object: 'fine_tuning.job',
     id: r.id,

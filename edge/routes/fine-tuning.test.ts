@@ -52,6 +52,7 @@ type Job = {
   error: unknown
   fine_tuned_model: string | null
   trained_tokens: number | null
+  hyperparameters: { n_epochs: number | 'auto' }
 }
 
 async function createJob(body: Record<string, unknown> = {}): Promise<Job> {
@@ -88,7 +89,13 @@ describe('POST /v1/fine_tuning/jobs', () => {
       validation_file: null,
       seed: 7,
       user_provided_suffix: 'my-model',
-      hyperparameters: { n_epochs: 2, batch_size: 4, learning_rate_multiplier: 1, lora_rank: 4, seq_len: 64 },
+      hyperparameters: {
+        n_epochs: 2,
+        batch_size: 4,
+        learning_rate_multiplier: 1,
+        lora_rank: 4,
+        seq_len: 1024,
+      },
       metadata: { team: 'a' },
       error: null,
     })
@@ -209,6 +216,8 @@ describe('reading and cancelling', () => {
 
   it('a succeeded job shows its model and metrics; a failed one its error', async () => {
     const ok = await createJob()
+    // n_epochs 'auto' is the worker's to resolve from the file's size: 'auto' until it has.
+    expect(ok.hyperparameters.n_epochs).toBe('auto')
     await e.deps.jobs.transition(ok.id, 'running')
     await e.deps.jobs.transition(ok.id, 'succeeded', {
       output: {
@@ -217,6 +226,7 @@ describe('reading and cancelling', () => {
         steps: 2,
         base_valid_loss: 5,
         valid_loss: 3,
+        n_epochs: 10,
       },
     })
     expect(await (await req(`/v1/fine_tuning/jobs/${ok.id}`, ftKey)).json()).toMatchObject({
@@ -224,6 +234,8 @@ describe('reading and cancelling', () => {
       fine_tuned_model: 'ft:echo-1:t1::x',
       trained_tokens: 512,
       metrics: { base_valid_loss: 5, valid_loss: 3 },
+      hyperparameters: { n_epochs: 10 },
+      method: { supervised: { hyperparameters: { n_epochs: 10 } } },
     })
     const bad = await createJob()
     await e.deps.jobs.transition(bad.id, 'running')

@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import {
   BatchSchedule,
+  exampleTokens,
   makeBatch,
   pack,
+  packRows,
   splitDataset,
   tokenizeRecord,
   unigramEntropy,
@@ -26,6 +28,41 @@ describe('data', () => {
     // Targets are the next tokens, ignored where the target is a prompt token.
     for (let t = 0; t < d.seqLen; t++)
       expect(Number(b.targets[t])).toBe(t + 1 < nPrompt ? IGNORE_INDEX : p.tokens[t + 1])
+  })
+
+  it('does not train the EOS after a document whose tail has no loss (a chat after its last end-of-turn)', () => {
+    // A chat's loss ends at its end-of-turn marker (7); the template's newline after it (8) has none.
+    const chat = { ids: [1, 5, 6, 7, 8], train: [false, false, true, true, false] }
+    const completion = { ids: [1, 5, 6], train: [false, true, true] }
+    const p = pack([chat, completion], 0)
+    expect([...p.tokens]).toEqual([1, 5, 6, 7, 8, 0, 1, 5, 6, 0])
+    // The EOS after the chat has no loss; the one after a completion ends it, with a loss.
+    expect([...p.train]).toEqual([0, 0, 1, 1, 0, 0, 0, 1, 1, 1])
+    expect(exampleTokens(chat, 0)).toEqual({ tokens: [1, 5, 6, 7], train: [false, false, true, true] })
+  })
+
+  it('packRows keeps every example whole in one row (several short ones per row), pads with no loss', () => {
+    const doc = (n: number, first: number) => ({
+      ids: Array.from({ length: n }, (_, i) => first + i),
+      train: Array.from({ length: n }, (_, i) => i >= n / 2),
+    })
+    // Rows of 9 tokens (seqLen 8); examples of 4+1, 4+1, 6+1 and 12+1 tokens (with their EOS).
+    const docs = [doc(4, 10), doc(4, 20), doc(6, 30), doc(12, 40)]
+    const { packed, starts } = packRows(docs, { eos: 0, pad: 3, seqLen: 8 })
+    const rows = starts.map((s) => [...packed.tokens.subarray(s, s + 9)])
+    expect(rows).toEqual([
+      [10, 11, 12, 13, 0, 3, 3, 3, 3], // the second example does not fit after the first: no cut
+      [20, 21, 22, 23, 0, 3, 3, 3, 3],
+      [30, 31, 32, 33, 34, 35, 0, 3, 3],
+      [40, 41, 42, 43, 44, 45, 46, 47, 48], // longer than a row: consecutive windows, as pack's
+      [48, 49, 50, 51, 0, 3, 3, 3, 3],
+    ])
+    const train = starts.map((s) => [...packed.train.subarray(s, s + 9)])
+    expect(train[0]).toEqual([0, 0, 1, 1, 1, 0, 0, 0, 0])
+    // Two short examples share a row.
+    const two = packRows([doc(2, 10), doc(2, 20), doc(2, 30)], { eos: 0, pad: 3, seqLen: 8 })
+    expect([...two.packed.tokens]).toEqual([10, 11, 0, 20, 21, 0, 30, 31, 0])
+    expect(two.starts).toEqual([0])
   })
 
   it('splits windows deterministically and disjointly', () => {

@@ -11,7 +11,14 @@
  */
 import { type FineTuneExample, parseFineTuneJsonl } from '../../core/jsonl.js'
 import type { PrometheusTokenizer } from '../../models/tokenizer/tokenizer.js'
-import { type Dataset, type Doc, exampleTokens, packRows, splitWindows, tokenizeRecord } from '../../models/train/data.js'
+import {
+  type Dataset,
+  type Doc,
+  exampleTokens,
+  packRows,
+  splitWindows,
+  tokenizeRecord,
+} from '../../models/train/data.js'
 
 /**
  * `stopIds`: the ids generation stops on (the model's EOS and end-of-turn
@@ -65,6 +72,25 @@ export function chatDoc(
     }
   }
   return { ids, train }
+}
+
+/** Trainable tokens of a job at most (its adapter's rows: slot memory per served fine-tune). */
+export const MAX_TRAINABLE_TOKENS = 2048
+
+/**
+ * The tokens whose embedding rows a fine-tune trains (models/train/lora.ts
+ * trainable tokens): every token of the training examples — the template's
+ * markers, the questions' words, the answers' words — the most frequent
+ * MAX_TRAINABLE_TOKENS when there are more; ascending ids.
+ */
+export function trainableTokensOf(docs: Doc[], max = MAX_TRAINABLE_TOKENS): number[] {
+  const counts = new Map<number, number>()
+  for (const d of docs) for (const id of d.ids) counts.set(id, (counts.get(id) ?? 0) + 1)
+  return [...counts]
+    .sort((a, b) => b[1] - a[1] || a[0] - b[0])
+    .slice(0, max)
+    .map(([id]) => id)
+    .sort((a, b) => a - b)
 }
 
 /** Parses a fine-tune file; throws core/jsonl's JsonlError naming the bad lines. */

@@ -34,6 +34,7 @@ import type { UsageStore } from '../../core/ports/usage-store.js'
 import { readFileText } from '../../core/records/files.js'
 import {
   appendEvent,
+  autoEpochs,
   BASE_LEARNING_RATE,
   checkpointDirKey,
   type FineTuneCheckpoint,
@@ -53,6 +54,7 @@ import {
   ADAPTER_FILES,
   initLora,
   type LoraConfig,
+  loraLrScale,
   loraParams,
   loraShapes,
   mergeLora,
@@ -65,7 +67,7 @@ import { classify, PermanentError, toJobError } from '../errors.js'
 import { ADAPTER_SERVING_MODULES, adapterServable, writeAdapterFolder } from '../generation/lora-graph.js'
 import { ModelCache } from '../generation/model-cache.js'
 import { JobAbortError, type JobContext, type JobHandler } from '../worker-loop.js'
-import { buildDataset, parseExamples, tokenizeExamples } from './dataset.js'
+import { buildDataset, parseExamples, tokenizeExamples, trainableTokensOf } from './dataset.js'
 
 /** The linear layers that get adapters: those a served base has adapter slots on. */
 export const FINE_TUNE_TARGETS: LoraConfig['targetModules'] = ADAPTER_SERVING_MODULES
@@ -183,24 +185,28 @@ async function runFineTune(
     const stopIds = [
       ...new Set([...[base.generationConfig?.eos_token_id ?? []].flat(), c.eosTokenId, tok.eosTokenId]),
     ]
+    const trainDocs = tokenizeExamples(tok, trainExamples, stopIds)
     let data: Dataset
     try {
-      data = buildDataset(
-        tokenizeExamples(tok, trainExamples, stopIds),
-        valExamples ? tokenizeExamples(tok, valExamples, stopIds) : null,
-        { eos: tok.eosTokenId, pad: tok.padTokenId, maxSeqLen: Math.min(h.seq_len, c.maxPositions), seed: input.seed },
-      )
+      data = buildDataset(trainDocs, valExamples ? tokenizeExamples(tok, valExamples, stopIds) : null, {
+        eos: tok.eosTokenId,
+        pad: tok.padTokenId,
+        maxSeqLen: Math.min(h.seq_len, c.maxPositions),
+        seed: input.seed,
+      })
     } catch (err) {
       throw new PermanentError((err as Error).message, { code: 'invalid_training_file' })
     }
     // Rows as long as the longest example needs, at most seq_len.
     const seqLen = data.seqLen
     const batch = h.batch_size
-    const steps = Math.max(1, Math.ceil((h.n_epochs * data.trainWindows.length) / batch))
+    const epochs = h.n_epochs === 'auto' ? autoEpochs(trainExamples.length) : h.n_epochs
+    const steps = Math.max(1, Math.ceil((epochs * data.trainWindows.length) / batch))
     const every = o.checkpointEvery ?? Math.max(1, Math.ceil(steps / 5))
     await event({
-      message: `Files validated: ${trainExamples.length} training examples${valExamples ? `, ${valExamples.length} validation examples` : ''}; ${steps} steps of ${batch} × ${seqLen} tokens.`,
+      message: `Files validated: ${trainExamples.length} training examples${valExamples ? `, ${valExamples.length} validation examples` : ''}; ${epochs} epochs, ${steps} steps of ${batch} × ${seqLen} tokens.`,
       data: {
+        n_epochs: epochs,
         training_examples: trainExamples.length,
         validation_examples: valExamples?.length ?? null,
         train_windows: data.trainWindows.length,
@@ -210,7 +216,12 @@ async function runFineTune(
     })
 
     // ---- the LoRA train-step graph and the optimizer state (fresh or from the last checkpoint) ----
-    const lora: LoraConfig = { rank: h.lora_rank, alpha: 2 * h.lora_rank, targetModules: FINE_TUNE_TARGETS }
+    const lora: LoraConfig = {
+      rank: h.lora_rank,
+      alpha: 2 * h.lora_rank,
+      targetModules: FINE_TUNE_TARGETS,
+      trainableTokens: trainableTokensOf(trainDocs),
+    }
     const last = (await listCheckpoints(store, job.id)).filter((k) => k.step_number <= steps).at(-1)
     let state: OptimState
     let trainedTokens = 0
@@ -230,6 +241,7 @@ async function runFineTune(
       frozen: base.weights,
       params: loraParams(c, lora),
       decay: () => true,
+      lrScale: loraLrScale,
       optimizer: optimizerOf(
         {
           batchSize: batch,
@@ -254,6 +266,7 @@ async function runFineTune(
         step: session.stepsDone,
         total_steps: steps,
         trained_tokens: trainedTokens,
+        n_epochs: epochs,
       })
       if (baseValLoss === null) {
         // B = 0: the session starts as the base model exactly.
@@ -339,6 +352,7 @@ async function runFineTune(
             step: r.step,
             total_steps: steps,
             trained_tokens: trainedTokens,
+            n_epochs: epochs,
             ...run,
           })
       }
@@ -394,6 +408,7 @@ async function runFineTune(
         step: session.stepsDone,
         total_steps: steps,
         trained_tokens: trainedTokens,
+        n_epochs: epochs,
       })
       await event({ message: `New fine-tuned model created: ${input.fine_tuned_model}` })
       await o.usage?.record({
@@ -416,6 +431,7 @@ async function runFineTune(
         steps: session.stepsDone,
         base_valid_loss: baseValLoss,
         valid_loss: validLoss,
+        n_epochs: epochs,
       }
     } finally {
       await session.release()
