@@ -126,6 +126,17 @@ export const configSchema = z.object({
   /** Largest model folder upload (POST /v1/admin/models), bytes; uploads are held in memory. */
   PGPT_MAX_MODEL_UPLOAD_BYTES: int(1024).default(512 * 1_048_576),
   /**
+   * Most requests (lines) in one batch, as OpenAI's 50,000: a `batch` upload with more is a 400,
+   * and a batch whose input file has more fails validation (`too_many_lines`).
+   */
+  PGPT_MAX_BATCH_LINES: int(1).default(50_000),
+  /**
+   * Per-tenant storage caps of the Files API: stored files (every purpose, batch outputs included)
+   * and their total bytes. An upload beyond either is a 400 `storage_limit_exceeded` naming it.
+   */
+  PGPT_MAX_FILES_PER_TENANT: int(1).default(10_000),
+  PGPT_MAX_STORAGE_BYTES_PER_TENANT: int(1024).default(10 * 1024 * 1_048_576),
+  /**
    * Where job records, API keys and usage live: `sqlite` (a file in PGPT_DATA_DIR, one host)
    * or `object` (the ObjectStore of PGPT_STORE, shared by every edge and worker; needs
    * conditional writes: S3, R2, MinIO, or the fs store).

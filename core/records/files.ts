@@ -115,6 +115,33 @@ export async function createFile(
   return record
 }
 
+/** What a tenant's stored files take: how many, and their bytes. */
+export interface FileUsage {
+  files: number
+  bytes: number
+}
+
+/**
+ * The tenant's stored files and bytes (every purpose, batch outputs included,
+ * and expired files until the retention sweep deletes them), for the
+ * per-tenant storage caps. One listing of the tenant's content prefix, whose
+ * entries carry their sizes: no record is read, and the caps bound the length.
+ */
+export async function fileUsage(store: ObjectStore, tenant: string): Promise<FileUsage> {
+  const prefix = `files/${encodeSegment(tenant)}/`
+  const usage: FileUsage = { files: 0, bytes: 0 }
+  let cursor: string | undefined
+  do {
+    const page = await store.list(prefix, cursor === undefined ? {} : { cursor })
+    for (const o of page.objects) {
+      usage.files++
+      usage.bytes += o.size
+    }
+    cursor = page.cursor
+  } while (cursor !== undefined)
+  return usage
+}
+
 /** The stored record, expired or not (null when there is none): for telling "expired" from "missing". */
 export async function getFileRecord(
   store: ObjectStore,

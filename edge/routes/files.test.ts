@@ -163,6 +163,50 @@ describe('Files API', () => {
     expect(((await big.json()) as { error: { code: string } }).error.code).toBe('payload_too_large')
   })
 
+  it('refuses a batch file beyond PGPT_MAX_BATCH_LINES with a 400 too_many_lines', async () => {
+    t = await makeTestEdge({ worker: false, env: { PGPT_MAX_BATCH_LINES: '2' } })
+    const three = await upload(t.keys.admin, form([1, 2, 3].map(chatLine).join('\n'), 'batch'))
+    expect(three.status).toBe(400)
+    const e = ((await three.json()) as { error: { code: string; message: string; param: string } }).error
+    expect(e).toMatchObject({ code: 'too_many_lines', param: 'file' })
+    expect(e.message).toContain('at most 2 requests')
+    expect((await upload(t.keys.admin, form([1, 2].map(chatLine).join('\n'), 'batch'))).status).toBe(200)
+  })
+
+  it('refuses uploads beyond the per-tenant file count and byte caps with 400 storage_limit_exceeded', async () => {
+    const one = chatLine(1)
+    t = await makeTestEdge({
+      worker: false,
+      env: { PGPT_MAX_FILES_PER_TENANT: '2', PGPT_MAX_STORAGE_BYTES_PER_TENANT: String(1024 + one.length) },
+    })
+    const errorOf = async (r: Response) =>
+      ((await r.json()) as { error: { code: string; message: string } }).error
+    expect((await upload(t.keys.admin, form(one, 'batch'))).status).toBe(200)
+    // Bytes: the second file would pass the byte cap.
+    const big = await upload(t.keys.admin, form(`${one}\n${'\n'.repeat(1024)}`, 'batch'))
+    expect(big.status).toBe(400)
+    const eb = await errorOf(big)
+    expect(eb.code).toBe('storage_limit_exceeded')
+    expect(eb.message).toContain(`limit of ${1024 + one.length}`)
+    expect((await upload(t.keys.admin, form(one, 'batch'))).status).toBe(200)
+    // Count: a third file is refused; after a delete there is room again.
+    const third = await upload(t.keys.admin, form(one, 'batch'))
+    expect(third.status).toBe(400)
+    const ec = await errorOf(third)
+    expect(ec.code).toBe('storage_limit_exceeded')
+    expect(ec.message).toContain('the limit (2)')
+    const list = (await (await t.app.request('/v1/files', { headers: t.auth(t.keys.admin) })).json()) as {
+      data: Array<{ id: string }>
+    }
+    expect(list.data).toHaveLength(2)
+    const del = await t.app.request(`/v1/files/${list.data[0].id}`, {
+      method: 'DELETE',
+      headers: t.auth(t.keys.admin),
+    })
+    expect(del.status).toBe(200)
+    expect((await upload(t.keys.admin, form(one, 'batch'))).status).toBe(200)
+  })
+
   it('uploads have their own limit, above the JSON body limit of the whole app', async () => {
     t = await makeTestEdge({
       worker: false,

@@ -13,6 +13,11 @@
  * first for every route, so uploads above that are refused until app.ts
  * exempts this route from it. Storage: core/records/files.ts.
  *
+ * Caps (400s, before anything is stored): a `batch` file of more than
+ * PGPT_MAX_BATCH_LINES lines (`too_many_lines`, OpenAI's 50,000), and a tenant
+ * at PGPT_MAX_FILES_PER_TENANT files or PGPT_MAX_STORAGE_BYTES_PER_TENANT bytes
+ * (`storage_limit_exceeded`; core/records/files.ts `fileUsage`).
+ *
  * Expiry (OpenAI's `expires_after`, multipart fields `expires_after[anchor]`
  * = `created_at` and `expires_after[seconds]` from 3600 to 2592000, as the
  * SDKs send it; a JSON object in `expires_after` works too): `expires_at` is
@@ -35,6 +40,7 @@ import {
   FILE_PURPOSES,
   type FileObject,
   type FilePurpose,
+  fileUsage,
   getFileObject,
   listFiles,
   MAX_EXPIRES_AFTER_S,
@@ -55,6 +61,12 @@ export const DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
 export interface FilesOptions {
   /** Largest upload in bytes (a 413 beyond). */
   maxFileBytes?: number
+  /** Most lines of a `batch` upload (a 400 `too_many_lines` beyond); default PGPT_MAX_BATCH_LINES. */
+  maxBatchLines?: number
+  /** Most stored files per tenant (a 400 `storage_limit_exceeded` beyond); default PGPT_MAX_FILES_PER_TENANT. */
+  maxFilesPerTenant?: number
+  /** Most stored bytes per tenant (a 400 `storage_limit_exceeded` beyond); default PGPT_MAX_STORAGE_BYTES_PER_TENANT. */
+  maxStorageBytesPerTenant?: number
 }
 
 export const fileObjectSchema = z
@@ -111,7 +123,9 @@ const upload = createRoute({
   },
   responses: {
     200: { description: 'The file.', content: fileJson },
-    400: errorResponseOf('Invalid file (the message names the line), purpose or expires_after.'),
+    400: errorResponseOf(
+      'Invalid file (the message names the line), purpose or expires_after; a batch file beyond the line cap (`too_many_lines`); or the tenant at its storage cap (`storage_limit_exceeded`).',
+    ),
     ...authErrors,
     413: errorResponseOf('The file is too large.'),
   },
@@ -257,6 +271,10 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
   const clock = deps.clock ?? Date.now
   const maxBytes = o.maxFileBytes ?? deps.config.PGPT_MAX_FILE_BYTES ?? DEFAULT_MAX_FILE_BYTES
   if (!(maxBytes >= 1)) throw new Error('registerFiles: maxFileBytes must be >= 1')
+  const maxBatchLines = o.maxBatchLines ?? deps.config.PGPT_MAX_BATCH_LINES ?? 50_000
+  const maxFiles = o.maxFilesPerTenant ?? deps.config.PGPT_MAX_FILES_PER_TENANT ?? 10_000
+  const maxStored =
+    o.maxStorageBytesPerTenant ?? deps.config.PGPT_MAX_STORAGE_BYTES_PER_TENANT ?? 10 * 1024 ** 3
   const tooBig = () => {
     throw tooLarge(`The file exceeds the upload limit of ${maxBytes} bytes.`)
   }
@@ -290,9 +308,29 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
       } catch {
         throw badRequest('The file is not valid UTF-8 text.', 'file', 'invalid_file')
       }
-      const { problems } = validateJsonl(p, text)
+      const { problems, lines } = validateJsonl(p, text)
       if (problems.length)
         throw badRequest(`Invalid ${p} file: ${describeProblems(problems)}`, 'file', 'invalid_file')
+      if (p === 'batch' && lines > maxBatchLines)
+        throw badRequest(
+          `The batch file has ${lines} lines; a batch may hold at most ${maxBatchLines} requests.`,
+          'file',
+          'too_many_lines',
+        )
+      // A soft cap: uploads racing each other may pass it together by a file each.
+      const used = await fileUsage(deps.store, key.tenant)
+      if (used.files + 1 > maxFiles)
+        throw badRequest(
+          `This tenant stores ${used.files} files, the limit (${maxFiles}); delete some before uploading more.`,
+          'file',
+          'storage_limit_exceeded',
+        )
+      if (used.bytes + bytes.byteLength > maxStored)
+        throw badRequest(
+          `This upload (${bytes.byteLength} bytes) would take the tenant's stored files to ${used.bytes + bytes.byteLength} bytes, beyond the limit of ${maxStored}; delete some files first.`,
+          'file',
+          'storage_limit_exceeded',
+        )
       const record = await createFile(
         deps.store,
         key.tenant,

@@ -390,6 +390,25 @@ describe('batch handlers', () => {
     expect(s.engine.calls).toBe(1)
   })
 
+  it('an input file with more lines than the cap fails validation with too_many_lines and runs nothing', async () => {
+    const s = await setup({ maxLines: 2 })
+    const id = await s.createBatch([line('a'), line('b'), line('c')].join('\n'))
+    await s.runBatchJob(id)
+    const v = (await s.view(id)) as unknown as {
+      status: string
+      errors: { data: Array<{ code: string; message: string }> }
+    }
+    expect(v.status).toBe('failed')
+    expect(v.errors.data[0].code).toBe('too_many_lines')
+    expect(v.errors.data[0].message).toContain('at most 2 requests')
+    expect(s.chunkQueue.entries).toHaveLength(0)
+    expect(s.engine.calls).toBe(0)
+    // At the cap it runs.
+    const ok = await s.createBatch([line('d'), line('e')].join('\n'))
+    await s.runBatchJob(ok)
+    expect((await s.view(ok)).status).toBe('in_progress')
+  })
+
   it('an input file deleted before the batch job runs fails the batch', async () => {
     const s = await setup()
     const id = await s.createBatch(line('a'))

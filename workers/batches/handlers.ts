@@ -60,6 +60,8 @@ import { checkLine } from './request.js'
 export const BATCH_KIND = 'batch'
 export const BATCH_CHUNK_KIND = 'batch_chunk'
 export const DEFAULT_LINES_PER_CHUNK = 32
+/** OpenAI's cap on requests per batch. */
+export const DEFAULT_MAX_BATCH_LINES = 50_000
 
 export interface BatchHandlerDeps {
   store: ObjectStore
@@ -77,6 +79,8 @@ export interface BatchHandlerDeps {
   notify?: (b: BatchRecord) => void | Promise<void>
   /** Default 32. */
   linesPerChunk?: number
+  /** Most lines (requests) one batch's input file may hold; more fails validation (`too_many_lines`). Default 50,000 (OpenAI's cap; PGPT_MAX_BATCH_LINES). */
+  maxLines?: number
   /** Batch lines generating at once in this process; default half the engine's rows (at least 1). */
   maxLinesInFlight?: number
   /** How often a running chunk re-reads the batch for cancel. Default 500 ms. */
@@ -107,6 +111,7 @@ function inputOf(ctx: JobContext): { batchId: string; chunk?: number } {
 
 export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
   const perChunk = d.linesPerChunk ?? DEFAULT_LINES_PER_CHUNK
+  const maxLines = d.maxLines ?? DEFAULT_MAX_BATCH_LINES
   const lines = new Limiter(d.maxLinesInFlight ?? Math.max(1, Math.floor(d.engine.maxBatchSize / 2)))
   const pollMs = d.statusPollMs ?? 500
   const { store } = d
@@ -188,6 +193,18 @@ export function createBatchHandlers(d: BatchHandlerDeps): BatchHandlers {
     const all = splitJsonl(text)
     if (!all.length) {
       await failBatch(tenant, b.id, fileError('empty_file', 'The input file has no lines.'))
+      return null
+    }
+    if (all.length > maxLines) {
+      // Checked before any line: a huge file fails at once, with nothing planned or run.
+      await failBatch(
+        tenant,
+        b.id,
+        fileError(
+          'too_many_lines',
+          `The input file has ${all.length} lines; a batch may hold at most ${maxLines} requests (PGPT_MAX_BATCH_LINES).`,
+        ),
+      )
       return null
     }
     const seen = new Set<string>()

@@ -89,6 +89,7 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
     engine: o.engine,
     models,
     maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
+    maxLines: config.PGPT_MAX_BATCH_LINES,
     notify: batchNotifier(deliveryLog, log),
     usage,
     logger: log,
