@@ -20,16 +20,15 @@
  * References: standardwebhooks.com spec; Svix retry schedule docs.
  */
 import { createHash } from 'node:crypto'
-import { Webhook } from 'standardwebhooks'
 import type { Logger } from '../../core/logger.js'
 import type { Metrics } from '../../core/metrics.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import { sleep } from '../backoff.js'
+import { attemptDelivery } from './deliver.js'
 import type { Delivery, DeliveryLog, WebhookEvent } from './delivery-log.js'
 import { toJobView } from './payload.js'
-import { sendWebhook } from './send.js'
-import { type ResolveAll, resolveWebhookTarget, SsrfError } from './ssrf.js'
+import type { ResolveAll } from './ssrf.js'
 
 export const SVIX_SCHEDULE_MS = [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000]
 
@@ -175,46 +174,25 @@ export class WebhookDispatcher {
       event: d.event,
       attempt: n,
     })
-    let status: number | null = null
-    let error: string
-    try {
-      const addresses = await resolveWebhookTarget(d.url, {
-        allowPrivate: this.o.allowPrivate,
-        resolve: this.o.resolve,
-      })
-      const timestamp = new Date()
-      const signature = new Webhook(this.o.secretFor(d.tenant)).sign(d.id, timestamp, d.payload)
-      const res = await sendWebhook({
-        url: d.url,
-        addresses,
-        body: d.payload,
-        timeoutMs: this.timeoutMs,
-        headers: {
-          'webhook-id': d.id,
-          'webhook-timestamp': String(Math.floor(timestamp.getTime() / 1000)),
-          'webhook-signature': signature,
-          'pgpt-webhook-event': d.event,
-          // The request that created the job, so a receiver's logs join ours.
-          ...(d.requestId ? { 'x-request-id': d.requestId } : {}),
-        },
-      })
-      status = res.status
-      if (status >= 200 && status < 300) {
-        this.o.log.recordAttempt(d.id, { status: 'succeeded', responseCode: status, error: null })
-        this.end('success', n)
-        log.info({ status }, 'webhook delivered')
-        return
-      }
-      error = `HTTP ${status}${status >= 300 && status < 400 ? ' (redirects are not followed)' : ''}`
-    } catch (err) {
-      if (err instanceof SsrfError) {
-        this.o.log.recordAttempt(d.id, { status: 'failed', responseCode: null, error: err.message })
-        this.end('refused', n)
-        log.warn({ url: d.url, reason: err.message }, 'webhook refused by the SSRF guard')
-        return
-      }
-      error = (err as Error).message || String(err)
+    const r = await attemptDelivery(d, {
+      secret: this.o.secretFor(d.tenant),
+      timeoutMs: this.timeoutMs,
+      allowPrivate: this.o.allowPrivate,
+      resolve: this.o.resolve,
+    })
+    if (r.outcome === 'delivered') {
+      this.o.log.recordAttempt(d.id, { status: 'succeeded', responseCode: r.status, error: null })
+      this.end('success', n)
+      log.info({ status: r.status }, 'webhook delivered')
+      return
     }
+    if (r.outcome === 'refused') {
+      this.o.log.recordAttempt(d.id, { status: 'failed', responseCode: null, error: r.error })
+      this.end('refused', n)
+      log.warn({ url: d.url, reason: r.error }, 'webhook refused by the SSRF guard')
+      return
+    }
+    const { status, error } = r
     if (n > this.schedule.length) {
       this.o.log.recordAttempt(d.id, { status: 'failed', responseCode: status, error })
       this.end('failed', n)
