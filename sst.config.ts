@@ -105,7 +105,13 @@ export default $config({
         runtime: 'nodejs22.x',
         timeout: seconds(plan.deadLetterFunctionTimeoutS),
         link: [bucket, dlq],
-        environment: { ...shared, PGPT_EDGE_URL: edgeUrl, PGPT_INTERNAL_TOKEN: internalToken.value },
+        environment: {
+          ...shared,
+          PGPT_EDGE_URL: edgeUrl,
+          PGPT_INTERNAL_TOKEN: internalToken.value,
+          // Signs dead-lettered jobs' `failed` webhooks (functions/dead-letter.ts sends them).
+          PGPT_WEBHOOK_SIGNING_KEY: webhookSigningKey.value,
+        },
       },
       { batch: { size: 10, partialResponses: true } },
     )

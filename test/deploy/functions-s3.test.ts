@@ -31,6 +31,7 @@ beforeAll(async () => {
     PGPT_S3_ENDPOINT: server.endpoint,
     PGPT_S3_FORCE_PATH_STYLE: 'true',
     PGPT_MAX_RECEIVE_COUNT: '4',
+    PGPT_WEBHOOK_SIGNING_KEY: 's'.repeat(32),
     AWS_REGION: server.region,
     AWS_ACCESS_KEY_ID: server.credentials.accessKeyId,
     AWS_SECRET_ACCESS_KEY: server.credentials.secretAccessKey,

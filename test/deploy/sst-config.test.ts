@@ -130,6 +130,10 @@ describe('sst.config.ts', () => {
       PGPT_STORE: 's3',
       PGPT_MAX_RECEIVE_COUNT: '5',
     })
+    // It signs dead-lettered jobs' `failed` webhooks.
+    expect(String((fn.environment as Record<string, unknown>).PGPT_WEBHOOK_SIGNING_KEY)).toBe(
+      'WebhookSigningKey.value',
+    )
     expect(opts).toEqual({ batch: { size: 10, partialResponses: true } })
     const [cron] = find('sst.aws.Cron')
     expect(cron.args).toMatchObject({ function: { handler: 'functions/cleanup.handler' } })
