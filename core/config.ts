@@ -121,6 +121,12 @@ export const configSchema = z.object({
   PGPT_CLEANUP_INTERVAL_S: int(0, 7 * 86400).default(3600),
   /** Largest JSON request body; uploads have their own limits below. */
   PGPT_MAX_BODY_BYTES: int(1024).default(1_048_576),
+  /**
+   * Largest body of POST /internal/events (worker → edge job events), bytes; the workers'
+   * HttpEvents split their POSTs under it, so set the same value on both. A big job's
+   * `completed` event (n=16 with top_logprobs) is megabytes, above PGPT_MAX_BODY_BYTES.
+   */
+  PGPT_MAX_INTERNAL_BODY_BYTES: int(1024).default(16 * 1_048_576),
   /** Largest file upload (POST /v1/files), bytes. */
   PGPT_MAX_FILE_BYTES: int(1024).default(100 * 1_048_576),
   /** Largest model folder upload (POST /v1/admin/models), bytes; uploads are held in memory. */

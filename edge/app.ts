@@ -34,8 +34,8 @@ import { registerWebhooks } from './routes/webhooks.js'
 
 export type { EdgeDeps } from './deps.js'
 
-/** Routes that take uploads and enforce their own body limit. */
-const UPLOAD_ROUTES = new Set(['/v1/files', '/v1/admin/models'])
+/** Routes that enforce their own body limit: uploads, and the workers' events (edge/routes/internal.ts). */
+const UPLOAD_ROUTES = new Set(['/v1/files', '/v1/admin/models', '/internal/events'])
 
 export function createApp(deps: EdgeDeps) {
   const app = new OpenAPIHono<AppEnv>({
@@ -55,7 +55,8 @@ export function createApp(deps: EdgeDeps) {
   app.notFound(notFoundHandler)
   app.use('*', requestId({ logger: deps.logger }))
   app.use('*', observe(deps.metrics))
-  // JSON bodies are small; the upload routes (files, model folders) set their own, larger limits.
+  // JSON bodies are small; the upload routes (files, model folders) and the workers' events
+  // (/internal/events, PGPT_MAX_INTERNAL_BODY_BYTES) set their own, larger limits.
   const jsonLimit = bodyLimit({
     maxSize: deps.config.PGPT_MAX_BODY_BYTES,
     onError: () => {

@@ -55,6 +55,7 @@ function openEvents(config: Config, logger: Logger): Events & { close?(): Promis
     return new HttpEvents({
       edgeUrl: config.PGPT_EDGE_URL,
       token: config.PGPT_INTERNAL_TOKEN,
+      maxBodyBytes: config.PGPT_MAX_INTERNAL_BODY_BYTES,
       onError: (err, events) =>
         logger.warn(
           { err, jobId: events[0]?.jobId, count: events.length },

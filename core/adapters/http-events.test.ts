@@ -85,6 +85,17 @@ describe('HttpEvents', () => {
     expect(edge.requests.every((r) => r.events[0].seq === 1)).toBe(true)
   })
 
+  it('an edge with a lower body limit (413) gets the batch in halves; one event it refuses fails', async () => {
+    edge = await startEdge()
+    edge.status = (n) => (edge.requests[n].events.length > 2 ? 413 : 200)
+    const events = new HttpEvents({ edgeUrl: edge.url, token: TOKEN, batchWindowMs: 20, awaitAll: true })
+    await Promise.all([1, 2, 3, 4, 5].map((s) => events.publish(ev(s))))
+    const accepted = edge.requests.filter((r) => r.events.length <= 2).map((r) => r.events.map((e) => e.seq))
+    expect(accepted).toEqual([[1, 2], [3], [4, 5]])
+    edge.status = () => 413
+    await expect(events.publish(ev(6, 'completed'))).rejects.toThrow(/PGPT_MAX_INTERNAL_BODY_BYTES/)
+  })
+
   it('fails at once on a wrong token (no retry) and after the retries on a dead edge', async () => {
     edge = await startEdge()
     const wrong = new HttpEvents({ edgeUrl: edge.url, token: 'not-the-right-token-xx', retryBaseMs: 5 })

@@ -7,6 +7,11 @@
  * 5xx and 429 are retried with exponential backoff; other statuses (401: a
  * wrong token) fail at once.
  *
+ * The edge takes bodies up to PGPT_MAX_INTERNAL_BODY_BYTES (`maxBodyBytes`,
+ * the same setting on both sides): batches are split so each POST stays under
+ * it, and a 413 (the edge set lower) splits the batch in halves. One event
+ * larger than the limit goes alone, and fails if the edge refuses it.
+ *
  * `publish` of a terminal event (completed, failed, canceled) resolves when the
  * edge accepted it and everything before it; other events (tokens, progress)
  * resolve as soon as they are queued, so a generating job never waits on the
@@ -29,6 +34,8 @@ export interface HttpEventsOptions {
   batchWindowMs?: number
   /** Events per request at most. Default 500 (the edge takes up to 10 000). */
   maxBatch?: number
+  /** Largest POST body, bytes: the edge's PGPT_MAX_INTERNAL_BODY_BYTES. Default 16 MiB. */
+  maxBodyBytes?: number
   /** Retries of a failed request. Default 3. */
   retries?: number
   /** First retry's wait, doubled each time (± 50 % jitter), ms. Default 100. */
@@ -75,6 +82,7 @@ export class HttpEvents implements Events {
     this.o = {
       batchWindowMs: options.batchWindowMs ?? 5,
       maxBatch: options.maxBatch ?? 500,
+      maxBodyBytes: options.maxBodyBytes ?? 16 * 1_048_576,
       retries: options.retries ?? 3,
       retryBaseMs: options.retryBaseMs ?? 100,
       timeoutMs: options.timeoutMs ?? 5_000,
@@ -122,9 +130,20 @@ export class HttpEvents implements Events {
     if (this.timer) clearTimeout(this.timer)
     this.timer = undefined
     while (this.pending.length) {
-      const batch = this.pending.splice(0, this.o.maxBatch)
+      // Up to maxBatch events whose JSON array stays under maxBodyBytes (at least one event).
+      const bodies: string[] = []
+      let bytes = 2
+      for (const p of this.pending) {
+        if (bodies.length >= this.o.maxBatch) break
+        const body = JSON.stringify(p.event)
+        const size = Buffer.byteLength(body) + (bodies.length ? 1 : 0)
+        if (bodies.length && bytes + size > this.o.maxBodyBytes) break
+        bodies.push(body)
+        bytes += size
+      }
+      const batch = this.pending.splice(0, bodies.length)
       this.sending = this.sending.then(() =>
-        this.send(batch.map((p) => p.event)).then(
+        this.send(bodies).then(
           () => {
             for (const p of batch) p.resolve()
           },
@@ -136,8 +155,9 @@ export class HttpEvents implements Events {
     }
   }
 
-  private async send(events: JobEvent[]): Promise<void> {
-    const body = JSON.stringify(events)
+  /** POSTs the events (each already JSON); a 413 for more than one splits them in halves. */
+  private async send(events: string[]): Promise<void> {
+    const body = `[${events.join(',')}]`
     let lastError: unknown
     for (let attempt = 0; attempt <= this.o.retries; attempt++) {
       if (attempt > 0) {
@@ -158,7 +178,17 @@ export class HttpEvents implements Events {
       }
       await res.body?.cancel().catch(() => {})
       if (res.ok) return
-      lastError = createError(HTTP_EVENTS, `POST ${this.url} answered ${res.status}`)
+      if (res.status === 413 && events.length > 1) {
+        const half = Math.ceil(events.length / 2)
+        await this.send(events.slice(0, half))
+        return this.send(events.slice(half))
+      }
+      lastError = createError(
+        HTTP_EVENTS,
+        res.status === 413
+          ? `POST ${this.url} answered 413: one event of ${Buffer.byteLength(body)} bytes is above the edge's PGPT_MAX_INTERNAL_BODY_BYTES`
+          : `POST ${this.url} answered ${res.status}`,
+      )
       if (res.status !== 429 && res.status < 500) throw lastError
     }
     throw lastError

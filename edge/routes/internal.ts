@@ -4,7 +4,8 @@
  * without a configured token the route answers 404 (it does not exist).
  */
 import { createRoute, z } from '@hono/zod-openapi'
-import { ApiError, unauthorized } from '../../core/errors.js'
+import { bodyLimit } from 'hono/body-limit'
+import { ApiError, tooLarge, unauthorized } from '../../core/errors.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { sha256Hex, timingSafeEqualString } from '../keys.js'
 import { bearerToken } from '../middleware/auth/index.js'
@@ -34,13 +35,22 @@ const publish = createRoute({
 export function registerInternal(app: EdgeApp, { deps }: RouteContext) {
   const token = deps.config.PGPT_INTERNAL_TOKEN
   const tokenHash = token ? sha256Hex(token) : null
+  const maxBytes = deps.config.PGPT_MAX_INTERNAL_BODY_BYTES
+  const internalLimit = bodyLimit({
+    maxSize: maxBytes,
+    onError: () => {
+      throw tooLarge(`The request body exceeds ${maxBytes} bytes (PGPT_MAX_INTERNAL_BODY_BYTES).`)
+    },
+  })
   app.use('/internal/*', async (c, next) => {
     if (!tokenHash) throw new ApiError(404, 'Unknown request URL.', { code: 'unknown_url' })
     const given = bearerToken(c.req.header('authorization'))
     // Compare digests: equal length, constant time, nothing learned from the length of the guess.
     if (!given || !timingSafeEqualString(await sha256Hex(given), await tokenHash))
       throw unauthorized('Invalid internal token.', 'invalid_internal_token')
-    await next()
+    // Its own limit, not the public PGPT_MAX_BODY_BYTES: a big job's events are megabytes
+    // (edge/app.ts exempts this route); read only once the token was checked.
+    await internalLimit(c, next)
   })
   app.openapi(
     publish,

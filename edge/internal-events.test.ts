@@ -1,0 +1,95 @@
+/**
+ * Worker → edge events over real HTTP: a worker process's HttpEvents POSTs to
+ * a served edge's /internal/events. Big jobs (n=16 with top_logprobs) make
+ * event batches, and a `completed` event alone, larger than the public JSON
+ * limit PGPT_MAX_BODY_BYTES; the internal route has its own limit
+ * (PGPT_MAX_INTERNAL_BODY_BYTES) and HttpEvents splits its POSTs under it.
+ */
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { HttpEvents } from '../core/adapters/http-events.js'
+import type { JobEvent } from '../core/ports/events.js'
+import { INTERNAL_TOKEN, makeTestEdge, type TestEdge } from '../test/helpers/edge-harness.js'
+import { serveEdge } from './node-server.js'
+
+let t: TestEdge | undefined
+let server: Server | undefined
+afterEach(async () => {
+  await new Promise<void>((r) => (server ? server.close(() => r()) : r()))
+  server = undefined
+  await t?.close()
+  t = undefined
+})
+
+async function served(env: Record<string, string>): Promise<string> {
+  t = await makeTestEdge({ worker: false, env })
+  const app = t.app
+  const info = await new Promise<AddressInfo>((resolve) => {
+    server = serveEdge({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, resolve)
+  })
+  return `http://127.0.0.1:${info.port}`
+}
+
+const token = (jobId: string, seq: number, bytes: number): JobEvent => ({
+  jobId,
+  seq,
+  type: 'token',
+  data: { index: seq % 16, text: 'x'.repeat(bytes) },
+  at: 1,
+})
+
+async function received(jobId: string, last: number): Promise<JobEvent[]> {
+  const seen: JobEvent[] = []
+  const ac = new AbortController()
+  for await (const e of (t as TestEdge).deps.events.subscribe(jobId, { signal: ac.signal })) {
+    seen.push(e)
+    if (e.seq >= last) ac.abort()
+  }
+  return seen
+}
+
+describe('worker → edge events (/internal/events)', () => {
+  it('delivers a batch larger than PGPT_MAX_BODY_BYTES, and a completed event that alone is larger', async () => {
+    const url = await served({ PGPT_MAX_BODY_BYTES: String(64 * 1024) })
+    const events = new HttpEvents({ edgeUrl: url, token: INTERNAL_TOKEN, batchWindowMs: 20, retryBaseMs: 5 })
+    // 100 × 4 KiB tokens in one batch window (~400 KiB), then a 200 KiB `completed`.
+    for (let s = 1; s <= 100; s++) await events.publish(token('job_big', s, 4096))
+    const output = { choices: [{ index: 0, text: 'y'.repeat(200 * 1024) }] }
+    await events.publish({ jobId: 'job_big', seq: 101, type: 'completed', data: output, at: 1 })
+    const seen = await received('job_big', 101)
+    expect(seen.map((e) => e.seq)).toEqual(Array.from({ length: 101 }, (_, i) => i + 1))
+    expect(seen.at(-1)?.data).toEqual(output)
+  })
+
+  it('splits POSTs under the internal limit; a body over it is a 413', async () => {
+    const limit = 128 * 1024
+    const url = await served({ PGPT_MAX_BODY_BYTES: '4096', PGPT_MAX_INTERNAL_BODY_BYTES: String(limit) })
+    const bodies: number[] = []
+    const events = new HttpEvents({
+      edgeUrl: url,
+      token: INTERNAL_TOKEN,
+      batchWindowMs: 20,
+      maxBodyBytes: limit,
+      fetch: (input, init) => {
+        bodies.push(Buffer.byteLength(String(init?.body)))
+        return fetch(input, init)
+      },
+    })
+    for (let s = 1; s <= 99; s++) await events.publish(token('job_split', s, 8192))
+    await events.publish({ jobId: 'job_split', seq: 100, type: 'completed', data: {}, at: 1 })
+    expect((await received('job_split', 100)).map((e) => e.seq)).toEqual(
+      Array.from({ length: 100 }, (_, i) => i + 1),
+    )
+    expect(bodies.length).toBeGreaterThan(1)
+    for (const b of bodies) expect(b).toBeLessThanOrEqual(limit)
+
+    const tooBig = await fetch(`${url}/internal/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${INTERNAL_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify([token('job_x', 1, limit)]),
+    })
+    expect(tooBig.status).toBe(413)
+    expect(((await tooBig.json()) as { error: { message: string } }).error.message).toContain(String(limit))
+  })
+})
