@@ -143,6 +143,11 @@ export const configSchema = z.object({
   PGPT_MAX_FILES_PER_TENANT: int(1).default(10_000),
   PGPT_MAX_STORAGE_BYTES_PER_TENANT: int(1024).default(10 * 1024 * 1_048_576),
   /**
+   * Most training steps of one fine-tuning job (epochs × training examples / batch_size): a job
+   * beyond it is a 400 at creation; `n_epochs: 'auto'` is lowered by the worker to fit.
+   */
+  PGPT_MAX_FINE_TUNE_STEPS: int(1).default(50_000),
+  /**
    * Where job records, API keys and usage live: `sqlite` (a file in PGPT_DATA_DIR, one host)
    * or `object` (the ObjectStore of PGPT_STORE, shared by every edge and worker; needs
    * conditional writes: S3, R2, MinIO, or the fs store).

@@ -60,6 +60,7 @@ async function main(): Promise<void> {
         handlers.fine_tune = createFineTuneHandler({
           store,
           usage: wiring.records().usage,
+          maxSteps: config.PGPT_MAX_FINE_TUNE_STEPS,
           workDir: join(
             config.PGPT_MODEL_CACHE_DIR ?? join(config.PGPT_DATA_DIR, 'model-cache'),
             'fine-tuning',

@@ -65,6 +65,33 @@ export function autoEpochs(examples: number): number {
 }
 export const AUTO_MIN_EXAMPLES_SEEN = 2000
 
+/** Default cap on one job's training steps (PGPT_MAX_FINE_TUNE_STEPS): each step holds a worker for seconds. */
+export const DEFAULT_MAX_FINE_TUNE_STEPS = 50_000
+
+/** Steps of `epochs` passes over `rows` training rows, `batch` rows a step (at least 1). */
+export const fineTuneSteps = (epochs: number, rows: number, batch: number) =>
+  Math.max(1, Math.ceil((epochs * rows) / batch))
+
+/**
+ * The epochs and steps a job runs, kept within `maxSteps`: `n_epochs: 'auto'`
+ * (autoEpochs of `examples`) is lowered until its steps fit (at least 1 epoch);
+ * a number is kept. `ok` is false when the steps still exceed the cap (a given
+ * n_epochs, or one epoch of a file too large): the job is refused.
+ */
+export function plannedEpochs(
+  nEpochs: number | 'auto',
+  examples: number,
+  rows: number,
+  batch: number,
+  maxSteps: number,
+): { epochs: number; steps: number; ok: boolean } {
+  let epochs = nEpochs === 'auto' ? autoEpochs(examples) : nEpochs
+  if (nEpochs === 'auto')
+    epochs = Math.max(1, Math.min(epochs, Math.floor((maxSteps * batch) / Math.max(1, rows))))
+  const steps = fineTuneSteps(epochs, rows, batch)
+  return { epochs, steps, ok: steps <= maxSteps }
+}
+
 /** Input of a `fine_tune` job. */
 export const fineTuneInputSchema = z.object({
   model: z.string().min(1),

@@ -134,6 +134,50 @@ describe('POST /v1/fine_tuning/jobs', () => {
     if (code) expect(body.error.code).toBe(code)
   })
 
+  it('refuses a job beyond PGPT_MAX_FINE_TUNE_STEPS with a 400 too_many_steps; auto epochs only when one epoch is beyond', async () => {
+    const capped = await makeTestEdge({ worker: false, env: { PGPT_MAX_FINE_TUNE_STEPS: '10' } })
+    try {
+      const key = await capped.key('t1', ['fine-tune'])
+      const lines = (n: number) => Array.from({ length: n }, () => '{}').join('\n')
+      await createFile(capped.deps.store, 't1', {
+        id: 'file-twenty',
+        filename: 't.jsonl',
+        purpose: 'fine-tune',
+        content: lines(20),
+      })
+      await createFile(capped.deps.store, 't1', {
+        id: 'file-sixty',
+        filename: 't.jsonl',
+        purpose: 'fine-tune',
+        content: lines(60),
+      })
+      const create = (training_file: string, hyperparameters: Record<string, unknown>) =>
+        capped.app.request('/v1/fine_tuning/jobs', {
+          method: 'POST',
+          headers: { ...capped.auth(key), 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'echo-1', training_file, hyperparameters }),
+        })
+      // 2 epochs × 20 examples / 4 = 10 steps: at the cap.
+      expect((await create('file-twenty', { n_epochs: 2, batch_size: 4 })).status).toBe(200)
+      const over = await create('file-twenty', { n_epochs: 3, batch_size: 4 })
+      expect(over.status).toBe(400)
+      const e1 = ((await over.json()) as { error: { code: string; param: string; message: string } }).error
+      expect(e1).toMatchObject({ code: 'too_many_steps', param: 'hyperparameters.n_epochs' })
+      expect(e1.message).toContain('15 training steps')
+      expect(e1.message).toContain('limit of 10')
+      // 'auto' is lowered by the worker; refused only when one epoch (60 / 4 = 15 steps) is beyond.
+      expect((await create('file-twenty', { batch_size: 4 })).status).toBe(200)
+      const big = await create('file-sixty', { batch_size: 4 })
+      expect(big.status).toBe(400)
+      expect(((await big.json()) as { error: { code: string; param: string } }).error).toMatchObject({
+        code: 'too_many_steps',
+        param: 'training_file',
+      })
+    } finally {
+      await capped.close()
+    }
+  })
+
   it('needs the fine-tune scope', async () => {
     const res = await req('/v1/fine_tuning/jobs', e.keys.generate, {
       model: 'echo-1',

@@ -13,19 +13,22 @@
 import { createRoute, z } from '@hono/zod-openapi'
 import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
 import { newId } from '../../core/ids.js'
+import { splitJsonl } from '../../core/jsonl.js'
 import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
 import type { QueueMessageBody } from '../../core/protocol.js'
-import { getFileObject } from '../../core/records/files.js'
+import { getFileObject, readFileText } from '../../core/records/files.js'
 import {
   AUTO_HYPERPARAMETERS,
   appendEvent,
+  DEFAULT_MAX_FINE_TUNE_STEPS,
   FINE_TUNE_KIND,
   type FineTuneHyperparameters,
   type FineTuneInput,
   fineTunedModelName,
   listCheckpoints,
   listEvents,
+  plannedEpochs,
   readStatus,
 } from '../../core/records/fine-tunes.js'
 import type { AppContext } from '../deps.js'
@@ -168,6 +171,31 @@ async function checkFile(c: AppContext, ctx: RouteContext, id: string, param: st
     )
 }
 
+/**
+ * PGPT_MAX_FINE_TUNE_STEPS at creation: steps counted as epochs × the training file's
+ * examples (its lines; the worker's rows are at most as many) / batch_size. 'auto' epochs
+ * are lowered by the worker to fit, so only one epoch beyond the cap refuses them.
+ */
+async function checkSteps(
+  c: AppContext,
+  ctx: RouteContext,
+  fileId: string,
+  h: FineTuneHyperparameters,
+): Promise<void> {
+  const max = ctx.deps.config.PGPT_MAX_FINE_TUNE_STEPS ?? DEFAULT_MAX_FINE_TUNE_STEPS
+  const text = await readFileText(ctx.deps.store, c.get('key').tenant, fileId)
+  if (text === null)
+    throw badRequest(`The file '${fileId}' does not exist.`, 'training_file', 'file_not_found')
+  const examples = splitJsonl(text).length
+  const p = plannedEpochs(h.n_epochs, examples, examples, h.batch_size, max)
+  if (!p.ok)
+    throw badRequest(
+      `This job would run ${p.steps} training steps (${p.epochs} epochs of ${examples} examples, ${h.batch_size} a step), beyond the limit of ${max}; use fewer epochs, a larger batch_size or a smaller training file.`,
+      h.n_epochs === 'auto' ? 'training_file' : 'hyperparameters.n_epochs',
+      'too_many_steps',
+    )
+}
+
 export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
   const { deps } = ctx
   const getJob = async (c: AppContext, id: string): Promise<JobRecord> => {
@@ -208,6 +236,8 @@ export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
       c.set('model', base.id)
       await checkFile(c, ctx, b.training_file, 'training_file')
       if (b.validation_file) await checkFile(c, ctx, b.validation_file, 'validation_file')
+      const hyperparameters = resolveHyperparameters(b.hyperparameters, b.method?.supervised?.hyperparameters)
+      await checkSteps(c, ctx, b.training_file, hyperparameters)
       if (b.webhook !== undefined) {
         const problem = webhookUrlProblem(b.webhook, deps.config.PGPT_WEBHOOK_ALLOW_PRIVATE)
         if (problem) throw unprocessable(`The webhook URL ${problem}.`, 'webhook', 'webhook_url_not_allowed')
@@ -217,7 +247,7 @@ export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
         model: b.model,
         training_file: b.training_file,
         validation_file: b.validation_file ?? null,
-        hyperparameters: resolveHyperparameters(b.hyperparameters, b.method?.supervised?.hyperparameters),
+        hyperparameters,
         suffix: b.suffix ?? null,
         seed: b.seed ?? Math.floor(Math.random() * 2_147_483_647),
         fine_tuned_model: fineTunedModelName(b.model, key.tenant, b.suffix ?? null, id),

@@ -228,6 +228,18 @@ describe('fine_tune handler', () => {
     expect(last?.message).toMatch(/worse than the base model/)
   }, 90_000)
 
+  it('fails before training when the steps are beyond maxSteps (PGPT_MAX_FINE_TUNE_STEPS), auto epochs lowered to one first', async () => {
+    const handler = createFineTuneHandler({ store, workDir: dir, threads: 1, maxSteps: 1 })
+    const given = await failure(handler(context(job())))
+    expect(given).toMatchObject({ code: 'too_many_steps' })
+    expect(given.message).toMatch(/\(2 epochs of \d+ rows/)
+    const auto = await failure(
+      handler(context(job({ hyperparameters: { ...AUTO_HYPERPARAMETERS, seq_len: 32 } }))),
+    )
+    expect(auto).toMatchObject({ code: 'too_many_steps' })
+    expect(auto.message).toMatch(/\(1 epochs of \d+ rows/)
+  }, 60_000)
+
   it('fails at once on a missing or invalid file', async () => {
     const handler = createFineTuneHandler({ store, workDir: dir })
     await createFile(store, 'acme', {

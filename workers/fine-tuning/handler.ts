@@ -34,15 +34,16 @@ import type { UsageStore } from '../../core/ports/usage-store.js'
 import { readFileText } from '../../core/records/files.js'
 import {
   appendEvent,
-  autoEpochs,
   BASE_LEARNING_RATE,
   checkpointDirKey,
+  DEFAULT_MAX_FINE_TUNE_STEPS,
   type FineTuneCheckpoint,
   type FineTuneInput,
   type FineTuneOutput,
   fineTuneInputSchema,
   listCheckpoints,
   type NewFineTuneEvent,
+  plannedEpochs,
   writeCheckpointMeta,
   writeStatus,
 } from '../../core/records/fine-tunes.js'
@@ -89,6 +90,8 @@ export interface FineTuneHandlerOptions {
   logger?: Logger
   /** Metered usage: one record per succeeded job (kind `fine_tune`, id = the job id, so a rerun adds none). */
   usage?: UsageStore
+  /** Most training steps of one job (PGPT_MAX_FINE_TUNE_STEPS); default DEFAULT_MAX_FINE_TUNE_STEPS. */
+  maxSteps?: number
 }
 
 const nowS = () => Math.floor(Date.now() / 1000)
@@ -200,8 +203,20 @@ async function runFineTune(
     // Rows as long as the longest example needs, at most seq_len.
     const seqLen = data.seqLen
     const batch = h.batch_size
-    const epochs = h.n_epochs === 'auto' ? autoEpochs(trainExamples.length) : h.n_epochs
-    const steps = Math.max(1, Math.ceil((epochs * data.trainWindows.length) / batch))
+    // 'auto' epochs are lowered to fit PGPT_MAX_FINE_TUNE_STEPS; beyond it even so, the job fails (the edge refuses most such jobs at creation).
+    const maxSteps = o.maxSteps ?? DEFAULT_MAX_FINE_TUNE_STEPS
+    const { epochs, steps, ok } = plannedEpochs(
+      h.n_epochs,
+      trainExamples.length,
+      data.trainWindows.length,
+      batch,
+      maxSteps,
+    )
+    if (!ok)
+      throw new PermanentError(
+        `The job would run ${steps} training steps (${epochs} epochs of ${data.trainWindows.length} rows, ${batch} a step), beyond the limit of ${maxSteps} (PGPT_MAX_FINE_TUNE_STEPS); use fewer epochs, a larger batch_size or a smaller file.`,
+        { code: 'too_many_steps' },
+      )
     const every = o.checkpointEvery ?? Math.max(1, Math.ceil(steps / 5))
     await event({
       message: `Files validated: ${trainExamples.length} training examples${valExamples ? `, ${valExamples.length} validation examples` : ''}; ${epochs} epochs, ${steps} steps of ${batch} × ${seqLen} tokens.`,
