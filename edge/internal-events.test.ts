@@ -62,6 +62,37 @@ describe('worker → edge events (/internal/events)', () => {
     expect(seen.at(-1)?.data).toEqual(output)
   })
 
+  it('a terminal event alone over the internal limit goes without its data; the edge takes it from the record', async () => {
+    const limit = 64 * 1024
+    const url = await served({ PGPT_MAX_INTERNAL_BODY_BYTES: String(limit) })
+    const jobs = (t as TestEdge).deps.jobs
+    const job = await jobs.create({ tenant: 't1', kind: 'generation', input: {} })
+    await jobs.transition(job.id, 'running')
+    const output = { choices: [{ index: 0, text: 'z'.repeat(2 * limit) }] }
+    await jobs.transition(job.id, 'succeeded', { output })
+    const events = new HttpEvents({
+      edgeUrl: url,
+      token: INTERNAL_TOKEN,
+      maxBodyBytes: limit,
+      retryBaseMs: 5,
+    })
+    await events.publish(token(job.id, 1, 100))
+    await events.publish({ jobId: job.id, seq: 2, type: 'completed', data: output, at: 1 })
+    const seen = await received(job.id, 2)
+    expect(seen.map((e) => [e.seq, e.type])).toEqual([
+      [1, 'token'],
+      [2, 'completed'],
+    ])
+    expect(seen[1].data).toEqual(output)
+    // An edge set lower than the worker (a 413 for that one event): the same.
+    const job2 = await jobs.create({ tenant: 't1', kind: 'generation', input: {} })
+    await jobs.transition(job2.id, 'running')
+    await jobs.transition(job2.id, 'succeeded', { output })
+    const unaware = new HttpEvents({ edgeUrl: url, token: INTERNAL_TOKEN, retryBaseMs: 5 })
+    await unaware.publish({ jobId: job2.id, seq: 1, type: 'completed', data: output, at: 1 })
+    expect((await received(job2.id, 1))[0].data).toEqual(output)
+  })
+
   it('splits POSTs under the internal limit; a body over it is a 413', async () => {
     const limit = 128 * 1024
     const url = await served({ PGPT_MAX_BODY_BYTES: '4096', PGPT_MAX_INTERNAL_BODY_BYTES: String(limit) })

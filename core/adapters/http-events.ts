@@ -9,8 +9,10 @@
  *
  * The edge takes bodies up to PGPT_MAX_INTERNAL_BODY_BYTES (`maxBodyBytes`,
  * the same setting on both sides): batches are split so each POST stays under
- * it, and a 413 (the edge set lower) splits the batch in halves. One event
- * larger than the limit goes alone, and fails if the edge refuses it.
+ * it, and a 413 (the edge set lower) splits the batch in halves. A terminal
+ * event larger than the limit alone (a big job's output) goes without its data,
+ * marked `dataInRecord`: the worker wrote that data into the job record before
+ * publishing, and the edge reads it from there. Another event that large fails.
  *
  * `publish` of a terminal event (completed, failed, canceled) resolves when the
  * edge accepted it and everything before it; other events (tokens, progress)
@@ -135,7 +137,8 @@ export class HttpEvents implements Events {
       let bytes = 2
       for (const p of this.pending) {
         if (bodies.length >= this.o.maxBatch) break
-        const body = JSON.stringify(p.event)
+        let body = JSON.stringify(p.event)
+        if (Buffer.byteLength(body) + 2 > this.o.maxBodyBytes) body = withoutData(body) ?? body
         const size = Buffer.byteLength(body) + (bodies.length ? 1 : 0)
         if (bodies.length && bytes + size > this.o.maxBodyBytes) break
         bodies.push(body)
@@ -183,6 +186,8 @@ export class HttpEvents implements Events {
         await this.send(events.slice(0, half))
         return this.send(events.slice(half))
       }
+      const lighter = res.status === 413 ? withoutData(events[0]) : null
+      if (lighter) return this.send([lighter])
       lastError = createError(
         HTTP_EVENTS,
         res.status === 413
@@ -193,4 +198,11 @@ export class HttpEvents implements Events {
     }
     throw lastError
   }
+}
+
+/** A terminal event's JSON without its data, for the edge to read from the job record; null for others. */
+function withoutData(json: string): string | null {
+  const event = JSON.parse(json) as JobEvent & { dataInRecord?: true }
+  if (!TERMINAL_EVENT_TYPES.includes(event.type) || event.dataInRecord) return null
+  return JSON.stringify({ ...event, data: null, dataInRecord: true })
 }

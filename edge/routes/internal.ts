@@ -7,6 +7,7 @@ import { createRoute, z } from '@hono/zod-openapi'
 import { bodyLimit } from 'hono/body-limit'
 import { ApiError, tooLarge, unauthorized } from '../../core/errors.js'
 import type { JobEvent } from '../../core/ports/events.js'
+import { terminalEventOf } from '../generation/run.js'
 import { sha256Hex, timingSafeEqualString } from '../keys.js'
 import { bearerToken } from '../middleware/auth/index.js'
 import { type EdgeApp, h, json, type RouteContext, valid } from './util.js'
@@ -17,6 +18,11 @@ export const jobEventSchema = z.object({
   type: z.enum(['start', 'token', 'progress', 'output', 'completed', 'failed', 'canceled']),
   data: z.unknown(),
   at: z.number(),
+  /**
+   * A terminal event too big for one request comes without its data (core/adapters/http-events.ts):
+   * the worker wrote it into the job record first, and it is read from there.
+   */
+  dataInRecord: z.literal(true).optional(),
 })
 
 const publish = createRoute({
@@ -55,7 +61,13 @@ export function registerInternal(app: EdgeApp, { deps }: RouteContext) {
   app.openapi(
     publish,
     h(async (c) => {
-      const events = valid<JobEvent[]>(c, 'json')
+      const events = await Promise.all(
+        valid<Array<JobEvent & { dataInRecord?: true }>>(c, 'json').map(async ({ dataInRecord, ...e }) => {
+          if (!dataInRecord) return e
+          const recorded = terminalEventOf(await deps.jobs.getById(e.jobId))
+          return { ...e, data: recorded?.type === e.type ? recorded.data : null }
+        }),
+      )
       // Adapters that take a batch (the Durable Object hub) get one call per job; others one per event, in order.
       const hub = deps.events as { publishMany?: (e: JobEvent[]) => Promise<void> }
       if (hub.publishMany) await hub.publishMany(events)
