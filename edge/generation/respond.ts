@@ -17,7 +17,7 @@ import {
   prepareGeneration,
 } from '../../core/openai/generation-request.js'
 import type { JobEvent } from '../../core/ports/events.js'
-import { type TokenEventData, tokenEventDataSchema, type Usage } from '../../core/protocol.js'
+import { type TokenEventData, tokenEventDataSchema } from '../../core/protocol.js'
 import type { AppContext, EdgeDeps } from '../deps.js'
 import { canonicalHash } from '../lib/canonical.js'
 import type { TokenLimiter } from '../middleware/rate-limit/index.js'
@@ -27,10 +27,12 @@ import {
   cancelJob,
   isRepeatable,
   keepAlive,
+  meterOf,
   outputOf,
   recordUsage,
   type Submitted,
   submitGeneration,
+  usageKind,
 } from './run.js'
 
 export const DEFAULT_SYNC_TIMEOUT_MS = 300_000
@@ -54,8 +56,6 @@ export function cachedUsage(body: string): { prompt_tokens: number; completion_t
   if (m) return { prompt_tokens: Number(m[1]), completion_tokens: Number(m[2]) }
   return (JSON.parse(body) as { usage?: { prompt_tokens: number; completion_tokens: number } }).usage
 }
-
-const usageKind = (r: GenerationRequest) => (r.endpoint === 'completions' ? 'completion' : 'chat.completion')
 
 export async function handleGeneration(
   c: AppContext,
@@ -247,26 +247,6 @@ function streamGeneration(
     keepAlive(c, deps, relay)
     await relay
   })
-}
-
-/** Refunds the unused token budget and records the usage of a request, once it is known. */
-function meterOf(
-  c: AppContext,
-  deps: EdgeDeps,
-  model: string,
-  kind: string,
-  refund: (used: number) => Promise<void>,
-) {
-  return async (u: Usage) => {
-    await refund(u.promptTokens + u.completionTokens).catch(() => {})
-    await recordUsage(c, deps, {
-      model,
-      kind,
-      promptTokens: u.promptTokens,
-      completionTokens: u.completionTokens,
-      cached: false,
-    })
-  }
 }
 
 /**

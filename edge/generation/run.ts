@@ -243,6 +243,30 @@ export async function recordUsage(
   keepAlive(c, deps, logFailure(written, c.get('log')))
 }
 
+/** The usage kind of a generation endpoint. */
+export const usageKind = (r: Pick<GenerationInput, 'endpoint'>) =>
+  r.endpoint === 'completions' ? 'completion' : 'chat.completion'
+
+/** Refunds the unused token budget and records the usage of a request, once it is known. */
+export function meterOf(
+  c: AppContext,
+  deps: EdgeDeps,
+  model: string,
+  kind: string,
+  refund: (used: number) => Promise<void>,
+) {
+  return async (u: Usage) => {
+    await refund(u.promptTokens + u.completionTokens).catch(() => {})
+    await recordUsage(c, deps, {
+      model,
+      kind,
+      promptTokens: u.promptTokens,
+      completionTokens: u.completionTokens,
+      cached: false,
+    })
+  }
+}
+
 /** Given the logger, not `c`: the handler must not keep the request's context alive. */
 const logFailure = (written: Promise<void>, log: AppContext['var']['log']) =>
   written.catch((err: unknown) => log.error({ err }, 'usage record failed'))

@@ -20,7 +20,7 @@ import {
 import type { JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
 import type { Scope } from '../../core/ports/key-store.js'
-import { samplingBounds, type Usage } from '../../core/protocol.js'
+import { samplingBounds } from '../../core/protocol.js'
 import { FINE_TUNE_KIND } from '../../core/records/fine-tunes.js'
 import type { AppContext } from '../deps.js'
 import {
@@ -28,9 +28,10 @@ import {
   canceledUsage,
   cancelJob,
   keepAlive,
+  meterOf,
   outputOf,
-  recordUsage,
   submitGeneration,
+  usageKind,
 } from '../generation/run.js'
 import { hasScope } from '../keys.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
@@ -267,20 +268,11 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
       })
       // Follow the job to its end in the background: usage and the token refund do not depend on a waiter.
       const follow = (async () => {
-        const usage = (u: Usage) =>
-          recordUsage(c, deps, {
-            model: prep.manifest.id,
-            kind: r.endpoint === 'completions' ? 'completion' : 'chat.completion',
-            promptTokens: u.promptTokens,
-            completionTokens: u.completionTokens,
-            cached: false,
-          })
+        const meter = meterOf(c, deps, prep.manifest.id, usageKind(r), refund)
         try {
           const end = await awaitTerminal(sub, deps.syncTimeoutMs ?? 300_000)
           // Canceled after it began generating: billed for what it generated.
-          const used = canceledUsage(end) ?? outputOf(end, sub.job.id).usage
-          await refund(used.promptTokens + used.completionTokens).catch(() => {})
-          await usage(used)
+          await meter(canceledUsage(end) ?? outputOf(end, sub.job.id).usage)
         } catch {
           await refund(prep.promptTokens).catch(() => {})
         }
