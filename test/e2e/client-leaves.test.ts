@@ -10,16 +10,10 @@
  * GET /v1/usage counts exactly those tokens.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
-import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
-import { parseConfig } from '../../core/config.js'
-import { silentLogger } from '../../core/logger.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import { type CanceledGeneration, canceledGenerationSchema } from '../../core/protocol.js'
-import { createKey } from '../../edge/keys.js'
-import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { buildTestModel, publishTestModel } from '../helpers/tiny-models.js'
-import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
+import { startTinyStack, type TinyStack } from '../helpers/tiny-stack.js'
+import { waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'leaves-internal-token-0123456789'
 /** Tokens the requests ask for: at the tiny model's few ms per token (more as the context grows), many seconds. */
@@ -27,66 +21,21 @@ const MAX_TOKENS = 4000
 /** A job still running this long after its client left was not canceled. */
 const CANCEL_WITHIN_MS = 8000
 
-let h: Harness
-let edge: RunningEdge
-let worker: WorkerChild
-let apiKey: string
+let s: TinyStack
 
 beforeAll(async () => {
-  h = createHarness()
-  const config = parseConfig({
-    PGPT_DATA_DIR: h.dir,
-    PGPT_LOG_LEVEL: 'silent',
-    HOST: '127.0.0.1',
-    PGPT_INTERNAL_TOKEN: TOKEN,
-  })
-  edge = await startEdge({
-    config,
-    port: 0,
-    deps: { keys: new MemoryKeyStore(), usage: new MemoryUsageStore(), logger: silentLogger },
-  })
-  const model = await buildTestModel({ kind: 'random', seed: 7, maxPositions: 4096 })
-  await publishTestModel(edge.deps.store, model, 'long')
-  apiKey = (await createKey(edge.deps.keys, { tenant: 'acme', name: 'e2e', scopes: ['generate'] })).secret
-  worker = await h.startEdgeWorker('generation', edge.url, TOKEN)
+  s = await startTinyStack({ token: TOKEN, modelId: 'long', maxPositions: 4096 })
 }, 120_000)
 
 afterAll(async () => {
-  worker?.kill('SIGTERM')
-  await worker?.exited
-  await edge?.close()
-  await h?.cleanup()
+  await s?.close()
 })
-
-const api = (path: string, init: RequestInit = {}) =>
-  fetch(`${edge.url}${path}`, {
-    ...init,
-    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json', ...init.headers },
-  })
-
-/** This tenant's usage over the last half hour, summed over every bucket. */
-async function usageTotals() {
-  const since = Math.floor(Date.now() / 1000) - 1800
-  const res = await api(`/v1/usage?start_time=${since}&bucket_width=1d`)
-  expect(res.status).toBe(200)
-  const page = (await res.json()) as {
-    data: Array<{
-      results: Array<{ num_model_requests: number; input_tokens: number; output_tokens: number }>
-    }>
-  }
-  const all = page.data.flatMap((b) => b.results)
-  return {
-    requests: all.reduce((s, r) => s + r.num_model_requests, 0),
-    input: all.reduce((s, r) => s + r.input_tokens, 0),
-    output: all.reduce((s, r) => s + r.output_tokens, 0),
-  }
-}
 
 /** The job once it is terminal, or whatever it is after `ms` (a job that was not canceled is still running). */
 async function endOf(jobId: string, ms: number): Promise<JobRecord> {
   const end = Date.now() + ms
   for (;;) {
-    const job = (await h.jobs.getById(jobId))!
+    const job = (await s.h.jobs.getById(jobId))!
     if (['succeeded', 'failed', 'canceled'].includes(job.state) || Date.now() > end) return job
     await new Promise((r) => setTimeout(r, 50))
   }
@@ -100,12 +49,12 @@ function partialOf(job: JobRecord): CanceledGeneration {
 
 /** The job's usage, and GET /v1/usage counting one more request with exactly its tokens. */
 async function expectMeteredExactly(
-  before: Awaited<ReturnType<typeof usageTotals>>,
+  before: Awaited<ReturnType<TinyStack['usageTotals']>>,
   partial: CanceledGeneration,
 ) {
   const after = await waitFor(
     async () => {
-      const now = await usageTotals()
+      const now = await s.usageTotals()
       return now.requests > before.requests ? now : null
     },
     10_000,
@@ -120,9 +69,9 @@ async function expectMeteredExactly(
 
 describe('a client that leaves', () => {
   it('a stream read for two chunks, then aborted: the job is canceled and metered for what it generated', async () => {
-    const before = await usageTotals()
+    const before = await s.usageTotals()
     const ctrl = new AbortController()
-    const res = await api('/v1/chat/completions', {
+    const res = await s.api('/v1/chat/completions', {
       method: 'POST',
       signal: ctrl.signal,
       body: JSON.stringify({
@@ -160,23 +109,25 @@ describe('a client that leaves', () => {
     expect(partial.usage.promptTokens).toBeGreaterThan(0)
     expect(partial.choices[0]!.finishReason).toBeNull()
     expect(partial.choices[0]!.text.length).toBeGreaterThan(0)
-    await worker.waitForLog((l) => l.msg === 'job canceled' && l.jobId === jobId, 5000)
+    await s.worker.waitForLog((l) => l.msg === 'job canceled' && l.jobId === jobId, 5000)
     await expectMeteredExactly(before, partial)
   }, 60_000)
 
   it('a synchronous request aborted while it runs: the job is canceled and metered for what it generated', async () => {
-    const before = await usageTotals()
+    const before = await s.usageTotals()
     const prompt = 'Once upon a time, synchronously,'
     const ctrl = new AbortController()
-    const answered = api('/v1/completions', {
-      method: 'POST',
-      signal: ctrl.signal,
-      body: JSON.stringify({ model: 'long', prompt, max_tokens: MAX_TOKENS, temperature: 0 }),
-    }).catch((err: unknown) => err)
+    const answered = s
+      .api('/v1/completions', {
+        method: 'POST',
+        signal: ctrl.signal,
+        body: JSON.stringify({ model: 'long', prompt, max_tokens: MAX_TOKENS, temperature: 0 }),
+      })
+      .catch((err: unknown) => err)
     // No response headers until it is done: find the job by its prompt, and hang up once it runs.
     const running = await waitFor(
       async () =>
-        (await h.jobs.list('acme', { limit: 20 })).data.find(
+        (await s.h.jobs.list('acme', { limit: 20 })).data.find(
           (j) => j.state === 'running' && (j.input as { prompt?: string }).prompt === prompt,
         ),
       30_000,

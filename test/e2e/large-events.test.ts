@@ -8,72 +8,25 @@
  * worker PROCESS running the real generation engine on a tiny model.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
-import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
-import { parseConfig } from '../../core/config.js'
-import { silentLogger } from '../../core/logger.js'
-import { createKey } from '../../edge/keys.js'
-import { type RunningEdge, startEdge } from '../../edge/node.js'
-import { buildTestModel, publishTestModel } from '../helpers/tiny-models.js'
-import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
+import { startTinyStack, type TinyStack } from '../helpers/tiny-stack.js'
+import { waitFor } from '../helpers/worker-process-harness.js'
 
 const TOKEN = 'large-events-internal-token-0123'
 
-let h: Harness
-let edge: RunningEdge
-let worker: WorkerChild
-let apiKey: string
+let s: TinyStack
 
 beforeAll(async () => {
-  h = createHarness()
-  const config = parseConfig({
-    PGPT_DATA_DIR: h.dir,
-    PGPT_LOG_LEVEL: 'silent',
-    HOST: '127.0.0.1',
-    PGPT_INTERNAL_TOKEN: TOKEN,
-  })
-  edge = await startEdge({
-    config,
-    port: 0,
-    deps: { keys: new MemoryKeyStore(), usage: new MemoryUsageStore(), logger: silentLogger },
-  })
-  const model = await buildTestModel({ kind: 'random', seed: 7, maxPositions: 1024 })
-  await publishTestModel(edge.deps.store, model, 'big')
-  apiKey = (await createKey(edge.deps.keys, { tenant: 'acme', name: 'e2e', scopes: ['generate'] })).secret
-  worker = await h.startEdgeWorker('generation', edge.url, TOKEN)
+  s = await startTinyStack({ token: TOKEN, modelId: 'big', maxPositions: 1024 })
 }, 120_000)
 
 afterAll(async () => {
-  worker?.kill('SIGTERM')
-  await worker?.exited
-  await edge?.close()
-  await h?.cleanup()
+  await s?.close()
 })
-
-const api = (path: string, init: RequestInit = {}) =>
-  fetch(`${edge.url}${path}`, {
-    ...init,
-    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json', ...init.headers },
-  })
-
-async function outputTokens(): Promise<{ requests: number; output: number }> {
-  const since = Math.floor(Date.now() / 1000) - 1800
-  const res = await api(`/v1/usage?start_time=${since}&bucket_width=1d`)
-  expect(res.status).toBe(200)
-  const page = (await res.json()) as {
-    data: Array<{ results: Array<{ num_model_requests: number; output_tokens: number }> }>
-  }
-  const all = page.data.flatMap((b) => b.results)
-  return {
-    requests: all.reduce((s, r) => s + r.num_model_requests, 0),
-    output: all.reduce((s, r) => s + r.output_tokens, 0),
-  }
-}
 
 describe('a job whose events are larger than PGPT_MAX_BODY_BYTES', () => {
   it('a streamed chat with n=16, top_logprobs=20 ends with [DONE] and /v1/usage counts its tokens', async () => {
-    const before = await outputTokens()
-    const res = await api('/v1/chat/completions', {
+    const before = await s.usageTotals()
+    const res = await s.api('/v1/chat/completions', {
       method: 'POST',
       // Before the fix the stream hung until the edge's timeout: fail fast instead.
       signal: AbortSignal.timeout(45_000),
@@ -91,7 +44,7 @@ describe('a job whose events are larger than PGPT_MAX_BODY_BYTES', () => {
     expect(res.status).toBe(200)
     const body = await res.text()
     // The client got megabytes of tokens, more than the public JSON limit (1 MiB by default).
-    expect(Buffer.byteLength(body)).toBeGreaterThan(edge.deps.config.PGPT_MAX_BODY_BYTES)
+    expect(Buffer.byteLength(body)).toBeGreaterThan(s.edge.deps.config.PGPT_MAX_BODY_BYTES)
     const data = body
       .split('\n\n')
       .map((e) => e.replace(/^data: /, ''))
@@ -102,7 +55,7 @@ describe('a job whose events are larger than PGPT_MAX_BODY_BYTES', () => {
 
     const after = await waitFor(
       async () => {
-        const now = await outputTokens()
+        const now = await s.usageTotals()
         return now.requests > before.requests ? now : null
       },
       10_000,
