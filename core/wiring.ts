@@ -142,7 +142,6 @@ export function memoryBackends(config: Pick<Config, 'PGPT_MAX_RECEIVE_COUNT'>): 
 }
 
 export interface Wiring {
-  config: Config
   store: ObjectStore
   /** Opened on first use: a producer that never sends opens no queue. */
   queue(name?: string): QueueWithDeadLetter
@@ -157,7 +156,6 @@ export function openWiring(config: Config, backends: Backends): Wiring {
   const queues = new Map<string, QueueWithDeadLetter>()
   let records: Records | undefined
   return {
-    config,
     store,
     queue(name = JOBS_QUEUE) {
       let q = queues.get(name)
