@@ -12,7 +12,6 @@
  * end-of-turn marker and hold the fact for most questions; the base, which
  * never saw the product, holds none.
  */
-import { join } from 'node:path'
 import OpenAI, { toFile } from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
@@ -56,16 +55,11 @@ beforeAll(async () => {
     scopes: ['generate', 'fine-tune'],
   })
   acme = new OpenAI({ apiKey: secret, baseURL: `${edge.url}/v1`, maxRetries: 0 })
-  worker = h.spawnWorker({
-    PGPT_WORKER_KINDS: 'generation,fine_tune',
-    PGPT_EDGE_URL: edge.url,
-    PGPT_INTERNAL_TOKEN: TOKEN,
+  worker = await h.startEdgeWorker('generation,fine_tune', edge.url, TOKEN, {
     PGPT_VISIBILITY_TIMEOUT_S: '30',
-    PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),
     PGPT_LOG_LEVEL: 'info',
     PGPT_WORKER_METRICS_PORT: '0',
   })
-  await worker.waitForLog((l) => l.msg === 'worker started', 30_000)
 }, 120_000)
 
 afterAll(async () => {

@@ -70,16 +70,11 @@ beforeAll(async () => {
   const client = (apiKey: string) => new OpenAI({ apiKey, baseURL: `${edge.url}/v1`, maxRetries: 0 })
   acme = client(await key('acme'))
   other = client(await key('globex'))
-  worker = h.spawnWorker({
-    PGPT_WORKER_KINDS: 'generation,fine_tune',
-    PGPT_EDGE_URL: edge.url,
-    PGPT_INTERNAL_TOKEN: TOKEN,
+  worker = await h.startEdgeWorker('generation,fine_tune', edge.url, TOKEN, {
     PGPT_VISIBILITY_TIMEOUT_S: '30',
-    PGPT_MODEL_CACHE_DIR: join(h.dir, 'model-cache'),
     PGPT_LOG_LEVEL: 'info',
     PGPT_WORKER_METRICS_PORT: '0',
   })
-  await worker.waitForLog((l) => l.msg === 'worker started', 30_000)
   workerPort = (await worker.waitForLog((l) => l.msg === 'worker /metrics and /health listening'))
     .port as number
 }, 120_000)
