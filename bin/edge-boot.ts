@@ -98,3 +98,19 @@ export async function banner(b: BootedEdge, config: Config, extra: string[] = []
     '',
   ].join('\n')
 }
+
+/**
+ * Ctrl-C and SIGTERM: the first runs `stop` and exits 0; a second exits 1 at
+ * once (un-acked jobs come back to the queue later).
+ */
+export function stopOnSignals(stop: (signal: NodeJS.Signals) => Promise<void>): void {
+  let stopping = false
+  const onSignal = async (signal: NodeJS.Signals) => {
+    if (stopping) process.exit(1)
+    stopping = true
+    await stop(signal)
+    process.exit(0)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+}

@@ -23,7 +23,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ConfigError } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
-import { banner, bootEdge, untilReady } from './edge-boot.js'
+import { banner, bootEdge, stopOnSignals, untilReady } from './edge-boot.js'
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -41,17 +41,11 @@ async function main(): Promise<void> {
 
   const workers = startWorkers(config.PGPT_WORKERS, { ...env, PGPT_EDGE_URL: edge.url }, logger)
 
-  let stopping = false
-  const stop = async (signal: NodeJS.Signals) => {
-    if (stopping) process.exit(1) // a second Ctrl-C: leave now; un-acked jobs come back later
-    stopping = true
+  stopOnSignals(async (signal) => {
     logger.info({ signal }, 'stopping: draining workers')
     await workers.stop()
     await edge.close()
-    process.exit(0)
-  }
-  process.on('SIGINT', stop)
-  process.on('SIGTERM', stop)
+  })
 
   await untilReady(edge, {
     onWaiting: (reason) =>

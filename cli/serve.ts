@@ -16,7 +16,7 @@
  */
 import { resolve } from 'node:path'
 import { defineCommand } from 'citty'
-import { banner, bootEdge, untilReady } from '../bin/edge-boot.js'
+import { banner, bootEdge, stopOnSignals, untilReady } from '../bin/edge-boot.js'
 import { ConfigError } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 
@@ -51,15 +51,7 @@ export default defineCommand({
         'PGPT_INTERNAL_TOKEN is not set: workers cannot push job events to this edge (no streaming); ' +
           'set the same value here and on the workers',
       )
-    let stopping = false
-    const stop = async () => {
-      if (stopping) process.exit(1)
-      stopping = true
-      await edge.close()
-      process.exit(0)
-    }
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
+    stopOnSignals(() => edge.close())
     await untilReady(edge, {
       onWaiting: (reason) =>
         process.stdout.write(`\nNot ready yet (${edge.url}/ready): ${reason}\nWaiting.\n`),
