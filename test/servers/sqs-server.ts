@@ -63,7 +63,7 @@ const PATCHES: Array<[string, string, string]> = [
   [
     'a visibility change beyond the hold cap from the receive is refused, as SQS does',
     'if(!r)return!1;let n=Number(e);return l(this,D,Wt).call(this,r,n,!0),!0}',
-    'if(!r)return!1;let n=Number(e),H=this.MaxHoldSeconds??43200;if(r.receivedAt&&Date.now()+n*1e3>r.receivedAt+H*1e3)throw new u(`Value ${n} for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [${H} seconds]`);return l(this,D,Wt).call(this,r,n,!0),!0}',
+    'if(!r)return!1;let n=Number(e),H=this.MaxHoldSeconds??43200;if(r.receivedAt&&Date.now()+n*1e3>r.receivedAt+H*1e3)throw new u("Value "+n+" for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit ["+H+" seconds]");return l(this,D,Wt).call(this,r,n,!0),!0}',
   ],
 ]
 
