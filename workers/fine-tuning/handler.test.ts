@@ -190,28 +190,41 @@ describe('fine_tune handler', () => {
     )
   }, 90_000)
 
-  it('a drained run saves a checkpoint and the next run resumes from it', async () => {
-    const handler = createFineTuneHandler({ store, workDir: dir, threads: 1, checkpointEvery: 1000 })
-    const j = job()
-    const ctrl = new AbortController()
-    const ctx = context(j, ctrl)
-    const first = handler({
-      ...ctx,
-      publish: async (type, data) => {
-        if (type === 'progress' && (data as { step: number }).step === 3)
-          ctrl.abort(new JobAbortError('shutdown'))
-      },
-    })
-    await expect(first).rejects.toBeInstanceOf(JobAbortError)
-    expect((await listCheckpoints(store, j.id)).map((c) => c.step_number)).toEqual([3])
+  it.each([
+    ['a drained run', 'shutdown'],
+    ["a run stopped before the queue's hold cap", 'hold_expiring'],
+  ] as const)(
+    '%s saves a checkpoint and the next run resumes from it',
+    async (_, kind) => {
+      const handler = createFineTuneHandler({ store, workDir: dir, threads: 1, checkpointEvery: 1000 })
+      const j = job()
+      const ctrl = new AbortController()
+      const ctx = context(j, ctrl)
+      const first = handler({
+        ...ctx,
+        publish: async (type, data) => {
+          if (type === 'progress' && (data as { step: number }).step === 3)
+            ctrl.abort(new JobAbortError(kind))
+        },
+      })
+      await expect(first).rejects.toBeInstanceOf(JobAbortError)
+      expect((await listCheckpoints(store, j.id)).map((c) => c.step_number)).toEqual([3])
 
-    const second = context(j)
-    const out = (await handler(second)) as { steps: number; valid_loss: number; base_valid_loss: number }
-    expect(second.progress.map((p) => (p as { step: number }).step)[0]).toBe(4)
-    expect(out.valid_loss).toBeLessThan(out.base_valid_loss)
-    const messages = (await allEvents(j.id)).map((e) => e.message)
-    expect(messages).toContain('Resuming from the checkpoint at step 3.')
-  }, 90_000)
+      const second = context(j)
+      const out = (await handler(second)) as { steps: number; valid_loss: number; base_valid_loss: number }
+      expect(second.progress.map((p) => (p as { step: number }).step)[0]).toBe(4)
+      expect(out.valid_loss).toBeLessThan(out.base_valid_loss)
+      const events = await allEvents(j.id)
+      // The same steps in all as a run never stopped.
+      const planned = events.find((e) => e.message.startsWith('Files validated'))?.data as {
+        total_steps: number
+      }
+      expect(out.steps).toBe(planned.total_steps)
+      expect(second.progress.at(-1)).toMatchObject({ step: planned.total_steps })
+      expect(events.map((e) => e.message)).toContain('Resuming from the checkpoint at step 3.')
+    },
+    90_000,
+  )
 
   it('the quality gate fails a fine-tune that is worse than the base on the validation file', async () => {
     const handler = createFineTuneHandler({ store, workDir: dir, threads: 1 })
