@@ -10,7 +10,10 @@ import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { MemoryEvents } from '../../core/adapters/memory-events.js'
+import { MemoryJobStore } from '../../core/adapters/memory-job-store.js'
 import { MemoryObjectStore } from '../../core/adapters/memory-object-store.js'
+import { memoryQueueWithDeadLetter } from '../../core/adapters/memory-queue.js'
 import { SqliteUsageStore } from '../../core/adapters/sqlite-usage-store.js'
 import { createLogger } from '../../core/logger.js'
 import { isAdapterManifest, readManifest } from '../../core/model-manifest.js'
@@ -25,7 +28,7 @@ import {
 } from '../../core/records/fine-tunes.js'
 import { capitalsJsonl, MINI_DIR, templateCorpus } from '../../models/train/fixtures.js'
 import { PermanentError } from '../errors.js'
-import { JobAbortError, type JobContext } from '../worker-loop.js'
+import { JobAbortError, type JobContext, runWorker } from '../worker-loop.js'
 import { createFineTuneHandler, FINE_TUNE_TARGETS } from './handler.js'
 
 let dir: string
@@ -225,6 +228,81 @@ describe('fine_tune handler', () => {
     },
     90_000,
   )
+
+  it("under the worker loop, a fine-tune longer than the queue's hold cap is resumed from its checkpoint and finishes", async () => {
+    // A queue that holds a delivery 8 s at most (SQS: 12 h); the steps are slowed so training alone takes
+    // 12 s: the loop stops the run before the cap, it checkpoints, and a fresh message resumes it.
+    const TRAINING_MS = 12_000
+    const handler = createFineTuneHandler({ store, workDir: dir, threads: 1, checkpointEvery: 1000 })
+    const runs: Array<{ receiveCount: number; steps: number[] }> = []
+    const { queue, deadLetter } = memoryQueueWithDeadLetter(2, 2, { maxHoldSeconds: 8 })
+    const jobs = new MemoryJobStore()
+    const ctrl = new AbortController()
+    const lines: Array<Record<string, unknown>> = []
+    const worker = runWorker({
+      queue,
+      jobs,
+      events: new MemoryEvents(),
+      signal: ctrl.signal,
+      visibilityTimeoutSeconds: 2,
+      maxReceiveCount: 2,
+      waitTimeSeconds: 1,
+      heartbeatIntervalMs: 250,
+      abortWaitMs: 3000,
+      logger: createLogger({
+        service: 'worker',
+        level: 'info',
+        destination: { write: (l: string) => void lines.push(JSON.parse(l)) },
+      }),
+      handlers: {
+        fine_tune: (ctx) => {
+          const run = { receiveCount: ctx.receiveCount, steps: [] as number[] }
+          runs.push(run)
+          return handler({
+            ...ctx,
+            publish: async (type, data) => {
+              await ctx.publish(type, data)
+              if (type !== 'progress') return
+              const p = data as { step: number; total_steps: number }
+              run.steps.push(p.step)
+              await new Promise((r) => setTimeout(r, TRAINING_MS / p.total_steps))
+            },
+          })
+        },
+      },
+    })
+    const j = job()
+    const created = await jobs.create({ tenant: 'acme', kind: 'fine_tune', input: j.input })
+    await queue.send(JSON.stringify({ jobId: created.id, kind: 'fine_tune' }))
+    let done = await jobs.getById(created.id)
+    for (const end = Date.now() + 120_000; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+      done = await jobs.getById(created.id)
+      if (done && ['succeeded', 'failed', 'canceled'].includes(done.state)) break
+    }
+    ctrl.abort()
+    await worker
+    const events = await allEvents(created.id)
+    const planned = events.find((e) => e.message.startsWith('Files validated'))?.data as {
+      total_steps: number
+    }
+    expect(done).toMatchObject({ state: 'succeeded', output: { steps: planned.total_steps } })
+    expect(runs.length).toBeGreaterThanOrEqual(2)
+    expect(done?.attempts).toBe(runs.length)
+    // Every run from a fresh message; each went on from the step after the last run's checkpoint.
+    expect(runs.map((r) => r.receiveCount)).toEqual(runs.map(() => 1))
+    const steps = runs.flatMap((r) => r.steps)
+    expect(steps).toEqual(Array.from({ length: planned.total_steps }, (_, i) => i + 1))
+    const stops = runs.slice(0, -1).map((r) => r.steps.at(-1))
+    expect((await listCheckpoints(store, created.id)).map((c) => c.step_number)).toEqual(
+      expect.arrayContaining(stops),
+    )
+    const messages = events.map((e) => e.message)
+    for (const step of stops) expect(messages).toContain(`Resuming from the checkpoint at step ${step}.`)
+    expect(
+      lines.filter((l) => l.msg === "job given back before the queue's hold cap; sent again to resume"),
+    ).toHaveLength(runs.length - 1)
+    expect(await deadLetter.receive()).toEqual([])
+  }, 150_000)
 
   it('the quality gate fails a fine-tune that is worse than the base on the validation file', async () => {
     const handler = createFineTuneHandler({ store, workDir: dir, threads: 1 })
