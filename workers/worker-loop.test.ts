@@ -176,6 +176,8 @@ describe.each(['memory', 'sqlite', 'sqs'] as const)('runWorker over the %s queue
     await expect(runWorker(s.opts)).rejects.toThrow(/concurrency must be an integer >= 1/)
     const t = await setup({ heartbeatIntervalMs: 5000 })
     await expect(runWorker(t.opts)).rejects.toThrow(/heartbeatIntervalMs/)
+    const u = await setup({ holdMarginMs: 43_200 * 500 }) // half the queue's 12-hour hold: too much
+    await expect(runWorker(u.opts)).rejects.toThrow(/holdMarginMs/)
   })
 
   it('runs a job to succeeded, publishes ordered events, acks, and logs with requestId and jobId', async () => {

@@ -230,12 +230,13 @@ describe('fine_tune handler', () => {
   )
 
   it("under the worker loop, a fine-tune longer than the queue's hold cap is resumed from its checkpoint and finishes", async () => {
-    // A queue that holds a delivery 8 s at most (SQS: 12 h); the steps are slowed so training alone takes
-    // 12 s: the loop stops the run before the cap, it checkpoints, and a fresh message resumes it.
-    const TRAINING_MS = 12_000
+    // A queue that holds a delivery 20 s at most (SQS: 12 h). The first run's steps are slowed to a
+    // second each, so it cannot finish within its hold: the loop stops it before the cap, it checkpoints,
+    // and a fresh message resumes it. Later runs go at full speed (20 s leaves room for a loaded machine
+    // to set a run up: a run that cannot would make no progress).
     const handler = createFineTuneHandler({ store, workDir: dir, threads: 1, checkpointEvery: 1000 })
     const runs: Array<{ receiveCount: number; steps: number[] }> = []
-    const { queue, deadLetter } = memoryQueueWithDeadLetter(2, 2, { maxHoldSeconds: 8 })
+    const { queue, deadLetter } = memoryQueueWithDeadLetter(2, 2, { maxHoldSeconds: 20 })
     const jobs = new MemoryJobStore()
     const ctrl = new AbortController()
     const lines: Array<Record<string, unknown>> = []
@@ -248,7 +249,7 @@ describe('fine_tune handler', () => {
       maxReceiveCount: 2,
       waitTimeSeconds: 1,
       heartbeatIntervalMs: 250,
-      abortWaitMs: 3000,
+      abortWaitMs: 5000, // time to save the checkpoint; the margin is then a quarter of the cap, 5 s
       logger: createLogger({
         service: 'worker',
         level: 'info',
@@ -263,9 +264,8 @@ describe('fine_tune handler', () => {
             publish: async (type, data) => {
               await ctx.publish(type, data)
               if (type !== 'progress') return
-              const p = data as { step: number; total_steps: number }
-              run.steps.push(p.step)
-              await new Promise((r) => setTimeout(r, TRAINING_MS / p.total_steps))
+              run.steps.push((data as { step: number }).step)
+              if (runs.length === 1) await new Promise((r) => setTimeout(r, 1000))
             },
           })
         },
@@ -288,16 +288,18 @@ describe('fine_tune handler', () => {
     expect(done).toMatchObject({ state: 'succeeded', output: { steps: planned.total_steps } })
     expect(runs.length).toBeGreaterThanOrEqual(2)
     expect(done?.attempts).toBe(runs.length)
-    // Every run from a fresh message; each went on from the step after the last run's checkpoint.
+    // Every run from a fresh message, going on from the step after a checkpoint.
     expect(runs.map((r) => r.receiveCount)).toEqual(runs.map(() => 1))
-    const steps = runs.flatMap((r) => r.steps)
-    expect(steps).toEqual(Array.from({ length: planned.total_steps }, (_, i) => i + 1))
-    const stops = runs.slice(0, -1).map((r) => r.steps.at(-1))
-    expect((await listCheckpoints(store, created.id)).map((c) => c.step_number)).toEqual(
-      expect.arrayContaining(stops),
-    )
+    const total = Array.from({ length: planned.total_steps }, (_, i) => i + 1)
+    expect(new Set(runs.flatMap((r) => r.steps))).toEqual(new Set(total))
+    const checkpoints = (await listCheckpoints(store, created.id)).map((c) => c.step_number)
     const messages = events.map((e) => e.message)
-    for (const step of stops) expect(messages).toContain(`Resuming from the checkpoint at step ${step}.`)
+    for (const r of runs.slice(1)) {
+      expect(checkpoints).toContain(r.steps[0]! - 1)
+      expect(messages).toContain(`Resuming from the checkpoint at step ${r.steps[0]! - 1}.`)
+    }
+    // The first run saved its last step as it stopped: none of its progress is lost.
+    expect(runs[1]!.steps[0]).toBe(runs[0]!.steps.at(-1)! + 1)
     expect(
       lines.filter((l) => l.msg === "job given back before the queue's hold cap; sent again to resume"),
     ).toHaveLength(runs.length - 1)
