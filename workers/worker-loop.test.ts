@@ -35,12 +35,15 @@ let sqs: SqsServer | undefined
 let sqsQueues = 0
 
 /** The in-memory queue and job store; the real local SQLite ones in a fresh file; or SQS (local-aws-sqs). */
-async function adapters(kind: Adapters, maxReceiveCount: number) {
+async function adapters(kind: Adapters, maxReceiveCount: number, maxHoldSeconds?: number) {
   if (kind === 'memory')
-    return { ...memoryQueueWithDeadLetter(2, maxReceiveCount), jobs: new MemoryJobStore() }
+    return {
+      ...memoryQueueWithDeadLetter(2, maxReceiveCount, { maxHoldSeconds }),
+      jobs: new MemoryJobStore(),
+    }
   if (kind === 'sqs') {
     sqs ??= await startSqsServer()
-    const opts = { visibilityTimeoutSeconds: 2, maxReceiveCount }
+    const opts = { visibilityTimeoutSeconds: 2, maxReceiveCount, maxHoldSeconds }
     const urls = await sqs.createQueuePair(`loop-${process.pid}-${++sqsQueues}`, opts)
     const pair = createSqsQueue({
       ...urls,
@@ -59,6 +62,7 @@ async function adapters(kind: Adapters, maxReceiveCount: number) {
     visibilityTimeoutSeconds: 2,
     maxReceiveCount,
     pollIntervalMs: 10,
+    maxHoldSeconds,
   })
   const jobs = new SqliteJobStore({ file })
   cleanups.push(async () => {
@@ -69,8 +73,13 @@ async function adapters(kind: Adapters, maxReceiveCount: number) {
   return { ...pair, jobs }
 }
 
-async function setupWith(kind: Adapters, over: Partial<RunWorkerOptions> = {}, maxReceiveCount = 3) {
-  const made = await adapters(kind, maxReceiveCount)
+async function setupWith(
+  kind: Adapters,
+  over: Partial<RunWorkerOptions> = {},
+  maxReceiveCount = 3,
+  maxHoldSeconds?: number,
+) {
+  const made = await adapters(kind, maxReceiveCount, maxHoldSeconds)
   const queue = new RecordingQueue(made.queue)
   const { deadLetter, jobs } = made
   const events = new MemoryEvents()
@@ -155,8 +164,8 @@ afterAll(async () => {
 })
 
 describe.each(['memory', 'sqlite', 'sqs'] as const)('runWorker over the %s queue and job store', (kind) => {
-  const setup = (over: Partial<RunWorkerOptions> = {}, maxReceiveCount = 3) =>
-    setupWith(kind, over, maxReceiveCount)
+  const setup = (over: Partial<RunWorkerOptions> = {}, maxReceiveCount = 3, maxHoldSeconds?: number) =>
+    setupWith(kind, over, maxReceiveCount, maxHoldSeconds)
 
   beforeAll(async () => {
     if (kind === 'sqs') sqs ??= await startSqsServer()
@@ -167,6 +176,8 @@ describe.each(['memory', 'sqlite', 'sqs'] as const)('runWorker over the %s queue
     await expect(runWorker(s.opts)).rejects.toThrow(/concurrency must be an integer >= 1/)
     const t = await setup({ heartbeatIntervalMs: 5000 })
     await expect(runWorker(t.opts)).rejects.toThrow(/heartbeatIntervalMs/)
+    const u = await setup({ holdMarginMs: 43_200 * 500 }) // half the queue's 12-hour hold: too much
+    await expect(runWorker(u.opts)).rejects.toThrow(/holdMarginMs/)
   })
 
   it('runs a job to succeeded, publishes ordered events, acks, and logs with requestId and jobId', async () => {
@@ -340,6 +351,46 @@ describe.each(['memory', 'sqlite', 'sqs'] as const)('runWorker over the %s queue
     expect(runs).toBe(1)
     expect(s.queue.calls.extend.length).toBeGreaterThanOrEqual(8)
   })
+
+  it('a job longer than the hold cap is given back before it, sent again and resumed until it succeeds', async () => {
+    // A 6 s job on a queue that holds a delivery 3 s at most (SQS: 12 h): each run is stopped
+    // holdMarginMs (default 3 heartbeats + abortWaitMs, here at most a quarter of the cap) before the cap.
+    const STEPS = 24
+    const checkpoint = new Map<string, number>()
+    const runs: Array<{ receiveCount: number; from: number; attempt: number }> = []
+    const long: JobHandler = async (ctx) => {
+      let done = checkpoint.get(ctx.job.id) ?? 0
+      runs.push({ receiveCount: ctx.receiveCount, from: done, attempt: ctx.job.attempts })
+      while (done < STEPS) {
+        if (ctx.signal.aborted) throw ctx.signal.reason
+        await new Promise((r) => setTimeout(r, 250))
+        checkpoint.set(ctx.job.id, ++done)
+      }
+      return { steps: done }
+    }
+    // maxReceiveCount 2: releasing the message at each cap would dead-letter the job on its third run.
+    const s = await setup({ heartbeatIntervalMs: 250, abortWaitMs: 300, handlers: { long } }, 2, 3)
+    s.start()
+    const job = await s.enqueue('long', {})
+    const done = await waitFor(async () => {
+      const j = await s.jobs.getById(job.id)
+      return j && ['succeeded', 'failed', 'canceled'].includes(j.state) ? j : null
+    }, 20_000)
+    await s.stop()
+    expect(done).toMatchObject({ state: 'succeeded', output: { steps: STEPS } })
+    expect(runs.length).toBeGreaterThanOrEqual(3)
+    // Every run came from a fresh message, resumed where the last one stopped, and counted as an attempt.
+    expect(runs.map((r) => r.receiveCount)).toEqual(runs.map(() => 1))
+    for (let i = 1; i < runs.length; i++) expect(runs[i]!.from).toBeGreaterThan(runs[i - 1]!.from)
+    expect(runs.map((r) => r.attempt)).toEqual(runs.map((_, i) => i + 1))
+    expect(done.attempts).toBe(runs.length)
+    expect(
+      s.lines.filter((l) => l.msg === "job given back before the queue's hold cap; sent again to resume"),
+    ).toHaveLength(runs.length - 1)
+    expect(s.lines.filter((l) => l.msg === 'heartbeat failed')).toEqual([])
+    expect(await s.deadLetter.receive({ waitTimeSeconds: 1 })).toEqual([])
+    await waitFor(() => s.empty(), 3000)
+  }, 30_000)
 
   it('never runs more than `concurrency` jobs at once', async () => {
     let now = 0

@@ -12,6 +12,10 @@
  *   → running, attempts grows);
  * - on shutdown in-flight jobs get `shutdownGraceMs`, then are aborted, put back
  *   to `queued` and their messages released so another worker takes them at once;
+ * - a job still running `holdMarginMs` before its delivery's hold cap (SQS: 12
+ *   hours from the receive) is stopped the same way, and its message sent
+ *   again as a fresh one, so it resumes from its checkpoint however many
+ *   holds it needs (loop/lease.ts, loop/decide.ts);
  * - transient errors return the message with an exponential backoff; on the last
  *   allowed delivery (`receiveCount >= maxReceiveCount`) the job fails with the
  *   error kept. Messages that cannot be handled at all (unparseable, no handler
@@ -40,7 +44,7 @@ export { JobAbortError, type JobAbortKind }
 export interface JobContext {
   /** The job record as it entered `running` (attempts already counts this run). */
   job: JobRecord
-  /** Fires on cancellation, shutdown or a lost lease; `signal.reason` is a JobAbortError. */
+  /** Fires on cancellation, shutdown, a lost lease or the hold cap near; `signal.reason` is a JobAbortError. */
   signal: AbortSignal
   /** Child logger carrying requestId and jobId. */
   logger: Logger
@@ -86,6 +90,14 @@ export interface RunWorkerOptions {
   abortWaitMs?: number
   /** Heartbeat period. Default visibility/3. */
   heartbeatIntervalMs?: number
+  /**
+   * How long before the delivery's hold cap (receivedAt + queue.maxHoldSeconds)
+   * a still-running job is stopped and given back, ms. Default: three
+   * heartbeats (a slow or failed extend must not reach the cap) plus
+   * abortWaitMs (the handler saves its checkpoint), at most a quarter of the
+   * cap. Must be under half the cap, so every hold makes progress.
+   */
+  holdMarginMs?: number
   /** How often the job record is read for cancelRequested. Default 250. */
   cancelPollMs?: number
   /** Backoff of transient job failures, in seconds. Default base 2, max 900. */
@@ -123,6 +135,8 @@ function validate(o: RunWorkerOptions): void {
   if (o.heartbeatIntervalMs !== undefined && o.heartbeatIntervalMs >= o.visibilityTimeoutSeconds * 1000)
     bad('heartbeatIntervalMs must be shorter than the visibility timeout')
   if (o.shutdownGraceMs !== undefined && o.shutdownGraceMs < 0) bad('shutdownGraceMs must be >= 0')
+  if (o.holdMarginMs !== undefined && !(o.holdMarginMs >= 0 && o.holdMarginMs < o.queue.maxHoldSeconds * 500))
+    bad("holdMarginMs must be >= 0 and under half the queue's maxHoldSeconds")
   if (Object.keys(o.handlers).length === 0) bad('at least one handler is required')
 }
 
@@ -136,12 +150,15 @@ export async function runWorker(options: RunWorkerOptions): Promise<void> {
   const graceMs = options.shutdownGraceMs ?? 25_000
   const retryBackoff = options.retryBackoff ?? { base: 2, max: 900 }
   const receiveBackoff = options.receiveBackoff ?? { base: 250, max: 10_000 }
+  const abortWaitMs = options.abortWaitMs ?? 2_000
+  const heartbeatMs = options.heartbeatIntervalMs ?? Math.max(100, Math.floor((visibility * 1000) / 3))
   const run: RunSettings = {
     visibility,
     maxReceiveCount: options.maxReceiveCount,
-    abortWaitMs: options.abortWaitMs ?? 2_000,
-    heartbeatMs: options.heartbeatIntervalMs ?? Math.max(100, Math.floor((visibility * 1000) / 3)),
+    abortWaitMs,
+    heartbeatMs,
     cancelPollMs: options.cancelPollMs ?? 250,
+    holdMarginMs: options.holdMarginMs ?? Math.min(3 * heartbeatMs + abortWaitMs, queue.maxHoldSeconds * 250),
     retryBackoff,
   }
   const effects = loopEffects(options)
@@ -241,6 +258,7 @@ interface RunSettings {
   abortWaitMs: number
   heartbeatMs: number
   cancelPollMs: number
+  holdMarginMs: number
   retryBackoff: BackoffOptions
 }
 
@@ -267,6 +285,7 @@ async function runJob(
     visibilityTimeoutSeconds: run.visibility,
     heartbeatIntervalMs: run.heartbeatMs,
     cancelPollMs: run.cancelPollMs,
+    holdMarginMs: run.holdMarginMs,
     log,
   })
 
@@ -346,6 +365,7 @@ async function settle(
   if (!dropped) log[d.log.level]({ ...d.log.fields, seconds: at.seconds }, d.log.msg)
   if (d.queue.action === 'ack') await effects.ack(msg, log)
   else if (d.queue.action === 'release') await effects.returnMessage(msg, d.queue.delaySeconds, log)
+  else if (d.queue.action === 'requeue') await effects.requeue(msg, log)
 }
 
 /** The handler's settled result, or — once the signal aborted and `waitMs` passed — a stand-in failure. */

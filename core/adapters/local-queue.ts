@@ -12,6 +12,9 @@
  *   delayed   when visible_at >  now and it has never been received.
  * Each receive writes a fresh receipt handle; ack, extend and release match on
  * it, so a handle from an earlier delivery no longer touches the message.
+ * Each receive also stamps `received_at`: an extend that would hold the
+ * delivery beyond `maxHoldSeconds` from it is refused (HoldLimitError), as
+ * SQS refuses one beyond 12 hours.
  * The receive that would be number maxReceiveCount + 1 moves the message to
  * the dead-letter queue instead (as SQS's redrive does).
  *
@@ -20,13 +23,15 @@
  */
 import { randomBytes } from 'node:crypto'
 import { newId } from '../ids.js'
-import type {
-  Queue,
-  QueueMessage,
-  QueueStats,
-  QueueWithDeadLetter,
-  ReceiveOptions,
-  SendOptions,
+import {
+  HoldLimitError,
+  type Queue,
+  type QueueMessage,
+  type QueueStats,
+  type QueueWithDeadLetter,
+  type ReceiveOptions,
+  type SendOptions,
+  SQS_MAX_HOLD_SECONDS,
 } from '../ports/queue.js'
 import { createError } from './adapter-error.js'
 import { openSqlite, type SqliteDatabase } from './sqlite.js'
@@ -44,6 +49,8 @@ export interface LocalQueueOptions {
   maxReceiveCount: number
   /** How often a long poll looks at the table, in ms. Default 75. */
   pollIntervalMs?: number
+  /** Longest hold of a delivery from its receive, seconds (1–43200). Default 43200, SQS's; tests use a few seconds. */
+  maxHoldSeconds?: number
 }
 
 const TABLE = 'pgpt_queue_messages'
@@ -75,11 +82,13 @@ class Store {
             sent_at INTEGER NOT NULL,
             visible_at INTEGER NOT NULL,
             receive_count INTEGER NOT NULL DEFAULT 0,
-            receipt TEXT
+            receipt TEXT,
+            received_at INTEGER
           );
           CREATE INDEX IF NOT EXISTS ${TABLE}_ready ON ${TABLE} (queue, visible_at);
           CREATE UNIQUE INDEX IF NOT EXISTS ${TABLE}_receipt ON ${TABLE} (receipt);
         `)
+        addReceivedAt(db)
         this.db = db
       } catch (cause) {
         throw createError(LOCAL_QUEUE, `cannot open ${this.file}`, { cause })
@@ -93,6 +102,19 @@ class Store {
     this.db?.close()
     this.db = undefined
   }
+}
+
+/**
+ * Files written before the hold cap lack `received_at`: added in one IMMEDIATE
+ * transaction, so two processes opening the file at once add it once. Rows
+ * received before have it NULL, and their extends are not capped.
+ */
+function addReceivedAt(db: SqliteDatabase): void {
+  db.transaction(() => {
+    const columns = db.prepare<[], { name: string }>(`PRAGMA table_info(${TABLE})`).all()
+    if (!columns.some((c) => c.name === 'received_at'))
+      db.exec(`ALTER TABLE ${TABLE} ADD COLUMN received_at INTEGER`)
+  }).immediate()
 }
 
 function checkRange(what: string, value: number, min: number, max: number) {
@@ -123,6 +145,7 @@ class LocalQueue implements Queue {
     private readonly maxReceiveCount: number,
     private readonly deadLetterName: string | undefined,
     private readonly pollIntervalMs: number,
+    readonly maxHoldSeconds: number,
   ) {
     this.name = queueName
   }
@@ -146,7 +169,7 @@ class LocalQueue implements Queue {
     const visibility = options.visibilityTimeoutSeconds ?? this.visibilityTimeoutSeconds
     checkRange('maxMessages', max, 1, 10)
     checkRange('waitTimeSeconds', wait, 0, 20)
-    checkRange('visibilityTimeoutSeconds', visibility, 0, 43200)
+    checkRange('visibilityTimeoutSeconds', visibility, 0, this.maxHoldSeconds)
     const deadline = Date.now() + wait * 1000
     for (;;) {
       if (options.signal?.aborted) return []
@@ -165,7 +188,8 @@ class LocalQueue implements Queue {
          WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, rowid LIMIT ?`,
       )
       const lease = db.prepare(
-        `UPDATE ${TABLE} SET receive_count = receive_count + 1, receipt = ?, visible_at = ? WHERE id = ?`,
+        `UPDATE ${TABLE} SET receive_count = receive_count + 1, receipt = ?, visible_at = ?, received_at = ?
+         WHERE id = ?`,
       )
       const deadLetter = db.prepare(
         `UPDATE ${TABLE} SET queue = ?, receive_count = 0, receipt = NULL, visible_at = ? WHERE id = ?`,
@@ -183,13 +207,14 @@ class LocalQueue implements Queue {
                 continue
               }
               const receiptHandle = `${row.id}.${randomBytes(12).toString('base64url')}`
-              lease.run(receiptHandle, now + visibilitySeconds * 1000, row.id)
+              lease.run(receiptHandle, now + visibilitySeconds * 1000, now, row.id)
               out.push({
                 id: row.id,
                 receiptHandle,
                 body: row.body,
                 receiveCount: row.receive_count + 1,
                 sentAt: row.sent_at,
+                receivedAt: now,
               })
             }
             if (out.length >= max) break
@@ -202,14 +227,26 @@ class LocalQueue implements Queue {
 
   async extend(receiptHandle: string, seconds: number): Promise<void> {
     checkRange('seconds', seconds, 0, 43200)
-    const changed = this.run(
-      'extend',
-      (db) =>
-        db
-          .prepare(`UPDATE ${TABLE} SET visible_at = ? WHERE queue = ? AND receipt = ?`)
-          .run(Date.now() + seconds * 1000, this.queueName, receiptHandle).changes,
+    const until = Date.now() + seconds * 1000
+    const outcome = this.run('extend', (db) =>
+      db
+        .transaction(() => {
+          const changed = db
+            .prepare(
+              `UPDATE ${TABLE} SET visible_at = ? WHERE queue = ? AND receipt = ?
+               AND (received_at IS NULL OR ? <= received_at + ?)`,
+            )
+            .run(until, this.queueName, receiptHandle, until, this.maxHoldSeconds * 1000).changes
+          if (changed) return 'extended'
+          const held = db
+            .prepare(`SELECT 1 FROM ${TABLE} WHERE queue = ? AND receipt = ?`)
+            .get(this.queueName, receiptHandle)
+          return held ? 'beyond_cap' : 'stale'
+        })
+        .immediate(),
     )
-    if (changed === 0)
+    if (outcome === 'beyond_cap') throw new HoldLimitError(this.queueName, this.maxHoldSeconds)
+    if (outcome === 'stale')
       throw createError(LOCAL_QUEUE, `${this.queueName}: receipt handle is stale or its message is gone`)
   }
 
@@ -268,16 +305,26 @@ class LocalQueue implements Queue {
 export function openLocalQueue(options: LocalQueueOptions): QueueWithDeadLetter {
   const { file, name, visibilityTimeoutSeconds, maxReceiveCount } = options
   const pollIntervalMs = options.pollIntervalMs ?? 75
+  const maxHoldSeconds = options.maxHoldSeconds ?? SQS_MAX_HOLD_SECONDS
   if (!file) throw createError(LOCAL_QUEUE, 'file is required')
   if (!/^[A-Za-z0-9_-]{1,76}$/.test(name))
     throw createError(LOCAL_QUEUE, `name must be 1-76 of [A-Za-z0-9_-] (as SQS), got '${name}'`)
-  checkRange('visibilityTimeoutSeconds', visibilityTimeoutSeconds, 0, 43200)
+  checkRange('maxHoldSeconds', maxHoldSeconds, 1, SQS_MAX_HOLD_SECONDS)
+  checkRange('visibilityTimeoutSeconds', visibilityTimeoutSeconds, 0, maxHoldSeconds)
   checkRange('maxReceiveCount', maxReceiveCount, 1, 1000)
   checkRange('pollIntervalMs', pollIntervalMs, 1, 10_000)
   const store = new Store(file)
   const dlqName = `${name}-dlq`
   return {
-    queue: new LocalQueue(store, name, visibilityTimeoutSeconds, maxReceiveCount, dlqName, pollIntervalMs),
+    queue: new LocalQueue(
+      store,
+      name,
+      visibilityTimeoutSeconds,
+      maxReceiveCount,
+      dlqName,
+      pollIntervalMs,
+      maxHoldSeconds,
+    ),
     deadLetter: new LocalQueue(
       store,
       dlqName,
@@ -285,6 +332,7 @@ export function openLocalQueue(options: LocalQueueOptions): QueueWithDeadLetter 
       Number.POSITIVE_INFINITY,
       undefined,
       pollIntervalMs,
+      maxHoldSeconds,
     ),
     maxReceiveCount,
   }

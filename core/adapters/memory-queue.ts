@@ -4,18 +4,22 @@
  * isolate can see them), and the unit tests of the edge and the workers.
  * Visibility timeouts, delays, long polls and receive counts as SQS; with a
  * `redrive` (memoryQueueWithDeadLetter), a message received maxReceiveCount
- * times moves to the dead-letter queue on its next receive, as SQS does. It
+ * times moves to the dead-letter queue on its next receive, as SQS does; an
+ * extend beyond `maxHoldSeconds` from the receive is refused, as SQS refuses
+ * one beyond 12 hours. It
  * passes the Queue contract suite; the durable queues are
  * core/adapters/local-queue.ts and sqs-queue.ts.
  */
 import { newId } from '../ids.js'
-import type {
-  Queue,
-  QueueMessage,
-  QueueStats,
-  QueueWithDeadLetter,
-  ReceiveOptions,
-  SendOptions,
+import {
+  HoldLimitError,
+  type Queue,
+  type QueueMessage,
+  type QueueStats,
+  type QueueWithDeadLetter,
+  type ReceiveOptions,
+  type SendOptions,
+  SQS_MAX_HOLD_SECONDS,
 } from '../ports/queue.js'
 import { createError } from './adapter-error.js'
 
@@ -28,6 +32,8 @@ interface Entry {
   visibleAt: number
   receiveCount: number
   handle?: string
+  /** When the latest delivery was received (epoch ms). */
+  receivedAt?: number
 }
 
 export interface MemoryQueueOptions {
@@ -35,6 +41,8 @@ export interface MemoryQueueOptions {
   visibilityTimeoutSeconds?: number
   /** Where a message goes after maxReceiveCount receives. */
   redrive?: { deadLetter: MemoryQueue; maxReceiveCount: number }
+  /** Longest hold of a delivery from its receive, seconds (1–43200). Default 43200, SQS's; tests use a few seconds. */
+  maxHoldSeconds?: number
 }
 
 /** SQS's limits, so code tested here does not ask SQS for more than it gives. */
@@ -44,6 +52,7 @@ function check(ok: boolean, message: string): void {
 
 export class MemoryQueue implements Queue {
   readonly name: string
+  readonly maxHoldSeconds: number
   /** Messages in send order (stats and tests read them; send/receive/ack change them). */
   readonly entries: Entry[] = []
   private readonly waiters = new Set<() => void>()
@@ -54,6 +63,17 @@ export class MemoryQueue implements Queue {
     this.name = name
     this.visibilityTimeoutSeconds = options.visibilityTimeoutSeconds ?? 30
     this.redrive = options.redrive
+    this.maxHoldSeconds = options.maxHoldSeconds ?? SQS_MAX_HOLD_SECONDS
+    check(
+      Number.isInteger(this.maxHoldSeconds) &&
+        this.maxHoldSeconds >= 1 &&
+        this.maxHoldSeconds <= SQS_MAX_HOLD_SECONDS,
+      `maxHoldSeconds must be an integer from 1 to ${SQS_MAX_HOLD_SECONDS}`,
+    )
+    check(
+      this.visibilityTimeoutSeconds <= this.maxHoldSeconds,
+      'visibilityTimeoutSeconds must not exceed maxHoldSeconds',
+    )
   }
 
   async send(body: string, options: SendOptions = {}): Promise<{ id: string }> {
@@ -74,9 +94,11 @@ export class MemoryQueue implements Queue {
     const wait = options.waitTimeSeconds ?? 0
     check(Number.isInteger(max) && max >= 1 && max <= 10, 'maxMessages must be an integer from 1 to 10')
     check(wait >= 0 && wait <= 20, 'waitTimeSeconds must be from 0 to 20')
+    const visibility = options.visibilityTimeoutSeconds ?? this.visibilityTimeoutSeconds
+    check(visibility <= this.maxHoldSeconds, 'visibilityTimeoutSeconds must not exceed maxHoldSeconds')
     const deadline = Date.now() + wait * 1000
     for (;;) {
-      const got = this.take(max, options.visibilityTimeoutSeconds ?? this.visibilityTimeoutSeconds)
+      const got = this.take(max, visibility)
       if (got.length || Date.now() >= deadline || options.signal?.aborted) return got
       // Woken by a send or release; the timer catches delays and visibility timeouts running out.
       await new Promise<void>((resolve) => {
@@ -117,12 +139,14 @@ export class MemoryQueue implements Queue {
       e.receiveCount += 1
       e.handle = newId('rh')
       e.visibleAt = now + visibilitySeconds * 1000
+      e.receivedAt = now
       out.push({
         id: e.id,
         receiptHandle: e.handle,
         body: e.body,
         receiveCount: e.receiveCount,
         sentAt: e.sentAt,
+        receivedAt: now,
       })
     }
     return out
@@ -135,7 +159,10 @@ export class MemoryQueue implements Queue {
 
   async extend(receiptHandle: string, seconds: number): Promise<void> {
     const e = this.byHandle(receiptHandle)
-    if (e) e.visibleAt = Date.now() + seconds * 1000
+    const until = Date.now() + seconds * 1000
+    if (e?.receivedAt !== undefined && until > e.receivedAt + this.maxHoldSeconds * 1000)
+      throw new HoldLimitError(this.name, this.maxHoldSeconds)
+    if (e) e.visibleAt = until
     if (seconds === 0) this.wake()
   }
 
@@ -170,11 +197,13 @@ export class MemoryQueue implements Queue {
 export function memoryQueueWithDeadLetter(
   visibilityTimeoutSeconds: number,
   maxReceiveCount: number,
+  options: Pick<MemoryQueueOptions, 'maxHoldSeconds'> = {},
 ): QueueWithDeadLetter {
-  const deadLetter = new MemoryQueue('jobs-dlq', { visibilityTimeoutSeconds })
+  const deadLetter = new MemoryQueue('jobs-dlq', { visibilityTimeoutSeconds, ...options })
   const queue = new MemoryQueue('jobs', {
     visibilityTimeoutSeconds,
     redrive: { deadLetter, maxReceiveCount },
+    ...options,
   })
   return { queue, deadLetter, maxReceiveCount }
 }

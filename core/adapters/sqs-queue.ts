@@ -7,22 +7,27 @@
  * RedrivePolicy `{ deadLetterTargetArn, maxReceiveCount }`; SQS itself moves
  * a message to the dead-letter queue. `maxReceiveCount` here only reports it.
  * Every receive passes this adapter's visibility timeout, so the port's
- * semantics do not depend on the queue's own default.
+ * semantics do not depend on the queue's own default. SQS refuses an extend
+ * beyond 12 hours from the receive (InvalidParameterValue, "Total
+ * VisibilityTimeout for the message is beyond the limit [43200 seconds]");
+ * `extend` throws that as the port's HoldLimitError.
  *
  * `@aws-sdk/client-sqs` is imported on first use, so loading the adapters'
  * index never loads the AWS SDK. References: unstorage `src/drivers/s3.ts`
  * (lazy client, errors with cause); sqs-consumer `src/consumer.ts`.
  */
 import type { Message, SQSClient } from '@aws-sdk/client-sqs'
-import type {
-  Queue,
-  QueueMessage,
-  QueueStats,
-  QueueWithDeadLetter,
-  ReceiveOptions,
-  SendOptions,
+import {
+  HoldLimitError,
+  type Queue,
+  type QueueMessage,
+  type QueueStats,
+  type QueueWithDeadLetter,
+  type ReceiveOptions,
+  type SendOptions,
+  SQS_MAX_HOLD_SECONDS,
 } from '../ports/queue.js'
-import { createError } from './adapter-error.js'
+import { AdapterError, createError } from './adapter-error.js'
 
 export const SQS_QUEUE = 'sqs-queue'
 
@@ -40,6 +45,12 @@ export interface SqsQueueOptions {
   visibilityTimeoutSeconds: number
   /** The queue's RedrivePolicy maxReceiveCount (1–1000), as configured on the queue. */
   maxReceiveCount: number
+  /**
+   * SQS's hold cap, seconds: 43200 (the default) on AWS, where it is fixed.
+   * Only a test server that enforces a smaller one (test/servers/sqs-server.ts)
+   * is given less.
+   */
+  maxHoldSeconds?: number
 }
 
 type Sdk = typeof import('@aws-sdk/client-sqs')
@@ -74,6 +85,9 @@ function checkRange(what: string, value: number, min: number, max: number) {
     throw createError(SQS_QUEUE, `${what} must be an integer from ${min} to ${max}, got ${value}`)
 }
 
+/** SQS's refusal of an extend past its 12-hour cap (the reason in its InvalidParameterValue). */
+const BEYOND_HOLD_CAP = /Total VisibilityTimeout for the message is beyond the limit/i
+
 const nameOf = (url: string) => url.replace(/\/+$/, '').split('/').at(-1) ?? url
 
 class SqsQueue implements Queue {
@@ -83,6 +97,7 @@ class SqsQueue implements Queue {
     private readonly client: Client,
     private readonly url: string,
     private readonly visibilityTimeoutSeconds: number,
+    readonly maxHoldSeconds: number,
   ) {
     this.name = nameOf(url)
   }
@@ -107,6 +122,8 @@ class SqsQueue implements Queue {
     checkRange('visibilityTimeoutSeconds', visibility, 0, 43200)
     if (options.signal?.aborted) return []
     const attributes = ['ApproximateReceiveCount', 'SentTimestamp'] as const
+    // Before the request: SQS counts its cap from when it gets the request, never earlier than this.
+    const receivedAt = Date.now()
     let out: { Messages?: Message[] }
     try {
       out = await this.call(
@@ -136,21 +153,29 @@ class SqsQueue implements Queue {
         body: m.Body,
         receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? 1),
         sentAt: Number(m.Attributes?.SentTimestamp ?? Date.now()),
+        receivedAt,
       }
     })
   }
 
   async extend(receiptHandle: string, seconds: number): Promise<void> {
     checkRange('seconds', seconds, 0, 43200)
-    await this.call(
-      'extend',
-      (sdk) =>
-        new sdk.ChangeMessageVisibilityCommand({
-          QueueUrl: this.url,
-          ReceiptHandle: receiptHandle,
-          VisibilityTimeout: seconds,
-        }),
-    )
+    try {
+      await this.call(
+        'extend',
+        (sdk) =>
+          new sdk.ChangeMessageVisibilityCommand({
+            QueueUrl: this.url,
+            ReceiptHandle: receiptHandle,
+            VisibilityTimeout: seconds,
+          }),
+      )
+    } catch (err) {
+      const cause = err instanceof AdapterError ? err.cause : err
+      if (cause instanceof Error && BEYOND_HOLD_CAP.test(cause.message))
+        throw new HoldLimitError(this.name, this.maxHoldSeconds, { cause })
+      throw err
+    }
   }
 
   async ack(receiptHandle: string): Promise<void> {
@@ -216,10 +241,12 @@ export function createSqsQueue(options: SqsQueueOptions): QueueWithDeadLetter {
   if (!options.region) throw createError(SQS_QUEUE, 'region is required')
   checkRange('visibilityTimeoutSeconds', options.visibilityTimeoutSeconds, 0, 43200)
   checkRange('maxReceiveCount', options.maxReceiveCount, 1, 1000)
+  const maxHold = options.maxHoldSeconds ?? SQS_MAX_HOLD_SECONDS
+  checkRange('maxHoldSeconds', maxHold, 1, SQS_MAX_HOLD_SECONDS)
   const client = new Client(options)
   return {
-    queue: new SqsQueue(client, options.queueUrl, options.visibilityTimeoutSeconds),
-    deadLetter: new SqsQueue(client, options.deadLetterQueueUrl, options.visibilityTimeoutSeconds),
+    queue: new SqsQueue(client, options.queueUrl, options.visibilityTimeoutSeconds, maxHold),
+    deadLetter: new SqsQueue(client, options.deadLetterQueueUrl, options.visibilityTimeoutSeconds, maxHold),
     maxReceiveCount: options.maxReceiveCount,
   }
 }

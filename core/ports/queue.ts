@@ -5,6 +5,14 @@
  * received more than `maxReceiveCount` times without an ack moves to the
  * dead-letter queue. Bodies are strings (JSON by convention) so every adapter
  * stores them the same way.
+ *
+ * A delivery cannot be held for ever: SQS refuses to extend a message's
+ * visibility beyond 12 hours from the receive ("If you try to extend the
+ * visibility timeout beyond 12 hours, your request is rejected",
+ * ChangeMessageVisibility API reference). Every adapter has such a cap,
+ * `maxHoldSeconds`, and refuses an extend beyond it with a HoldLimitError, so
+ * a worker running a longer job must give the job back before it (the worker
+ * loop does: workers/loop/lease.ts).
  */
 
 export interface QueueMessage {
@@ -17,6 +25,29 @@ export interface QueueMessage {
   receiveCount: number
   /** Epoch ms when the message was first sent. */
   sentAt: number
+  /**
+   * Epoch ms of this delivery's receive, never later than the queue's own
+   * reckoning of it: the hold cap (`Queue.maxHoldSeconds`) counts from here.
+   */
+  receivedAt: number
+}
+
+/** SQS's hold cap, 12 hours; the other adapters default to it, so code tested on them meets it as on SQS. */
+export const SQS_MAX_HOLD_SECONDS = 43_200
+
+/** An extend refused because it would hold the delivery beyond the queue's `maxHoldSeconds` from its receive. */
+export class HoldLimitError extends Error {
+  override readonly name = 'HoldLimitError'
+  constructor(
+    readonly queue: string,
+    readonly maxHoldSeconds: number,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `${queue}: a delivery cannot be held beyond ${maxHoldSeconds} s from its receive; give the job back and send it again`,
+      options,
+    )
+  }
 }
 
 export interface SendOptions {
@@ -48,9 +79,14 @@ export interface QueueStats {
 
 export interface Queue {
   readonly name: string
+  /** Longest a delivery can stay invisible from its receive, seconds (SQS: 43 200, 12 hours). */
+  readonly maxHoldSeconds: number
   send(body: string, options?: SendOptions): Promise<{ id: string }>
   receive(options?: ReceiveOptions): Promise<QueueMessage[]>
-  /** Heartbeat: keep the delivery invisible for `seconds` more from now. */
+  /**
+   * Heartbeat: keep the delivery invisible for `seconds` more from now. Throws
+   * HoldLimitError when that ends beyond `maxHoldSeconds` from the receive.
+   */
   extend(receiptHandle: string, seconds: number): Promise<void>
   /** Done: delete the message. */
   ack(receiptHandle: string): Promise<void>

@@ -5,11 +5,19 @@
  * whole suite waits only a few seconds in total.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import type { QueueMessage, QueueStats, QueueWithDeadLetter } from '../../core/ports/queue.js'
+import {
+  HoldLimitError,
+  type QueueMessage,
+  type QueueStats,
+  type QueueWithDeadLetter,
+  SQS_MAX_HOLD_SECONDS,
+} from '../../core/ports/queue.js'
 
 export interface QueueConfig {
   visibilityTimeoutSeconds: number
   maxReceiveCount: number
+  /** The hold cap from a receive (SQS: 43200, fixed); a few seconds in the test that reaches it. */
+  maxHoldSeconds?: number
 }
 
 export interface MadeQueue {
@@ -150,6 +158,41 @@ export function testQueue({ name, make, approximateStats = false }: QueueContrac
       await queues.queue.release(msg.receiptHandle)
       const [again] = await queues.queue.receive({ waitTimeSeconds: 1 })
       expect(again).toMatchObject({ id, receiveCount: 2 })
+    })
+
+    it('stamps each delivery with its receive time and reports the hold cap (SQS: 12 hours)', async () => {
+      const { queues } = await setup()
+      expect(queues.queue.maxHoldSeconds).toBe(SQS_MAX_HOLD_SECONDS)
+      await queues.queue.send('stamped')
+      const before = Date.now()
+      const [msg] = await queues.queue.receive({ waitTimeSeconds: 1 })
+      expect(msg.receivedAt).toBeGreaterThanOrEqual(before - 1000)
+      expect(msg.receivedAt).toBeLessThanOrEqual(Date.now())
+    })
+
+    it('refuses an extend beyond the hold cap from the receive with HoldLimitError; the delivery stays held', async () => {
+      const { queues } = await setup({ maxHoldSeconds: 4 })
+      expect(queues.queue.maxHoldSeconds).toBe(4)
+      const { id } = await queues.queue.send('long job')
+      const [msg] = await queues.queue.receive({ waitTimeSeconds: 1 })
+      await queues.queue.extend(msg.receiptHandle, 2) // within the cap
+      const beyond = await queues.queue.extend(msg.receiptHandle, 6).then(
+        () => null,
+        (err: unknown) => err,
+      )
+      expect(beyond).toBeInstanceOf(HoldLimitError)
+      expect((beyond as HoldLimitError).maxHoldSeconds).toBe(4)
+      // Refused, not shortened: the 2 s extension still holds the message.
+      expect(await queues.queue.receive()).toEqual([])
+      // Later, even a short extend crosses the cap: it counts from the receive, not from the last extend.
+      await sleep(1500)
+      await expect(queues.queue.extend(msg.receiptHandle, 3)).rejects.toBeInstanceOf(HoldLimitError)
+      await queues.queue.extend(msg.receiptHandle, 1)
+      // A fresh delivery starts a fresh hold.
+      await queues.queue.release(msg.receiptHandle)
+      const [again] = await queues.queue.receive({ waitTimeSeconds: 1 })
+      expect(again).toMatchObject({ id, receiveCount: 2 })
+      await queues.queue.extend(again.receiptHandle, 3)
     })
 
     it('moves a message to the dead-letter queue after maxReceiveCount receives', async () => {

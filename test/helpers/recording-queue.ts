@@ -16,6 +16,10 @@ export class RecordingQueue implements Queue {
     return this.inner.name
   }
 
+  get maxHoldSeconds() {
+    return this.inner.maxHoldSeconds
+  }
+
   send(body: string, options?: SendOptions) {
     return this.inner.send(body, options)
   }

@@ -2,8 +2,8 @@
  * An SQS server for tests: local-aws-sqs (an SQS JSON/Query-protocol server on
  * npm) on a free port of 127.0.0.1, started and stopped by the test itself.
  *
- * local-aws-sqs 2.0.2 departs from SQS in four ways that the Queue contract
- * would (rightly) catch, so this file loads its bundle with four one-line
+ * local-aws-sqs 2.0.2 departs from SQS in five ways that the Queue contract
+ * would (rightly) catch, so this file loads its bundle with one-line
  * patches, each checked to apply exactly once (an upgrade that changes the
  * bundle fails loudly here instead of silently testing something else):
  *  1. ChangeMessageVisibility counted as a receive (ApproximateReceiveCount
@@ -18,6 +18,13 @@
  *     receipt handle. SQS: "you must provide the most recently received
  *     ReceiptHandle for the message (otherwise, the request succeeds, but the
  *     message will not be deleted)" (DeleteMessage API reference).
+ *  5. ChangeMessageVisibility had no hold cap. SQS refuses to extend a
+ *     message's visibility beyond 12 hours from its receive
+ *     (InvalidParameterValue, "Total VisibilityTimeout for the message is
+ *     beyond the limit [43200 seconds]"). Two patches: a receive stamps its
+ *     time, and a visibility change beyond the queue's cap from it is refused
+ *     with SQS's error. The cap is 43200 s, or what `createQueuePair` is
+ *     given as `maxHoldSeconds`, so tests reach it in seconds.
  */
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
@@ -48,6 +55,16 @@ const PATCHES: Array<[string, string, string]> = [
     'else i!=-1&&l(this,D,zt).call(this,i);',
     'else i!=-1&&t==S(this,E)[i].record.ReceiptHandle&&l(this,D,zt).call(this,i);',
   ],
+  [
+    'a receive stamps its time (the hold cap counts from it)',
+    'i||(t.record.ReceiptHandle=l(this,D,Gs).call(this,t.record.MessageId))',
+    'i||(t.receivedAt=Date.now(),t.record.ReceiptHandle=l(this,D,Gs).call(this,t.record.MessageId))',
+  ],
+  [
+    'a visibility change beyond the hold cap from the receive is refused, as SQS does',
+    'if(!r)return!1;let n=Number(e);return l(this,D,Wt).call(this,r,n,!0),!0}',
+    'if(!r)return!1;let n=Number(e),H=this.MaxHoldSeconds??43200;if(r.receivedAt&&Date.now()+n*1e3>r.receivedAt+H*1e3)throw new u("Value "+n+" for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit ["+H+" seconds]");return l(this,D,Wt).call(this,r,n,!0),!0}',
+  ],
 ]
 
 let patched: typeof CreateRequestHandler | undefined
@@ -76,10 +93,13 @@ export interface SqsServer {
   endpoint: string
   region: string
   credentials: { accessKeyId: string; secretAccessKey: string }
-  /** Creates `<name>-dlq` and `<name>` with a RedrivePolicy pointing at it. */
+  /**
+   * Creates `<name>-dlq` and `<name>` with a RedrivePolicy pointing at it;
+   * `maxHoldSeconds` (default SQS's 43200) is the hold cap both enforce.
+   */
   createQueuePair(
     name: string,
-    opts: { visibilityTimeoutSeconds: number; maxReceiveCount: number },
+    opts: { visibilityTimeoutSeconds: number; maxReceiveCount: number; maxHoldSeconds?: number },
   ): Promise<{ queueUrl: string; deadLetterQueueUrl: string }>
   stop(): Promise<void>
 }
@@ -101,9 +121,15 @@ export async function startSqsServer(): Promise<SqsServer> {
   const endpoint = `http://127.0.0.1:${port}`
   const admin = new SQSClient({ region: REGION, endpoint, credentials: CREDENTIALS })
 
-  const createQueue = async (QueueName: string, Attributes: Record<string, string>) => {
+  const createQueue = async (QueueName: string, Attributes: Record<string, string>, maxHold?: number) => {
     const { QueueUrl } = await admin.send(new CreateQueueCommand({ QueueName, Attributes }))
     if (!QueueUrl) throw new Error(`sqs-server: CreateQueue ${QueueName} returned no URL`)
+    // Read by patch 5 (SQS's cap is fixed; this server's can be set per queue).
+    const made = (service.Queues as Array<{ QueueName: string; MaxHoldSeconds?: number }>).find(
+      (q) => q.QueueName === QueueName,
+    )
+    if (!made) throw new Error(`sqs-server: queue ${QueueName} not found after CreateQueue`)
+    made.MaxHoldSeconds = maxHold
     return QueueUrl
   }
 
@@ -113,16 +139,24 @@ export async function startSqsServer(): Promise<SqsServer> {
     credentials: CREDENTIALS,
     async createQueuePair(name, opts) {
       const visibility = String(opts.visibilityTimeoutSeconds)
-      const deadLetterQueueUrl = await createQueue(`${name}-dlq`, { VisibilityTimeout: visibility })
+      const deadLetterQueueUrl = await createQueue(
+        `${name}-dlq`,
+        { VisibilityTimeout: visibility },
+        opts.maxHoldSeconds,
+      )
       const attrs = await admin.send(
         new GetQueueAttributesCommand({ QueueUrl: deadLetterQueueUrl, AttributeNames: ['QueueArn'] }),
       )
       const deadLetterTargetArn = attrs.Attributes?.QueueArn
       if (!deadLetterTargetArn) throw new Error('sqs-server: the dead-letter queue has no QueueArn')
-      const queueUrl = await createQueue(name, {
-        VisibilityTimeout: visibility,
-        RedrivePolicy: JSON.stringify({ deadLetterTargetArn, maxReceiveCount: opts.maxReceiveCount }),
-      })
+      const queueUrl = await createQueue(
+        name,
+        {
+          VisibilityTimeout: visibility,
+          RedrivePolicy: JSON.stringify({ deadLetterTargetArn, maxReceiveCount: opts.maxReceiveCount }),
+        },
+        opts.maxHoldSeconds,
+      )
       return { queueUrl, deadLetterQueueUrl }
     },
     async stop() {

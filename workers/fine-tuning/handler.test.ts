@@ -10,7 +10,10 @@ import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { MemoryEvents } from '../../core/adapters/memory-events.js'
+import { MemoryJobStore } from '../../core/adapters/memory-job-store.js'
 import { MemoryObjectStore } from '../../core/adapters/memory-object-store.js'
+import { memoryQueueWithDeadLetter } from '../../core/adapters/memory-queue.js'
 import { SqliteUsageStore } from '../../core/adapters/sqlite-usage-store.js'
 import { createLogger } from '../../core/logger.js'
 import { isAdapterManifest, readManifest } from '../../core/model-manifest.js'
@@ -25,7 +28,7 @@ import {
 } from '../../core/records/fine-tunes.js'
 import { capitalsJsonl, MINI_DIR, templateCorpus } from '../../models/train/fixtures.js'
 import { PermanentError } from '../errors.js'
-import { JobAbortError, type JobContext } from '../worker-loop.js'
+import { JobAbortError, type JobContext, runWorker } from '../worker-loop.js'
 import { createFineTuneHandler, FINE_TUNE_TARGETS } from './handler.js'
 
 let dir: string
@@ -190,28 +193,118 @@ describe('fine_tune handler', () => {
     )
   }, 90_000)
 
-  it('a drained run saves a checkpoint and the next run resumes from it', async () => {
+  it.each([
+    ['a drained run', 'shutdown'],
+    ["a run stopped before the queue's hold cap", 'hold_expiring'],
+  ] as const)(
+    '%s saves a checkpoint and the next run resumes from it',
+    async (_, kind) => {
+      const handler = createFineTuneHandler({ store, workDir: dir, threads: 1, checkpointEvery: 1000 })
+      const j = job()
+      const ctrl = new AbortController()
+      const ctx = context(j, ctrl)
+      const first = handler({
+        ...ctx,
+        publish: async (type, data) => {
+          if (type === 'progress' && (data as { step: number }).step === 3)
+            ctrl.abort(new JobAbortError(kind))
+        },
+      })
+      await expect(first).rejects.toBeInstanceOf(JobAbortError)
+      expect((await listCheckpoints(store, j.id)).map((c) => c.step_number)).toEqual([3])
+
+      const second = context(j)
+      const out = (await handler(second)) as { steps: number; valid_loss: number; base_valid_loss: number }
+      expect(second.progress.map((p) => (p as { step: number }).step)[0]).toBe(4)
+      expect(out.valid_loss).toBeLessThan(out.base_valid_loss)
+      const events = await allEvents(j.id)
+      // The same steps in all as a run never stopped.
+      const planned = events.find((e) => e.message.startsWith('Files validated'))?.data as {
+        total_steps: number
+      }
+      expect(out.steps).toBe(planned.total_steps)
+      expect(second.progress.at(-1)).toMatchObject({ step: planned.total_steps })
+      expect(events.map((e) => e.message)).toContain('Resuming from the checkpoint at step 3.')
+    },
+    90_000,
+  )
+
+  it("under the worker loop, a fine-tune longer than the queue's hold cap is resumed from its checkpoint and finishes", async () => {
+    // A queue that holds a delivery 20 s at most (SQS: 12 h). The first run's steps are slowed to a
+    // second each, so it cannot finish within its hold: the loop stops it before the cap, it checkpoints,
+    // and a fresh message resumes it. Later runs go at full speed (20 s leaves room for a loaded machine
+    // to set a run up: a run that cannot would make no progress).
     const handler = createFineTuneHandler({ store, workDir: dir, threads: 1, checkpointEvery: 1000 })
-    const j = job()
+    const runs: Array<{ receiveCount: number; steps: number[] }> = []
+    const { queue, deadLetter } = memoryQueueWithDeadLetter(2, 2, { maxHoldSeconds: 20 })
+    const jobs = new MemoryJobStore()
     const ctrl = new AbortController()
-    const ctx = context(j, ctrl)
-    const first = handler({
-      ...ctx,
-      publish: async (type, data) => {
-        if (type === 'progress' && (data as { step: number }).step === 3)
-          ctrl.abort(new JobAbortError('shutdown'))
+    const lines: Array<Record<string, unknown>> = []
+    const worker = runWorker({
+      queue,
+      jobs,
+      events: new MemoryEvents(),
+      signal: ctrl.signal,
+      visibilityTimeoutSeconds: 2,
+      maxReceiveCount: 2,
+      waitTimeSeconds: 1,
+      heartbeatIntervalMs: 250,
+      abortWaitMs: 5000, // time to save the checkpoint; the margin is then a quarter of the cap, 5 s
+      logger: createLogger({
+        service: 'worker',
+        level: 'info',
+        destination: { write: (l: string) => void lines.push(JSON.parse(l)) },
+      }),
+      handlers: {
+        fine_tune: (ctx) => {
+          const run = { receiveCount: ctx.receiveCount, steps: [] as number[] }
+          runs.push(run)
+          return handler({
+            ...ctx,
+            publish: async (type, data) => {
+              await ctx.publish(type, data)
+              if (type !== 'progress') return
+              run.steps.push((data as { step: number }).step)
+              if (runs.length === 1) await new Promise((r) => setTimeout(r, 1000))
+            },
+          })
+        },
       },
     })
-    await expect(first).rejects.toBeInstanceOf(JobAbortError)
-    expect((await listCheckpoints(store, j.id)).map((c) => c.step_number)).toEqual([3])
-
-    const second = context(j)
-    const out = (await handler(second)) as { steps: number; valid_loss: number; base_valid_loss: number }
-    expect(second.progress.map((p) => (p as { step: number }).step)[0]).toBe(4)
-    expect(out.valid_loss).toBeLessThan(out.base_valid_loss)
-    const messages = (await allEvents(j.id)).map((e) => e.message)
-    expect(messages).toContain('Resuming from the checkpoint at step 3.')
-  }, 90_000)
+    const j = job()
+    const created = await jobs.create({ tenant: 'acme', kind: 'fine_tune', input: j.input })
+    await queue.send(JSON.stringify({ jobId: created.id, kind: 'fine_tune' }))
+    let done = await jobs.getById(created.id)
+    for (const end = Date.now() + 120_000; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+      done = await jobs.getById(created.id)
+      if (done && ['succeeded', 'failed', 'canceled'].includes(done.state)) break
+    }
+    ctrl.abort()
+    await worker
+    const events = await allEvents(created.id)
+    const planned = events.find((e) => e.message.startsWith('Files validated'))?.data as {
+      total_steps: number
+    }
+    expect(done).toMatchObject({ state: 'succeeded', output: { steps: planned.total_steps } })
+    expect(runs.length).toBeGreaterThanOrEqual(2)
+    expect(done?.attempts).toBe(runs.length)
+    // Every run from a fresh message, going on from the step after a checkpoint.
+    expect(runs.map((r) => r.receiveCount)).toEqual(runs.map(() => 1))
+    const total = Array.from({ length: planned.total_steps }, (_, i) => i + 1)
+    expect(new Set(runs.flatMap((r) => r.steps))).toEqual(new Set(total))
+    const checkpoints = (await listCheckpoints(store, created.id)).map((c) => c.step_number)
+    const messages = events.map((e) => e.message)
+    for (const r of runs.slice(1)) {
+      expect(checkpoints).toContain(r.steps[0]! - 1)
+      expect(messages).toContain(`Resuming from the checkpoint at step ${r.steps[0]! - 1}.`)
+    }
+    // The first run saved its last step as it stopped: none of its progress is lost.
+    expect(runs[1]!.steps[0]).toBe(runs[0]!.steps.at(-1)! + 1)
+    expect(
+      lines.filter((l) => l.msg === "job given back before the queue's hold cap; sent again to resume"),
+    ).toHaveLength(runs.length - 1)
+    expect(await deadLetter.receive()).toEqual([])
+  }, 150_000)
 
   it('the quality gate fails a fine-tune that is worse than the base on the validation file', async () => {
     const handler = createFineTuneHandler({ store, workDir: dir, threads: 1 })

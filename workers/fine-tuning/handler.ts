@@ -10,7 +10,10 @@
 
  *
  * A job whose worker dies or drains resumes from its last checkpoint (the
- * queue redelivers its message; shutdown saves one first). The loop's
+ * queue redelivers its message; shutdown saves one first). So does a job that
+ * outlives its delivery's hold cap (SQS: 12 hours): the loop stops it before
+ * the cap ('hold_expiring'), a checkpoint is saved as at a shutdown, and the
+ * job is sent again to go on from it. The loop's
  * heartbeat keeps the message while training runs; the handler also beats
  * around the long synchronous parts (graph build, ONNX export). A fine-tune
  * whose validation loss is worse than the base model's on the same
@@ -116,6 +119,11 @@ export function createFineTuneHandler(o: FineTuneHandlerOptions): JobHandler {
         if (err.kind === 'canceled') await event({ message: 'Fine-tuning job cancelled.' })
         if (err.kind === 'shutdown')
           await event({ message: 'The worker is stopping; the job resumes from its last checkpoint.' })
+        if (err.kind === 'hold_expiring')
+          await event({
+            message:
+              'The job has run as long as one queue delivery may last; it resumes from its last checkpoint.',
+          })
       } else if (classify(err) === 'permanent') {
         await event({ level: 'error', message: `Fine-tuning job failed: ${toJobError(err).message}` })
       } else {
@@ -339,10 +347,7 @@ async function runFineTune(
       let trainLoss = Number.NaN
       while (session.stepsDone < steps) {
         if (signal.aborted) {
-          if (
-            (signal.reason as JobAbortError).kind === 'shutdown' &&
-            session.stepsDone > (last?.step_number ?? 0)
-          )
+          if ((signal.reason as JobAbortError).resumes && session.stepsDone > (last?.step_number ?? 0))
             await checkpoint(trainLoss)
           throw signal.reason
         }

@@ -11,6 +11,12 @@
  *   handler produced before it stopped (StoppedEarly's output), if anything;
  * - on shutdown the job goes back to `queued` and its message is released at
  *   once, so another worker takes it without waiting for the visibility timeout;
+ * - before the delivery's hold cap (SQS: 12 hours from the receive) the job
+ *   goes back to `queued` too, and its message is sent again and the old one
+ *   acknowledged ('requeue'): a released message would count one more receive
+ *   each time, and a job that needs several holds (a 3-day fine-tune: about
+ *   six) would be dead-lettered by maxReceiveCount, and failed as out of
+ *   retries on its last allowed delivery; a fresh message starts at 1;
  * - after a lost lease the job belongs to whoever holds its message now:
  *   neither the record nor the message is touched;
  * - a permanent error fails the job with its reason;
@@ -59,6 +65,8 @@ export type QueueAction =
   | { action: 'ack' }
   /** Visible again after `delaySeconds` (0: now). */
   | { action: 'release'; delaySeconds: number }
+  /** Sent again as a fresh message (receiveCount 1), then this delivery acknowledged. */
+  | { action: 'requeue' }
   /** Not touched: it comes back after its visibility timeout (and dead-letters after maxReceiveCount). */
   | { action: 'leave' }
 
@@ -102,6 +110,13 @@ export function decide(outcome: Outcome, attempt: Attempt): Decision {
       record: { to: 'queued', bestEffort: true },
       queue: { action: 'release', delaySeconds: 0 },
       log: { level: 'info', msg: 'job released for another worker (shutdown)' },
+    }
+  }
+  if (aborted === 'hold_expiring') {
+    return {
+      record: { to: 'queued', bestEffort: true },
+      queue: { action: 'requeue' },
+      log: { level: 'info', msg: "job given back before the queue's hold cap; sent again to resume" },
     }
   }
   if (aborted === 'lease_lost') {

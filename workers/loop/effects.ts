@@ -20,6 +20,8 @@ export interface LoopEffects {
   returnMessage(msg: QueueMessage, seconds: number, log: Logger): Promise<void>
   /** Delete a delivery whose job is terminal. Never throws. */
   ack(msg: QueueMessage, log: Logger): Promise<void>
+  /** Send the message again as a fresh one (receiveCount 1), then delete this delivery. Never throws. */
+  requeue(msg: QueueMessage, log: Logger): Promise<void>
   /** Publish an event and tell the hook, with the job record as of that event. Never throws. */
   publishEvent(job: JobRecord, event: JobEvent, log: Logger): Promise<void>
   publishTerminal(
@@ -81,6 +83,24 @@ export function loopEffects(o: LoopEffectsOptions): LoopEffects {
       } catch (err) {
         // The job is terminal: a redelivery sees that and acks again.
         log.warn({ err }, 'ack failed; a redelivery will find the job finished')
+      }
+    },
+
+    async requeue(msg, log) {
+      // Sent first, acked after: a failure between the two leaves a second
+      // delivery of the job (at-least-once, as ever), never a job without one.
+      try {
+        await queue.send(msg.body)
+      } catch (err) {
+        // Released instead: one more receive towards maxReceiveCount, nothing lost.
+        log.warn({ err }, 'could not send the job again; releasing its message instead')
+        await queue.release(msg.receiptHandle).catch(() => {})
+        return
+      }
+      try {
+        await queue.ack(msg.receiptHandle)
+      } catch (err) {
+        log.warn({ err }, 'ack of the old delivery failed; it comes back when its visibility times out')
       }
     },
 
