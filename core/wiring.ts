@@ -42,12 +42,12 @@ import type { UsageStore } from './ports/usage-store.js'
 /** The queue every job kind goes through (its dead-letter queue is `<name>-dlq` where local). */
 export const JOBS_QUEUE = 'generation'
 
-/** Job, key and usage records, and the webhook delivery log: what the edge and the workers share besides the store. */
+/** Job, key and usage records and the webhook delivery log: what the edge and workers share besides the store. */
 export interface Records {
   jobs: JobStore
   keys: KeyStore
   usage: UsageStore
-  /** Where webhook retries wait: shared, so any worker (or the dead-letter function) sends what another scheduled. */
+  /** Where webhook retries wait: any worker (or the dead-letter function) sends what another scheduled. */
   deliveries: DeliveryLog
 }
 

@@ -68,7 +68,7 @@ export interface DeliveryLog {
   get(id: string): Promise<Delivery | null>
   /** A job's deliveries, oldest first (operations). */
   listByJob(jobId: string): Promise<Delivery[]>
-  /** Epoch ms of the earliest scheduled attempt (pending or lease end), for the dispatcher's sleep; may be early. */
+  /** Epoch ms of the earliest scheduled attempt (or lease end), for the dispatcher's sleep; may be early. */
   nextDueAt(): Promise<number | null>
   /** Delete finished deliveries (succeeded or failed) last updated before `before`. Resolves how many. */
   prune(before: number): Promise<number>

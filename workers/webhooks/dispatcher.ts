@@ -157,7 +157,7 @@ export class WebhookDispatcher {
       if (this.stopped) break
       await this.pruneHourly()
       const next = await this.o.log.nextDueAt().catch(() => null)
-      // Due already yet nothing claimed (another dispatcher holds it, or a stale index entry): poll, don't spin.
+      // Due yet nothing claimed (another dispatcher holds it, or a stale index entry): poll, don't spin.
       const wait =
         next === null || next <= Date.now()
           ? this.pollIntervalMs
