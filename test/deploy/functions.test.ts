@@ -42,6 +42,18 @@ async function folderStore() {
   dirs.push(root)
   return new FsObjectStore({ root })
 }
+/** A job in object records over a fresh folder, with a webhook for every event. */
+async function jobWithWebhook(url: string) {
+  const store = await folderStore()
+  const jobs = new ObjectJobStore({ store })
+  const job = await jobs.create({
+    tenant: 'acme',
+    kind: 'generation',
+    input: {},
+    webhook: { url, eventsFilter: [] },
+  })
+  return { store, jobs, job }
+}
 const waitFor = async (ok: () => Promise<boolean>, what: string) => {
   for (const end = Date.now() + 5_000; !(await ok()); await new Promise((r) => setTimeout(r, 20)))
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
@@ -172,14 +184,7 @@ describe('functions/dead-letter', () => {
 
   it('a failed first attempt is retried from the durable log by a worker after the function returned', async () => {
     const hook = await receiver((i) => (i === 0 ? 500 : 204))
-    const store = await folderStore()
-    const jobs = new ObjectJobStore({ store })
-    const job = await jobs.create({
-      tenant: 'acme',
-      kind: 'generation',
-      input: {},
-      webhook: { url: hook.url, eventsFilter: [] },
-    })
+    const { store, jobs, job } = await jobWithWebhook(hook.url)
     const webhooks = { ...webhooksOver(store), retryScheduleMs: [300] }
     const handler = createDeadLetterHandler({ jobs, maxReceiveCount: 3, logger, webhooks })
     const msg = { jobId: job.id, kind: 'generation' }
@@ -215,14 +220,7 @@ describe('functions/dead-letter', () => {
 
   it('a delivery log it cannot write leaves the message for SQS to deliver again', async () => {
     const hook = await receiver()
-    const store = await folderStore()
-    const jobs = new ObjectJobStore({ store })
-    const job = await jobs.create({
-      tenant: 'acme',
-      kind: 'generation',
-      input: {},
-      webhook: { url: hook.url, eventsFilter: [] },
-    })
+    const { store, jobs, job } = await jobWithWebhook(hook.url)
     // A store whose root is a file: every read and write of the log fails.
     const file = join(dirs[0], 'not-a-folder')
     await writeFile(file, '')
@@ -248,14 +246,7 @@ describe('functions/dead-letter', () => {
 
   it('a webhook the SSRF guard refuses is not retried', async () => {
     const hook = await receiver()
-    const store = await folderStore()
-    const jobs = new ObjectJobStore({ store })
-    const job = await jobs.create({
-      tenant: 'acme',
-      kind: 'generation',
-      input: {},
-      webhook: { url: hook.url, eventsFilter: [] },
-    })
+    const { store, jobs, job } = await jobWithWebhook(hook.url)
     const webhooks = { ...webhooksOver(store), allowPrivate: false }
     const handler = createDeadLetterHandler({ jobs, maxReceiveCount: 3, logger, webhooks })
     const out = await handler({ Records: [record('m1', { jobId: job.id, kind: 'generation' })] })
