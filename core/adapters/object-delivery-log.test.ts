@@ -45,6 +45,18 @@ describe('ObjectDeliveryLog', () => {
   const dueKeys = async (store: MemoryObjectStore) =>
     (await store.list('webhooks/due/')).objects.map((o) => o.key)
 
+  it('a delivery that cannot be read does not hold up the ones due after it', async () => {
+    const store = new MemoryObjectStore()
+    const log = new ObjectDeliveryLog({ store })
+    const t = Date.now()
+    await log.enqueue(d('msg_bad'), t)
+    await store.put('webhooks/deliveries/msg_bad', '{not json')
+    await log.enqueue(d('msg_good'), t + 1)
+    expect((await log.claimDue(10, 1_000, t + 2)).map((x) => x.id)).toEqual(['msg_good'])
+    // Alone, the failure is reported.
+    await expect(log.claimDue(10, 1_000, t + 2)).rejects.toThrow(SyntaxError)
+  })
+
   it('refuses a store that does not enforce conditional puts, naming the reason', () => {
     expect(() => new ObjectDeliveryLog({ store: backends.s3('x/', false) })).toThrow(
       /does not enforce conditional puts/,

@@ -140,6 +140,7 @@ export class ObjectDeliveryLog implements DeliveryLog {
 
   async claimDue(limit: number, leaseMs: number, now = Date.now()): Promise<Delivery[]> {
     const out: Delivery[] = []
+    let failure: unknown
     const prefix = `${this.prefix}due/`
     for await (const key of listAll(this.store, prefix)) {
       if (out.length >= limit) break
@@ -147,7 +148,14 @@ export class ObjectDeliveryLog implements DeliveryLog {
       if (!entry) continue
       // Entries list oldest first: the first one in the future ends the pass.
       if (entry.at > now) break
-      const r = await this.examine(entry.id, leaseMs, now)
+      let r: Examined
+      try {
+        r = await this.examine(entry.id, leaseMs, now)
+      } catch (err) {
+        // One delivery that cannot be read or claimed does not hold up the ones due after it.
+        failure ??= err
+        continue
+      }
       if (r.claimed) out.push(r.claimed)
       if ('raced' in r) continue
       const stale =
@@ -157,6 +165,8 @@ export class ObjectDeliveryLog implements DeliveryLog {
           : ended(r.current) || r.current.nextAttemptAt > now)
       if (stale) await this.store.delete(key)
     }
+    // Nothing claimed and something failed: say so (the dispatcher logs it and polls again).
+    if (!out.length && failure !== undefined) throw failure
     return out
   }
 
