@@ -14,8 +14,8 @@
  *   consumers) or `local` (the platform's queue).
  * - PGPT_STORE: `s3` or `fs` (the platform's store: a folder on Node, the R2
  *   binding on Workers, memory on Lambda).
- * - PGPT_RECORDS: `object` (jobs, keys and usage over the store, shared by
- *   every runtime) or `sqlite` (the platform's records: the SQLite file on
+ * - PGPT_RECORDS: `object` (jobs, keys, usage and webhook deliveries over
+ *   the store, shared by every runtime) or `sqlite` (the platform's records: the SQLite file on
  *   Node, memory where there is no disk).
  *
  * Runtime-neutral: no Node-only import here (the Workers bundle includes it).
@@ -25,12 +25,14 @@ import { MemoryKeyStore } from './adapters/memory-key-store.js'
 import { MemoryObjectStore } from './adapters/memory-object-store.js'
 import { MemoryQueue } from './adapters/memory-queue.js'
 import { MemoryUsageStore } from './adapters/memory-usage-store.js'
+import { ObjectDeliveryLog } from './adapters/object-delivery-log.js'
 import { ObjectJobStore } from './adapters/object-job-store.js'
 import { ObjectKeyStore } from './adapters/object-key-store.js'
 import { ObjectUsageStore } from './adapters/object-usage-store.js'
 import { S3ObjectStore } from './adapters/s3-store.js'
 import { createSqsQueue } from './adapters/sqs-queue.js'
 import { type Config, ConfigError } from './config.js'
+import type { DeliveryLog } from './ports/delivery-log.js'
 import type { JobStore } from './ports/job-store.js'
 import type { KeyStore } from './ports/key-store.js'
 import type { ObjectStore } from './ports/object-store.js'
@@ -40,11 +42,13 @@ import type { UsageStore } from './ports/usage-store.js'
 /** The queue every job kind goes through (its dead-letter queue is `<name>-dlq` where local). */
 export const JOBS_QUEUE = 'generation'
 
-/** Job, key and usage records: what the edge and the workers share besides the store. */
+/** Job, key and usage records and the webhook delivery log: what the edge and workers share besides the store. */
 export interface Records {
   jobs: JobStore
   keys: KeyStore
   usage: UsageStore
+  /** Where webhook retries wait: any worker (or the dead-letter function) sends what another scheduled. */
+  deliveries: DeliveryLog
 }
 
 /** What a runtime provides where the configuration names no cloud service. */
@@ -104,6 +108,7 @@ export function objectRecords(store: ObjectStore): Records {
     jobs: new ObjectJobStore({ store }),
     keys: new ObjectKeyStore({ store }),
     usage: new ObjectUsageStore({ store }),
+    deliveries: new ObjectDeliveryLog({ store }),
   }
 }
 
@@ -137,6 +142,7 @@ export function memoryBackends(config: Pick<Config, 'PGPT_MAX_RECEIVE_COUNT'>): 
       jobs: new MemoryJobStore(),
       keys: new MemoryKeyStore(),
       usage: new MemoryUsageStore(),
+      deliveries: new ObjectDeliveryLog({ store: new MemoryObjectStore() }),
     }),
   }
 }
@@ -172,7 +178,13 @@ export function openWiring(config: Config, backends: Backends): Wiring {
     async close() {
       const closing: Array<Promise<void> | undefined> = []
       for (const q of queues.values()) closing.push(q.queue.close?.(), q.deadLetter.close?.())
-      if (records) closing.push(records.jobs.close?.(), records.keys.close?.(), records.usage.close?.())
+      if (records)
+        closing.push(
+          records.jobs.close?.(),
+          records.keys.close?.(),
+          records.usage.close?.(),
+          records.deliveries.close?.(),
+        )
       closing.push(store.close?.())
       await Promise.allSettled(closing)
     },

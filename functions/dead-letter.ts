@@ -7,20 +7,17 @@
  * acknowledged when handled; any message left unacknowledged (a store
  * error) is reported in batchItemFailures, so SQS delivers it again.
  *
- * Webhooks: a dead-lettered job's `failed` webhook (event `completed`) is sent
- * from here, signed with the tenant's secret (PGPT_WEBHOOK_SIGNING_KEY,
- * core/webhook-secrets.ts) by the same one-attempt code as the workers'
- * WebhookDispatcher (workers/webhooks/deliver.ts): same body, headers and
- * webhook-id, so Standard Webhooks receivers dedupe repeats. The workers'
- * durable DeliveryLog is a SQLite file a Lambda does not have; the retry log
- * here is the DLQ message itself: when the attempt fails, the message is
- * reported as a batch item failure and SQS delivers it again after the DLQ's
- * visibility timeout. On that redelivery the job is already failed
- * (dead_lettered), so only the webhook is tried again. The DLQ has no redrive
- * of its own, so retries are bounded by the message's receive count: after
- * `maxAttempts` receives beyond the source queue's maxReceiveCount (counted
- * either way, whether SQS kept the count across the move or not) the webhook
- * is given up and the message acknowledged.
+ * Webhooks: a dead-lettered job's `failed` webhook (event `completed`) goes
+ * into the durable delivery log the workers' dispatchers send from (the
+ * records' `deliveries`: objects in the bucket, core/adapters/object-delivery-log.ts)
+ * and is attempted at once by a WebhookDispatcher here: same body, headers,
+ * signature (the tenant's secret from PGPT_WEBHOOK_SIGNING_KEY) and webhook-id
+ * as any webhook, so Standard Webhooks receivers dedupe repeats. A failed
+ * attempt is scheduled in the log like any other, and the workers'
+ * dispatchers send the retries on the usual schedule: they outlive this
+ * function's run. The message is acknowledged once the delivery is logged; a
+ * log that cannot be written leaves the message for SQS to deliver again (the
+ * job is already failed then, so only the webhook is logged, once per id).
  *
  * Configuration: core/config.ts from the function's environment. Job records
  * are the ObjectJobStore over the S3 bucket (PGPT_STORE=s3, PGPT_RECORDS=object),
@@ -32,14 +29,13 @@ import { HttpEvents } from '../core/adapters/http-events.js'
 import { type Config, ConfigError } from '../core/config.js'
 import { loadConfig } from '../core/config-node.js'
 import { createLogger, type Logger } from '../core/logger.js'
+import type { DeliveryLog } from '../core/ports/delivery-log.js'
 import type { Events } from '../core/ports/events.js'
 import type { JobRecord, JobStore } from '../core/ports/job-store.js'
 import { tenantWebhookSecret } from '../core/webhook-secrets.js'
 import { memoryBackends, openWiring } from '../core/wiring.js'
 import { type DrainResult, failDeadLetteredJob } from '../workers/dead-letter.js'
-import { attemptDelivery } from '../workers/webhooks/deliver.js'
-import { SVIX_SCHEDULE_MS, webhookId } from '../workers/webhooks/dispatcher.js'
-import { toJobView } from '../workers/webhooks/payload.js'
+import { WebhookDispatcher } from '../workers/webhooks/dispatcher.js'
 import type { ResolveAll } from '../workers/webhooks/ssrf.js'
 
 /** The parts of Lambda's SQS event we read. */
@@ -57,14 +53,16 @@ export interface SqsBatchResponse {
 }
 
 export interface DeadLetterWebhooks {
+  /** The durable delivery log the workers' dispatchers send retries from. */
+  log: DeliveryLog
   /** The `whsec_…` secret that signs a tenant's webhooks. */
   secretFor: (tenant: string) => string
   /** Per attempt, ms (PGPT_WEBHOOK_TIMEOUT_MS); keep it under the function's timeout. */
   timeoutMs: number
   allowPrivate?: boolean
   resolve?: ResolveAll
-  /** Attempts of one webhook (DLQ receives) before it is given up. Default 8, as the dispatcher's schedule. */
-  maxAttempts?: number
+  /** Waits before retry 1, 2, …; default the dispatcher's (Svix's). Only the first is set from here. */
+  retryScheduleMs?: number[]
 }
 
 export interface DeadLetterDeps {
@@ -84,56 +82,39 @@ function wantsDeadLetterWebhook(job: JobRecord | null | undefined): job is JobRe
 }
 
 export function createDeadLetterHandler(deps: DeadLetterDeps) {
-  const maxAttempts = deps.webhooks?.maxAttempts ?? SVIX_SCHEDULE_MS.length + 1
-
-  /** One attempt of a job's `failed` webhook; false when SQS should deliver the message again. */
-  async function sendFailedWebhook(job: JobRecord, record: SqsEventRecord): Promise<boolean> {
-    const w = deps.webhooks
-    if (!w) return true
-    const id = webhookId(job.id, 'completed')
-    const receives = Number(record.attributes?.ApproximateReceiveCount ?? 1)
-    const log = deps.logger.child({
-      requestId: job.requestId,
-      jobId: job.id,
-      webhookId: id,
-      event: 'completed',
-      messageId: record.messageId,
-      receives,
+  const w = deps.webhooks
+  const dispatcher =
+    w &&
+    new WebhookDispatcher({
+      log: w.log,
+      secretFor: w.secretFor,
+      timeoutMs: w.timeoutMs,
+      allowPrivate: w.allowPrivate,
+      resolve: w.resolve,
+      retryScheduleMs: w.retryScheduleMs,
+      logger: deps.logger.child({ component: 'webhooks' }),
     })
-    const r = await attemptDelivery(
-      {
-        id,
-        event: 'completed',
-        url: job.webhook!.url,
-        payload: JSON.stringify(toJobView(job)),
-        requestId: job.requestId,
-      },
-      {
-        secret: w.secretFor(job.tenant),
-        timeoutMs: w.timeoutMs,
-        allowPrivate: w.allowPrivate,
-        resolve: w.resolve,
-      },
-    )
-    if (r.outcome === 'delivered') {
-      log.info({ status: r.status }, 'webhook delivered')
-      return true
+
+  /** Logs a job's `failed` webhook and attempts it once; false when it could not be logged (SQS delivers again). */
+  async function sendFailedWebhook(job: JobRecord, record: SqsEventRecord): Promise<boolean> {
+    if (!dispatcher) return true
+    const log = deps.logger.child({ requestId: job.requestId, jobId: job.id, messageId: record.messageId })
+    const event = { jobId: job.id, seq: 0, type: 'failed' as const, data: job.error ?? null, at: Date.now() }
+    let id: string | null
+    try {
+      id = await dispatcher.logEvent(job, event)
+    } catch (err) {
+      log.error({ err }, 'webhook not logged; SQS will deliver the message again')
+      return false
     }
-    if (r.outcome === 'refused') {
-      log.warn({ url: job.webhook!.url, reason: r.error }, 'webhook refused by the SSRF guard')
-      return true
-    }
-    // The DLQ has no redrive: bound the retries by the receive count (it may or may not
-    // include the source queue's receives, so allow for both).
-    if (receives >= deps.maxReceiveCount + maxAttempts) {
-      log.warn({ status: r.status, error: r.error }, 'webhook failed for good: retries exhausted')
-      return true
-    }
-    log.info(
-      { status: r.status, error: r.error },
-      'webhook attempt failed; SQS will deliver the message again',
-    )
-    return false
+    if (!id) return true
+    // Logged: from here a failure is a retry the workers' dispatchers send, not a reason to keep the message.
+    await dispatcher
+      .deliverNow(id)
+      .catch((err) =>
+        log.warn({ err, webhookId: id }, 'first webhook attempt not made; the workers will send it'),
+      )
+    return true
   }
 
   return async function deadLetterHandler(
@@ -185,7 +166,7 @@ export function createDeadLetterHandler(deps: DeadLetterDeps) {
         failures.add(record.messageId)
       }
     }
-    // Webhooks at once: each attempt is bounded by timeoutMs, the batch by one of them.
+    // Webhooks at once: each first attempt is bounded by timeoutMs, the batch by one of them.
     const sent = await Promise.all(webhooksDue.map((d) => sendFailedWebhook(d.job, d.record)))
     webhooksDue.forEach((d, i) => {
       if (!sent[i]) failures.add(d.record.messageId)
@@ -201,12 +182,12 @@ export function createDeadLetterHandler(deps: DeadLetterDeps) {
 
 function fromConfig(config: Config): DeadLetterDeps {
   const logger = createLogger({ service: 'dead-letter', level: config.PGPT_LOG_LEVEL })
-  // The job records the workers write: a Lambda has no SQLite file to share.
+  // The job records and webhook delivery log the workers use: a Lambda has no SQLite file to share.
   if (config.PGPT_RECORDS !== 'object')
     throw new ConfigError([
       { variable: 'PGPT_RECORDS', message: `must be 'object' here (got '${config.PGPT_RECORDS}')` },
     ])
-  const { jobs } = openWiring(config, memoryBackends(config)).records()
+  const { jobs, deliveries } = openWiring(config, memoryBackends(config)).records()
   const events =
     config.PGPT_EDGE_URL && config.PGPT_INTERNAL_TOKEN
       ? new HttpEvents({ edgeUrl: config.PGPT_EDGE_URL, token: config.PGPT_INTERNAL_TOKEN })
@@ -217,6 +198,7 @@ function fromConfig(config: Config): DeadLetterDeps {
     ])
   const key = config.PGPT_WEBHOOK_SIGNING_KEY
   const webhooks: DeadLetterWebhooks = {
+    log: deliveries,
     secretFor: (tenant) => tenantWebhookSecret(key, tenant),
     timeoutMs: config.PGPT_WEBHOOK_TIMEOUT_MS,
     allowPrivate: config.PGPT_WEBHOOK_ALLOW_PRIVATE,

@@ -6,7 +6,8 @@
  *
  * Local SQLite file: `<PGPT_DATA_DIR>/pgpt.db` holds the queue `generation` (and
  * `generation-dlq`), the job records and `webhook_deliveries`; the local edge opens
- * the same file.
+ * the same file. With object records (cloud profiles) the webhook delivery log is in
+ * the shared store too: a worker keeps no state of its own, so scale-in loses no retry.
  */
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -19,11 +20,10 @@ import { createMetrics, type Metrics } from '../core/metrics.js'
 import type { Events } from '../core/ports/events.js'
 import { loadOrCreateSigningKey, tenantWebhookSecret } from '../core/webhook-secrets.js'
 import { openWiring, type Wiring } from '../core/wiring.js'
-import { localDbFile, nodeBackends } from '../core/wiring-node.js'
+import { nodeBackends } from '../core/wiring-node.js'
 import { drainDeadLetter } from './dead-letter.js'
 import { startWorkerServer } from './http-server.js'
 import type { WorkerSettings } from './settings.js'
-import { DeliveryLog } from './webhooks/delivery-log.js'
 import { WebhookDispatcher } from './webhooks/dispatcher.js'
 import { type JobHandler, runWorker } from './worker-loop.js'
 
@@ -118,11 +118,10 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
   const { queue, deadLetter, maxReceiveCount } = wiring.queue()
   // Job records shared with the edge: the local SQLite file, or objects in the
   // configured store (S3/R2/MinIO with conditional writes) for cloud profiles.
-  const { jobs } = wiring.records()
+  const { jobs, deliveries } = wiring.records()
   const events = openEvents(config, logger)
-  const deliveryLog = new DeliveryLog({ file: localDbFile(config) })
   const dispatcher = new WebhookDispatcher({
-    log: deliveryLog,
+    log: deliveries,
     secretFor: (tenant) => tenantWebhookSecret(key, tenant),
     retryScheduleMs: settings.PGPT_WEBHOOK_RETRY_SCHEDULE_MS,
     timeoutMs: config.PGPT_WEBHOOK_TIMEOUT_MS,
@@ -200,7 +199,6 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
       .catch((err) => logger.warn({ err }, 'events flush failed'))
     await dispatcher.stop()
     if (!deps.wiring) await wiring.close()
-    deliveryLog.close()
     await server?.close()
     logger.info('worker process stopped')
   })

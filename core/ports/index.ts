@@ -1,3 +1,4 @@
+export * from './delivery-log.js'
 export * from './events.js'
 export * from './job-store.js'
 export * from './key-store.js'

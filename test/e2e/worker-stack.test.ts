@@ -103,8 +103,13 @@ describe('edge → queue → worker process → webhook', () => {
     )
     expect(body).toEqual(got)
     expect((got as unknown as { output: { choices: unknown[] } }).output.choices).toHaveLength(1)
-    // It ran in the worker process.
-    expect(worker.logs.some((l) => l.msg === 'job succeeded' && l.jobId === created.id)).toBe(true)
+    // It ran in the worker process. (Its log line comes over the child's stdout, which may lag
+    // the webhook: the worker logs the outcome after logging the delivery, which may be sent at once.)
+    await waitFor(
+      () => worker.logs.some((l) => l.msg === 'job succeeded' && l.jobId === created.id),
+      5_000,
+      'the worker to log the job succeeded',
+    )
     // One request id, end to end: response, edge log, job record, worker log, webhook headers.
     expect(res.headers.get('x-request-id')).toBe('trace-e2e-42')
     expect(edgeLog.some((l) => l.requestId === 'trace-e2e-42' && l.route === '/v1/jobs')).toBe(true)

@@ -12,9 +12,9 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { Webhook } from 'standardwebhooks'
 import { afterEach, describe, expect, it } from 'vitest'
+import { SqliteDeliveryLog } from '../../core/adapters/sqlite-delivery-log.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import { tenantWebhookSecret } from '../../core/webhook-secrets.js'
-import { DeliveryLog } from '../../workers/webhooks/delivery-log.js'
 import { type Receiver, startReceiver } from '../helpers/webhook-receiver.js'
 import { createHarness, type Harness, waitFor } from '../helpers/worker-process-harness.js'
 
@@ -155,18 +155,18 @@ describe('worker process: webhooks and events', () => {
     })
     await h.settled(job.id)
     await waitFor(() => receiver.received.length >= 1, 10_000, 'first attempt')
-    const log = new DeliveryLog({ file: h.dbFile })
-    closers.push(async () => log.close())
-    await waitFor(() => log.listByJob(job.id)[0]?.attempt === 1, 5000, 'first attempt logged')
+    const log = new SqliteDeliveryLog({ file: h.dbFile })
+    closers.push(() => log.close())
+    await waitFor(async () => (await log.listByJob(job.id))[0]?.attempt === 1, 5000, 'first attempt logged')
     // Stop the worker before the retry is due: only the durable log knows about it now.
     first.kill('SIGKILL')
     await first.exited
-    const [row] = log.listByJob(job.id)
+    const [row] = await log.listByJob(job.id)
     expect(row).toMatchObject({ status: 'pending', attempt: 1, responseCode: 503, event: 'completed' })
 
     failing = false
     const second = h.spawnWorker()
-    await waitFor(() => log.get(row.id)?.status === 'succeeded', 15_000, 'delivery to succeed')
+    await waitFor(async () => (await log.get(row.id))?.status === 'succeeded', 15_000, 'delivery to succeed')
     expect(receiver.received).toHaveLength(2)
     expect(receiver.received.map((r) => r.headers['webhook-id'])).toEqual([row.id, row.id])
     const wh = new Webhook(tenantWebhookSecret('k'.repeat(40), 'acme'))
@@ -174,7 +174,7 @@ describe('worker process: webhooks and events', () => {
       const body = wh.verify(r.body, r.headers as Record<string, string>) as { id: string; status: string }
       expect(body).toMatchObject({ id: job.id, status: 'succeeded' })
     }
-    expect(log.get(row.id)).toMatchObject({ attempt: 2, responseCode: 200 })
+    expect(await log.get(row.id)).toMatchObject({ attempt: 2, responseCode: 200 })
     second.kill('SIGTERM')
     expect((await second.exited).code).toBe(0)
   })

@@ -12,20 +12,20 @@
  * engine-row limit applies.
  *
  * Webhooks: a batch with a `webhook` gets one `completed` delivery when it
- * ends, written to the durable delivery log that the process's dispatcher
- * sends from (same webhook-id on every retry and on a second finalizer).
+ * ends, written to the durable delivery log (the records' `deliveries`) that
+ * the dispatchers send from (same webhook-id on every retry and on a second
+ * finalizer).
  */
 import { MemoryEvents } from '../../core/adapters/memory-events.js'
 import type { Config } from '../../core/config.js'
 import type { Logger } from '../../core/logger.js'
 import type { Metrics } from '../../core/metrics.js'
+import type { DeliveryLog } from '../../core/ports/delivery-log.js'
 import { type BatchRecord, batchView } from '../../core/records/batches.js'
 import { createModelCatalog } from '../../core/records/model-catalog.js'
 import type { Wiring } from '../../core/wiring.js'
-import { localDbFile } from '../../core/wiring-node.js'
 import { drainDeadLetter } from '../dead-letter.js'
 import type { GenerationEngine } from '../generation/engine.js'
-import { DeliveryLog } from '../webhooks/delivery-log.js'
 import { webhookId } from '../webhooks/dispatcher.js'
 import { type JobHandler, runWorker } from '../worker-loop.js'
 import { BATCH_CHUNK_KIND, createBatchHandlers } from './handlers.js'
@@ -58,9 +58,9 @@ export interface BatchWorker {
 
 /** Logs the `completed` webhook of a batch that asked for one. */
 export function batchNotifier(log: DeliveryLog, logger?: Logger) {
-  return (b: BatchRecord): void => {
+  return async (b: BatchRecord): Promise<void> => {
     if (!b.webhook) return
-    const added = log.enqueue({
+    const added = await log.enqueue({
       id: webhookId(b.id, 'completed'),
       jobId: b.id,
       requestId: b.internal.requestId,
@@ -77,8 +77,7 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
   const { config, logger, wiring } = o
   const store = wiring.store
   // The records the main loop reads: chunk jobs created anywhere else would be acked as missing.
-  const { jobs, usage } = wiring.records()
-  const deliveryLog = new DeliveryLog({ file: localDbFile(config) })
+  const { jobs, usage, deliveries } = wiring.records()
   const log = logger.child({ component: 'batches' })
   const models = createModelCatalog(store, {
     onTokenizerError: (model, err) => log.warn({ model, err }, 'tokenizer not loaded; estimating tokens'),
@@ -90,12 +89,10 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
     models,
     maxReceiveCount: config.PGPT_MAX_RECEIVE_COUNT,
     maxLines: config.PGPT_MAX_BATCH_LINES,
-    notify: batchNotifier(deliveryLog, log),
+    notify: batchNotifier(deliveries, log),
     usage,
     logger: log,
   }
-  const closeAll = () => deliveryLog.close()
-
   if (config.PGPT_QUEUE !== 'local') {
     const { queue } = wiring.queue()
     const h = createBatchHandlers({ ...common, chunkQueue: queue })
@@ -103,7 +100,7 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
     const stopped = new Promise<void>((resolve) => {
       stop = resolve
     })
-    const done = stopped.then(closeAll)
+    const done = stopped
     return {
       handlers: { batch: h.batch, batch_chunk: h.batch_chunk },
       shutdown() {
@@ -153,7 +150,6 @@ export function startBatchWorker(o: BatchWorkerOptions): BatchWorker {
   }).finally(async () => {
     clearInterval(dlqTimer)
     await draining
-    closeAll()
   })
   return {
     handlers: { batch: h.batch },

@@ -6,7 +6,7 @@
  * receiver sees the same body, headers and webhook-id from either.
  */
 import { Webhook } from 'standardwebhooks'
-import type { WebhookEvent } from './delivery-log.js'
+import type { WebhookEvent } from '../../core/ports/delivery-log.js'
 import { sendWebhook } from './send.js'
 import { type ResolveAll, resolveWebhookTarget, SsrfError } from './ssrf.js'
 

@@ -3,23 +3,23 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Webhook } from 'standardwebhooks'
 import { afterEach, describe, expect, it } from 'vitest'
+import { SqliteDeliveryLog } from '../../core/adapters/sqlite-delivery-log.js'
 import { createLogger } from '../../core/logger.js'
 import { createMetrics } from '../../core/metrics.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import { tenantWebhookSecret } from '../../core/webhook-secrets.js'
 import { type Receiver, startReceiver } from '../../test/helpers/webhook-receiver.js'
-import { DeliveryLog } from './delivery-log.js'
 import { WebhookDispatcher, type WebhookDispatcherOptions, webhookId } from './dispatcher.js'
 
 const KEY = 'test-signing-key-0123456789abcdef0123456789'
 const secretFor = (tenant: string) => tenantWebhookSecret(KEY, tenant)
 const silent = createLogger({ service: 't', level: 'silent' })
 
-async function waitFor<T>(fn: () => T, timeoutMs = 5000): Promise<NonNullable<T>> {
+async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5000): Promise<NonNullable<T>> {
   const end = Date.now() + timeoutMs
   for (;;) {
-    const v = fn()
+    const v = await fn()
     if (v) return v as NonNullable<T>
     if (Date.now() > end) throw new Error('waitFor: timed out')
     await new Promise((r) => setTimeout(r, 10))
@@ -61,10 +61,10 @@ describe('WebhookDispatcher', () => {
     const file = join(dir, 'pgpt.db')
     const receiver = await startReceiver(respond)
     const metrics = createMetrics()
-    const logs: DeliveryLog[] = []
+    const logs: SqliteDeliveryLog[] = []
     const dispatchers: WebhookDispatcher[] = []
     const make = () => {
-      const log = new DeliveryLog({ file })
+      const log = new SqliteDeliveryLog({ file })
       const d = new WebhookDispatcher({
         log,
         secretFor,
@@ -83,7 +83,7 @@ describe('WebhookDispatcher', () => {
     }
     cleanups.push(async () => {
       for (const d of dispatchers) await d.stop()
-      for (const l of logs) l.close()
+      for (const l of logs) await l.close()
       await receiver.close()
       rmSync(dir, { recursive: true, force: true })
     })
@@ -95,16 +95,16 @@ describe('WebhookDispatcher', () => {
     const { d } = s.make()
     d.start()
     const target = { url: s.receiver.url, eventsFilter: ['start' as const, 'completed' as const] }
-    d.onJobEvent(job({ webhook: target }), ev('start', 1))
-    d.onJobEvent(job({ webhook: target }), ev('token', 2, { text: 'x' }))
-    d.onJobEvent(job({ webhook: target }), ev('output', 3, { text: 'partial' }))
+    await d.onJobEvent(job({ webhook: target }), ev('start', 1))
+    await d.onJobEvent(job({ webhook: target }), ev('token', 2, { text: 'x' }))
+    await d.onJobEvent(job({ webhook: target }), ev('output', 3, { text: 'partial' }))
     const finished = job({
       webhook: target,
       state: 'succeeded',
       output: { text: 'done' },
       finishedAt: 1_700_000_002_000,
     })
-    d.onJobEvent(finished, ev('completed', 4, { text: 'done' }))
+    await d.onJobEvent(finished, ev('completed', 4, { text: 'done' }))
     await waitFor(() => s.receiver.received.length >= 2)
     await new Promise((r) => setTimeout(r, 100))
     expect(s.receiver.received).toHaveLength(2)
@@ -147,21 +147,21 @@ describe('WebhookDispatcher', () => {
     const s = await setup()
     const { d, log } = s.make()
     const target = { url: s.receiver.url, eventsFilter: [] }
-    d.onJobEvent(job({ webhook: target }), ev('start', 1))
-    d.onJobEvent(job({ webhook: target, attempts: 2 }), ev('start', 1))
+    await d.onJobEvent(job({ webhook: target }), ev('start', 1))
+    await d.onJobEvent(job({ webhook: target, attempts: 2 }), ev('start', 1))
     d.start()
     await waitFor(() => s.receiver.received.length >= 1)
     await new Promise((r) => setTimeout(r, 100))
     expect(s.receiver.received).toHaveLength(1)
     expect(s.receiver.received[0].headers['webhook-id']).toBe(webhookId('job_abc', 'start'))
-    expect(log.listByJob('job_abc')).toHaveLength(1)
+    expect(await log.listByJob('job_abc')).toHaveLength(1)
   })
 
   it('retries a failing receiver with the same webhook-id, and the log survives a dispatcher restart', async () => {
     const s = await setup((n) => (n < 2 ? 500 : 204), { retryScheduleMs: [300, 50] })
     const first = s.make()
     const target = { url: s.receiver.url, eventsFilter: [] }
-    first.d.onJobEvent(
+    await first.d.onJobEvent(
       job({ webhook: target, state: 'failed', error: { code: 'x', message: 'y' } }),
       ev('failed', 2),
     )
@@ -170,13 +170,13 @@ describe('WebhookDispatcher', () => {
     // Crash-like stop right after the first failed attempt: only the log remains.
     await first.d.stop()
     const id = webhookId('job_abc', 'completed')
-    const row = first.log.get(id)
+    const row = await first.log.get(id)
     expect(row).toMatchObject({ attempt: 1, status: 'pending', responseCode: 500, lastError: 'HTTP 500' })
-    first.log.close()
+    await first.log.close()
 
     const second = s.make()
     second.d.start()
-    await waitFor(() => second.log.get(id)?.status === 'succeeded')
+    await waitFor(async () => (await second.log.get(id))?.status === 'succeeded')
     expect(s.receiver.received).toHaveLength(3)
     expect(new Set(s.receiver.received.map((r) => r.headers['webhook-id']))).toEqual(new Set([id]))
     // Each attempt is signed afresh and verifies.
@@ -185,7 +185,7 @@ describe('WebhookDispatcher', () => {
       expect(() => wh.verify(r.body, r.headers as Record<string, string>)).not.toThrow()
     // The retry waited the schedule's first step (300 ms ± 10 %).
     expect(s.receiver.received[1].at - s.receiver.received[0].at).toBeGreaterThanOrEqual(260)
-    expect(second.log.get(id)).toMatchObject({ attempt: 3, status: 'succeeded', responseCode: 204 })
+    expect(await second.log.get(id)).toMatchObject({ attempt: 3, status: 'succeeded', responseCode: 204 })
     const m = await s.metrics.registry.getSingleMetric('pgpt:webhook_deliveries_total')?.get()
     const by = Object.fromEntries((m?.values ?? []).map((v) => [v.labels.outcome, v.value]))
     expect(by).toEqual({ retry: 2, success: 1 })
@@ -194,10 +194,13 @@ describe('WebhookDispatcher', () => {
   it('gives up after the schedule is spent; timeouts and redirects count as failures', async () => {
     const s = await setup((n) => (n === 0 ? 'hang' : 302), { timeoutMs: 200 })
     const { d, log } = s.make()
-    d.onJobEvent(job({ webhook: { url: s.receiver.url, eventsFilter: [] } }), ev('start', 1))
+    await d.onJobEvent(job({ webhook: { url: s.receiver.url, eventsFilter: [] } }), ev('start', 1))
     d.start()
     const id = webhookId('job_abc', 'start')
-    const row = await waitFor(() => (log.get(id)?.status === 'failed' ? log.get(id) : null), 5000)
+    const row = await waitFor(async () => {
+      const r = await log.get(id)
+      return r?.status === 'failed' ? r : null
+    }, 5000)
     expect(row).toMatchObject({ attempt: 3, responseCode: 302 })
     expect(row?.lastError).toMatch(/redirects are not followed/)
     expect(s.receiver.received.map((r) => r.path)).toEqual(['/hook', '/hook', '/hook'])
@@ -208,10 +211,13 @@ describe('WebhookDispatcher', () => {
   it('refuses a private target unless allowPrivate, without sending anything', async () => {
     const s = await setup(() => 200, { allowPrivate: false })
     const { d, log } = s.make()
-    d.onJobEvent(job({ webhook: { url: s.receiver.url, eventsFilter: [] } }), ev('start', 1))
+    await d.onJobEvent(job({ webhook: { url: s.receiver.url, eventsFilter: [] } }), ev('start', 1))
     d.start()
     const id = webhookId('job_abc', 'start')
-    const row = await waitFor(() => (log.get(id)?.status === 'failed' ? log.get(id) : null))
+    const row = await waitFor(async () => {
+      const r = await log.get(id)
+      return r?.status === 'failed' ? r : null
+    })
     expect(row?.attempt).toBe(1)
     expect(row?.lastError).toMatch(/127\.0\.0\.1 \(loopback\)/)
     expect(s.receiver.received).toHaveLength(0)
@@ -223,12 +229,12 @@ describe('WebhookDispatcher', () => {
     const s = await setup(() => 200, { retentionMs: 50 })
     const { d, log } = s.make()
     const target = { url: s.receiver.url, eventsFilter: [] }
-    d.onJobEvent(job({ webhook: target }), ev('start', 1))
+    await d.onJobEvent(job({ webhook: target }), ev('start', 1))
     d.start()
     const id = webhookId('job_abc', 'start')
-    await waitFor(() => log.get(id)?.status === 'succeeded')
+    await waitFor(async () => (await log.get(id))?.status === 'succeeded')
     await d.stop()
-    log.enqueue(
+    await log.enqueue(
       {
         id: 'msg_pending',
         jobId: 'job_x',
@@ -243,8 +249,8 @@ describe('WebhookDispatcher', () => {
     await new Promise((r) => setTimeout(r, 60))
     const second = s.make()
     second.d.start() // prunes on its first idle moment
-    await waitFor(() => second.log.get(id) === null)
-    expect(second.log.get('msg_pending')).not.toBeNull()
+    await waitFor(async () => (await second.log.get(id)) === null)
+    expect(await second.log.get('msg_pending')).not.toBeNull()
   })
 
   it('connects to the address the guard checked (pinned lookup), never re-resolving the name', async () => {
@@ -258,9 +264,9 @@ describe('WebhookDispatcher', () => {
     const { d, log } = s.make()
     // No such name in any DNS: only the pinned address can make this connect.
     const url = `http://hooks.pgpt.invalid:${s.receiver.port}/hook`
-    d.onJobEvent(job({ webhook: { url, eventsFilter: [] } }), ev('start', 1))
+    await d.onJobEvent(job({ webhook: { url, eventsFilter: [] } }), ev('start', 1))
     d.start()
-    await waitFor(() => log.get(webhookId('job_abc', 'start'))?.status === 'succeeded')
+    await waitFor(async () => (await log.get(webhookId('job_abc', 'start')))?.status === 'succeeded')
     expect(lookups).toBe(1)
     expect(s.receiver.received[0].headers.host).toBe(`hooks.pgpt.invalid:${s.receiver.port}`)
   })

@@ -1,7 +1,10 @@
 /**
  * Webhook dispatcher: turns job events into Standard Webhooks deliveries and
- * sends them from the durable log (delivery-log.ts) until they succeed or the
- * retry schedule is spent.
+ * sends them from the durable log (the DeliveryLog port: the SQLite file in
+ * the local profile, objects in the shared store in cloud profiles) until
+ * they succeed or the retry schedule is spent. Every dispatcher over one log
+ * sends what any of them (or the dead-letter function) scheduled: a retry
+ * due hours ahead survives the pod that scheduled it.
  *
  * - Events: `start` (job started), `output` (the handler published output),
  *   `completed` (any terminal state: succeeded, failed, canceled), filtered by
@@ -22,11 +25,11 @@
 import { createHash } from 'node:crypto'
 import type { Logger } from '../../core/logger.js'
 import type { Metrics } from '../../core/metrics.js'
+import type { Delivery, DeliveryLog, NewDelivery, WebhookEvent } from '../../core/ports/delivery-log.js'
 import type { JobEvent } from '../../core/ports/events.js'
 import type { JobRecord } from '../../core/ports/job-store.js'
 import { sleep } from '../backoff.js'
 import { attemptDelivery } from './deliver.js'
-import type { Delivery, DeliveryLog, WebhookEvent } from './delivery-log.js'
 import { toJobView } from './payload.js'
 import type { ResolveAll } from './ssrf.js'
 
@@ -94,27 +97,36 @@ export class WebhookDispatcher {
   }
 
   /** Hook for runWorker's `onJobEvent`: log a delivery when the job has a webhook that wants this event. */
-  readonly onJobEvent = (job: JobRecord, event: JobEvent): void => {
-    const target = job.webhook
-    const kind = webhookEventOf(event.type)
-    if (!target || !kind) return
-    if (target.eventsFilter.length && !target.eventsFilter.includes(kind)) return
-    const id = webhookId(job.id, kind, event.seq)
-    const body = toJobView(job, event.type === 'output' ? { output: event.data } : {})
-    const added = this.o.log.enqueue({
-      id,
-      jobId: job.id,
-      requestId: job.requestId ?? null,
-      tenant: job.tenant,
-      event: kind,
-      url: target.url,
-      payload: JSON.stringify(body),
-    })
+  readonly onJobEvent = async (job: JobRecord, event: JobEvent): Promise<void> => {
+    await this.logEvent(job, event)
+  }
+
+  /**
+   * Writes the delivery of a job event to the log (when the job's webhook wants
+   * it) and resolves its webhook-id, or null when no webhook is due. Rejects
+   * when the log cannot be written: the caller decides whether to try again.
+   */
+  async logEvent(job: JobRecord, event: JobEvent): Promise<string | null> {
+    const d = deliveryOf(job, event)
+    if (!d) return null
+    const added = await this.o.log.enqueue(d)
     this.o.logger.debug(
-      { requestId: job.requestId, jobId: job.id, webhookId: id, event: kind, added },
+      { requestId: job.requestId, jobId: job.id, webhookId: d.id, event: d.event, added },
       added ? 'webhook logged' : 'webhook already logged for this event',
     )
     this.wake()
+    return d.id
+  }
+
+  /**
+   * Attempts one delivery now if it is due (it is leased, as a pass would);
+   * a failed attempt is scheduled in the log like any other, for whichever
+   * dispatcher looks next. Resolves whether an attempt was made.
+   */
+  async deliverNow(id: string): Promise<boolean> {
+    const d = await this.o.log.claim(id, this.leaseMs())
+    if (d) await this.attempt(d)
+    return d !== null
   }
 
   start(): void {
@@ -143,29 +155,50 @@ export class WebhookDispatcher {
         this.o.logger.error({ err }, 'webhook dispatcher pass failed')
       }
       if (this.stopped) break
-      this.pruneHourly()
-      const next = safe(() => this.o.log.nextDueAt())
+      await this.pruneHourly()
+      const next = await this.o.log.nextDueAt().catch(() => null)
+      // Due yet nothing claimed (another dispatcher holds it, or a stale index entry): poll, don't spin.
       const wait =
-        next === null ? this.pollIntervalMs : Math.min(this.pollIntervalMs, Math.max(0, next - Date.now()))
+        next === null || next <= Date.now()
+          ? this.pollIntervalMs
+          : Math.min(this.pollIntervalMs, next - Date.now())
       await sleep(wait, this.wakeCtrl.signal)
     }
   }
 
-  private pruneHourly(): void {
+  private async pruneHourly(): Promise<void> {
     if (Date.now() - this.lastPrune < 3_600_000) return
     this.lastPrune = Date.now()
-    const n = safe(() => this.o.log.prune(Date.now() - this.retentionMs))
+    const n = await this.o.log.prune(Date.now() - this.retentionMs).catch((err) => {
+      this.o.logger.warn({ err }, 'pruning webhook deliveries failed')
+      return 0
+    })
     if (n) this.o.logger.info({ deleted: n }, 'pruned finished webhook deliveries')
+  }
+
+  /** An attempt's lease: longer than the attempt can take, so it never ends while one is in flight. */
+  private leaseMs(): number {
+    return this.timeoutMs + 30_000
   }
 
   /** One pass: send every delivery due now (up to `concurrency` per claim). Returns how many were attempted. */
   async deliverDue(): Promise<number> {
-    const due = this.o.log.claimDue(this.concurrency, this.timeoutMs + 30_000)
+    const due = await this.o.log.claimDue(this.concurrency, this.leaseMs())
     await Promise.all(due.map((d) => this.attempt(d)))
     return due.length
   }
 
   private async attempt(d: Delivery): Promise<void> {
+    try {
+      await this.attemptAndRecord(d)
+    } catch (err) {
+      // The log could not record the outcome: the lease ends and the delivery is due again
+      // (the receiver may see this attempt twice, with the same webhook-id).
+      this.o.logger.error({ err, webhookId: d.id, jobId: d.jobId }, 'webhook attempt not recorded')
+    }
+  }
+
+  private async attemptAndRecord(d: Delivery): Promise<void> {
     const n = d.attempt + 1
     const log = this.o.logger.child({
       requestId: d.requestId ?? undefined,
@@ -181,27 +214,27 @@ export class WebhookDispatcher {
       resolve: this.o.resolve,
     })
     if (r.outcome === 'delivered') {
-      this.o.log.recordAttempt(d.id, { status: 'succeeded', responseCode: r.status, error: null })
+      await this.o.log.recordAttempt(d.id, { status: 'succeeded', responseCode: r.status, error: null })
       this.end('success', n)
       log.info({ status: r.status }, 'webhook delivered')
       return
     }
     if (r.outcome === 'refused') {
-      this.o.log.recordAttempt(d.id, { status: 'failed', responseCode: null, error: r.error })
+      await this.o.log.recordAttempt(d.id, { status: 'failed', responseCode: null, error: r.error })
       this.end('refused', n)
       log.warn({ url: d.url, reason: r.error }, 'webhook refused by the SSRF guard')
       return
     }
     const { status, error } = r
     if (n > this.schedule.length) {
-      this.o.log.recordAttempt(d.id, { status: 'failed', responseCode: status, error })
+      await this.o.log.recordAttempt(d.id, { status: 'failed', responseCode: status, error })
       this.end('failed', n)
       log.warn({ status, error }, 'webhook failed for good: retries exhausted')
       return
     }
     const base = this.schedule[n - 1]
     const wait = Math.round(base * (1 - this.jitter + Math.random() * 2 * this.jitter))
-    this.o.log.recordAttempt(d.id, {
+    await this.o.log.recordAttempt(d.id, {
       status: 'pending',
       responseCode: status,
       error,
@@ -217,10 +250,20 @@ export class WebhookDispatcher {
   }
 }
 
-function safe<T>(fn: () => T): T | null {
-  try {
-    return fn()
-  } catch {
-    return null
+/** The delivery a job event makes, when the job's webhook wants the event. */
+export function deliveryOf(job: JobRecord, event: JobEvent): NewDelivery | null {
+  const target = job.webhook
+  const kind = webhookEventOf(event.type)
+  if (!target || !kind) return null
+  if (target.eventsFilter.length && !target.eventsFilter.includes(kind)) return null
+  const body = toJobView(job, event.type === 'output' ? { output: event.data } : {})
+  return {
+    id: webhookId(job.id, kind, event.seq),
+    jobId: job.id,
+    requestId: job.requestId ?? null,
+    tenant: job.tenant,
+    event: kind,
+    url: target.url,
+    payload: JSON.stringify(body),
   }
 }
