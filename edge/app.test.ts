@@ -601,6 +601,48 @@ describe('streaming', () => {
     )
   })
 
+  it('a job run again mid-stream: the client gets each piece of text once, or an error if the rerun differs', async () => {
+    await edge({ worker: false })
+    const relayed = async (run2: string[]) => {
+      const res = await post('/v1/completions', t.keys.generate, {
+        model: 'echo-1',
+        prompt: 'p',
+        stream: true,
+      })
+      const jobId = res.headers.get('x-pgpt-job-id')!
+      const publish = (run: number, seq: number, type: JobEvent['type'], data: unknown) =>
+        t.deps.events.publish({ jobId, run, seq, type, data, at: Date.now() })
+      const token = (text: string) => ({ index: 0, text })
+      await publish(1, 1, 'start', { attempt: 1 })
+      await publish(1, 2, 'token', token('Once'))
+      await publish(1, 3, 'token', token(' upon'))
+      // Run 1's worker was lost; run 2 starts over from seq 1.
+      await publish(2, 1, 'start', { attempt: 2 })
+      for (const [i, text] of run2.entries()) await publish(2, i + 2, 'token', token(text))
+      const output = {
+        model: 'echo-1',
+        choices: [{ index: 0, text: run2.join(''), finishReason: 'length', logprobs: null }],
+        usage: { promptTokens: 1, completionTokens: run2.length },
+      }
+      await publish(2, run2.length + 2, 'completed', output)
+      const data = [...(await res.text()).matchAll(/^data: (.*)$/gm)].map((m) => m[1])
+      const texts = data
+        .filter((d) => d.startsWith('{"id"'))
+        .map((d) => (JSON.parse(d) as { choices: Array<{ text: string }> }).choices[0]?.text ?? '')
+      return { jobId, data, texts }
+    }
+    const same = await relayed(['Once', ' upon', ' a', ' time'])
+    expect(same.texts.join('')).toBe('Once upon a time')
+    expect(same.data.at(-1)).toBe('[DONE]')
+
+    const differs = await relayed(['Once', ' there', ' was'])
+    expect(differs.texts.join('')).toBe('Once upon')
+    expect(differs.data).not.toContain('[DONE]')
+    expect(JSON.parse(differs.data.at(-1)!)).toMatchObject({ error: { code: 'job_rerun_diverged' } })
+    // Nobody reads the rest of a job whose stream ended so: it is canceled.
+    await until(async () => (await t.deps.jobs.getById(differs.jobId))?.state === 'canceled')
+  })
+
   it('ends a stream with an error object when the job fails', async () => {
     await edge()
     const res = await post('/v1/completions', t.keys.generate, {
