@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { MemoryObjectStore } from '../core/adapters/memory-object-store.js'
 import { type ModelManifest, manifestKey, markModelsChanged } from '../core/model-manifest.js'
+import type { JobEvent } from '../core/ports/events.js'
 import type { ObjectStore } from '../core/ports/object-store.js'
 import { createModelCatalog } from '../core/records/model-catalog.js'
 import {
@@ -600,6 +601,48 @@ describe('streaming', () => {
     )
   })
 
+  it('a job run again mid-stream: the client gets each piece of text once, or an error if the rerun differs', async () => {
+    await edge({ worker: false })
+    const relayed = async (run2: string[]) => {
+      const res = await post('/v1/completions', t.keys.generate, {
+        model: 'echo-1',
+        prompt: 'p',
+        stream: true,
+      })
+      const jobId = res.headers.get('x-pgpt-job-id')!
+      const publish = (run: number, seq: number, type: JobEvent['type'], data: unknown) =>
+        t.deps.events.publish({ jobId, run, seq, type, data, at: Date.now() })
+      const token = (text: string) => ({ index: 0, text })
+      await publish(1, 1, 'start', { attempt: 1 })
+      await publish(1, 2, 'token', token('Once'))
+      await publish(1, 3, 'token', token(' upon'))
+      // Run 1's worker was lost; run 2 starts over from seq 1.
+      await publish(2, 1, 'start', { attempt: 2 })
+      for (const [i, text] of run2.entries()) await publish(2, i + 2, 'token', token(text))
+      const output = {
+        model: 'echo-1',
+        choices: [{ index: 0, text: run2.join(''), finishReason: 'length', logprobs: null }],
+        usage: { promptTokens: 1, completionTokens: run2.length },
+      }
+      await publish(2, run2.length + 2, 'completed', output)
+      const data = [...(await res.text()).matchAll(/^data: (.*)$/gm)].map((m) => m[1])
+      const texts = data
+        .filter((d) => d.startsWith('{"id"'))
+        .map((d) => (JSON.parse(d) as { choices: Array<{ text: string }> }).choices[0]?.text ?? '')
+      return { jobId, data, texts }
+    }
+    const same = await relayed(['Once', ' upon', ' a', ' time'])
+    expect(same.texts.join('')).toBe('Once upon a time')
+    expect(same.data.at(-1)).toBe('[DONE]')
+
+    const differs = await relayed(['Once', ' there', ' was'])
+    expect(differs.texts.join('')).toBe('Once upon')
+    expect(differs.data).not.toContain('[DONE]')
+    expect(JSON.parse(differs.data.at(-1)!)).toMatchObject({ error: { code: 'job_rerun_diverged' } })
+    // Nobody reads the rest of a job whose stream ended so: it is canceled.
+    await until(async () => (await t.deps.jobs.getById(differs.jobId))?.state === 'canceled')
+  })
+
   it('ends a stream with an error object when the job fails', async () => {
     await edge()
     const res = await post('/v1/completions', t.keys.generate, {
@@ -708,17 +751,57 @@ describe('jobs', () => {
       await post('/v1/jobs', t.keys.generate, { model: 'echo-1', input: { prompt: 'a b c' } })
     ).json()) as Job
     const text = await (await get(`/v1/jobs/${job.id}/stream`, t.keys.generate)).text()
-    const events = [...text.matchAll(/event: (\w+)\ndata: (.*)\nid: (\d+)/g)].map((m) => [m[1], m[3]])
+    const events = [...text.matchAll(/event: (\w+)\ndata: (.*)\nid: ([\d-]+)/g)].map((m) => [m[1], m[3]])
     expect(events.map((e) => e[0])).toEqual(['start', 'token', 'token', 'token', 'completed'])
-    expect(events.map((e) => Number(e[1]))).toEqual([1, 2, 3, 4, 5])
-    const resumed = await (
-      await get(`/v1/jobs/${job.id}/stream`, t.keys.generate, { 'last-event-id': '3' })
-    ).text()
-    expect([...resumed.matchAll(/event: (\w+)/g)].map((m) => m[1])).toEqual(['token', 'completed'])
+    expect(events.map((e) => e[1])).toEqual(['1-1', '1-2', '1-3', '1-4', '1-5'])
+    // `<run>-<seq>`, or a plain seq as ids were before runs (run 1's).
+    for (const id of ['1-3', '3']) {
+      const resumed = await (
+        await get(`/v1/jobs/${job.id}/stream`, t.keys.generate, { 'last-event-id': id })
+      ).text()
+      expect([...resumed.matchAll(/event: (\w+)/g)].map((m) => m[1])).toEqual(['token', 'completed'])
+    }
     // Finished and asked afresh: one terminal event from the record.
     const after = await (await get(`/v1/jobs/${job.id}/stream`, t.keys.generate)).text()
     expect(after).toContain('event: completed')
     expect(after).toContain('"text":"c b a"')
+  })
+})
+
+describe('job event stream across runs', () => {
+  it('a job run again streams its new run; Last-Event-ID of the old run resumes into the new one', async () => {
+    await edge({ worker: false })
+    const job = (await (
+      await post('/v1/jobs', t.keys.generate, { model: 'echo-1', input: { prompt: 'p' } })
+    ).json()) as { id: string }
+    const publish = (run: number, seq: number, type: JobEvent['type'], data: unknown) =>
+      t.deps.events.publish({ jobId: job.id, run, seq, type, data, at: Date.now() })
+    const ids = (text: string) =>
+      [...text.matchAll(/event: (\w+)\ndata: (.*)\nid: ([\d-]+)/g)].map((m) => `${m[3]} ${m[1]} ${m[2]}`)
+    const following = get(`/v1/jobs/${job.id}/stream`, t.keys.generate)
+    await new Promise((r) => setTimeout(r, 50))
+    await publish(1, 1, 'start', { attempt: 1 })
+    await publish(1, 2, 'token', { index: 0, text: 'a' })
+    // Run 1's worker lost its lease; run 2 starts over. Its late token is dropped.
+    await publish(2, 1, 'start', { attempt: 2 })
+    await publish(1, 3, 'token', { index: 0, text: 'stale' })
+    await publish(2, 2, 'token', { index: 0, text: 'a' })
+    await publish(2, 3, 'completed', { ok: true })
+    expect(ids(await (await following).text())).toEqual([
+      '1-1 start {"attempt":1}',
+      '1-2 token {"index":0,"text":"a"}',
+      '2-1 start {"attempt":2}',
+      '2-2 token {"index":0,"text":"a"}',
+      '2-3 completed {"ok":true}',
+    ])
+    const resumed = await get(`/v1/jobs/${job.id}/stream`, t.keys.generate, { 'last-event-id': '1-2' })
+    expect(ids(await resumed.text())).toEqual([
+      '2-1 start {"attempt":2}',
+      '2-2 token {"index":0,"text":"a"}',
+      '2-3 completed {"ok":true}',
+    ])
+    const inRun2 = await get(`/v1/jobs/${job.id}/stream`, t.keys.generate, { 'last-event-id': '2-2' })
+    expect(ids(await inRun2.text())).toEqual(['2-3 completed {"ok":true}'])
   })
 })
 

@@ -31,20 +31,21 @@ async function served(env: Record<string, string>): Promise<string> {
   return `http://127.0.0.1:${info.port}`
 }
 
-const token = (jobId: string, seq: number, bytes: number): JobEvent => ({
+const token = (jobId: string, seq: number, bytes: number, run = 1): JobEvent => ({
   jobId,
+  run,
   seq,
   type: 'token',
   data: { index: seq % 16, text: 'x'.repeat(bytes) },
   at: 1,
 })
 
-async function received(jobId: string, last: number): Promise<JobEvent[]> {
+async function received(jobId: string, last: number, run = 1): Promise<JobEvent[]> {
   const seen: JobEvent[] = []
   const ac = new AbortController()
   for await (const e of (t as TestEdge).deps.events.subscribe(jobId, { signal: ac.signal })) {
     seen.push(e)
-    if (e.seq >= last) ac.abort()
+    if (e.run >= run && e.seq >= last) ac.abort()
   }
   return seen
 }
@@ -56,7 +57,7 @@ describe('worker → edge events (/internal/events)', () => {
     // 100 × 4 KiB tokens in one batch window (~400 KiB), then a 200 KiB `completed`.
     for (let s = 1; s <= 100; s++) await events.publish(token('job_big', s, 4096))
     const output = { choices: [{ index: 0, text: 'y'.repeat(200 * 1024) }] }
-    await events.publish({ jobId: 'job_big', seq: 101, type: 'completed', data: output, at: 1 })
+    await events.publish({ jobId: 'job_big', run: 1, seq: 101, type: 'completed', data: output, at: 1 })
     const seen = await received('job_big', 101)
     expect(seen.map((e) => e.seq)).toEqual(Array.from({ length: 101 }, (_, i) => i + 1))
     expect(seen.at(-1)?.data).toEqual(output)
@@ -77,7 +78,7 @@ describe('worker → edge events (/internal/events)', () => {
       retryBaseMs: 5,
     })
     await events.publish(token(job.id, 1, 100))
-    await events.publish({ jobId: job.id, seq: 2, type: 'completed', data: output, at: 1 })
+    await events.publish({ jobId: job.id, run: 1, seq: 2, type: 'completed', data: output, at: 1 })
     const seen = await received(job.id, 2)
     expect(seen.map((e) => [e.seq, e.type])).toEqual([
       [1, 'token'],
@@ -89,8 +90,36 @@ describe('worker → edge events (/internal/events)', () => {
     await jobs.transition(job2.id, 'running')
     await jobs.transition(job2.id, 'succeeded', { output })
     const unaware = new HttpEvents({ edgeUrl: url, token: INTERNAL_TOKEN, retryBaseMs: 5 })
-    await unaware.publish({ jobId: job2.id, seq: 1, type: 'completed', data: output, at: 1 })
+    await unaware.publish({ jobId: job2.id, run: 1, seq: 1, type: 'completed', data: output, at: 1 })
     expect((await received(job2.id, 1))[0].data).toEqual(output)
+  })
+
+  it('carries each event’s run: a redelivered job’s second run gets through, the first run’s late events do not', async () => {
+    const url = await served({})
+    const worker1 = new HttpEvents({ edgeUrl: url, token: INTERNAL_TOKEN, awaitAll: true, retryBaseMs: 5 })
+    const worker2 = new HttpEvents({ edgeUrl: url, token: INTERNAL_TOKEN, awaitAll: true, retryBaseMs: 5 })
+    const following = received('job_runs', 3, 2)
+    await worker1.publish(token('job_runs', 1, 1, 1))
+    await worker1.publish(token('job_runs', 2, 1, 1))
+    // Worker 1 lost its lease; worker 2 runs the job again from seq 1, worker 1 is still going.
+    await worker2.publish(token('job_runs', 1, 1, 2))
+    await worker1.publish(token('job_runs', 3, 1, 1))
+    await worker2.publish(token('job_runs', 2, 1, 2))
+    await worker2.publish({ jobId: 'job_runs', run: 2, seq: 3, type: 'completed', data: {}, at: 1 })
+    expect((await following).map((e) => `${e.run}:${e.seq}`)).toEqual(['1:1', '1:2', '2:1', '2:2', '2:3'])
+    expect((await received('job_runs', 3, 2)).map((e) => `${e.run}:${e.seq}`)).toEqual(['2:1', '2:2', '2:3'])
+
+    const post = (body: unknown) =>
+      fetch(`${url}/internal/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${INTERNAL_TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+    // A worker from before runs sends none: its events are run 1's.
+    expect((await post([{ jobId: 'job_old', seq: 1, type: 'completed', data: {}, at: 1 }])).status).toBe(200)
+    expect((await received('job_old', 1)).map((e) => e.run)).toEqual([1])
+    for (const run of [-1, 1.5, '2'])
+      expect((await post([{ ...token('job_bad', 1, 1), run }])).status, String(run)).toBe(400)
   })
 
   it('splits POSTs under the internal limit; a body over it is a 413', async () => {
@@ -108,7 +137,7 @@ describe('worker → edge events (/internal/events)', () => {
       },
     })
     for (let s = 1; s <= 99; s++) await events.publish(token('job_split', s, 8192))
-    await events.publish({ jobId: 'job_split', seq: 100, type: 'completed', data: {}, at: 1 })
+    await events.publish({ jobId: 'job_split', run: 1, seq: 100, type: 'completed', data: {}, at: 1 })
     expect((await received('job_split', 100)).map((e) => e.seq)).toEqual(
       Array.from({ length: 100 }, (_, i) => i + 1),
     )

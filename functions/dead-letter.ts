@@ -99,7 +99,14 @@ export function createDeadLetterHandler(deps: DeadLetterDeps) {
   async function sendFailedWebhook(job: JobRecord, record: SqsEventRecord): Promise<boolean> {
     if (!dispatcher) return true
     const log = deps.logger.child({ requestId: job.requestId, jobId: job.id, messageId: record.messageId })
-    const event = { jobId: job.id, seq: 0, type: 'failed' as const, data: job.error ?? null, at: Date.now() }
+    const event = {
+      jobId: job.id,
+      run: job.attempts,
+      seq: 0,
+      type: 'failed' as const,
+      data: job.error ?? null,
+      at: Date.now(),
+    }
     let id: string | null
     try {
       id = await dispatcher.logEvent(job, event)

@@ -8,7 +8,7 @@
  */
 import type { Logger } from '../core/logger.js'
 import type { Metrics } from '../core/metrics.js'
-import type { Events, JobEvent } from '../core/ports/events.js'
+import { type Events, FINAL_SEQ, type JobEvent } from '../core/ports/events.js'
 import { IllegalTransitionError, isTerminal, type JobRecord, type JobStore } from '../core/ports/job-store.js'
 import type { Queue, QueueMessage } from '../core/ports/queue.js'
 import { queueMessageSchema } from '../core/protocol.js'
@@ -99,9 +99,16 @@ export async function failDeadLetteredJob(
   }
   o.metrics?.jobs.inc({ kind: job.kind, state: 'failed' })
   log.warn({ attempts: failed.attempts }, 'job dead-lettered; marked failed')
-  // seq: after anything an earlier run may have published (subscribers drop lower seqs),
-  // as the edge does for a job canceled before it ran.
-  const event: JobEvent = { jobId: job.id, seq: 1_000_000_000, type: 'failed', data: error, at: Date.now() }
+  // The job's last run, FINAL_SEQ: after anything that run published (subscribers drop what
+  // orders before), as the edge does for a job canceled before it ran.
+  const event: JobEvent = {
+    jobId: job.id,
+    run: failed.attempts,
+    seq: FINAL_SEQ,
+    type: 'failed',
+    data: error,
+    at: Date.now(),
+  }
   await o.events?.publish(event).catch((err) => log.warn({ err }, 'event publish failed'))
   await Promise.resolve(o.onJobEvent?.(failed, event)).catch((err) =>
     log.warn({ err }, 'onJobEvent hook failed'),

@@ -304,6 +304,72 @@ describe.each(['memory', 'sqlite', 'sqs'] as const)('runWorker over the %s queue
     expect(s.seen.at(-1)?.event.type).toBe('canceled')
   })
 
+  it.each([
+    ['finishes', false],
+    ['fails transiently', true],
+  ])(
+    'a run another worker took over %s: its outcome is dropped, the record and message left to the new run',
+    async (_, fails) => {
+      let takenOver: () => void = () => {}
+      const tookOver = new Promise<void>((r) => (takenOver = r))
+      const s = await setup({
+        // The cancel watch would also notice the takeover (as a lost lease); here the outcome meets the fence.
+        cancelPollMs: 60_000,
+        handlers: {
+          overtaken: async ({ job, publish }) => {
+            // Meanwhile this worker's lease lapsed and another worker claimed the job (run 2).
+            await s.jobs.transition(job.id, 'queued', { run: job.attempts })
+            await s.jobs.transition(job.id, 'running', { run: job.attempts })
+            takenOver()
+            await publish('progress', { late: true })
+            if (fails) throw new Error('late failure')
+            return { late: true }
+          },
+        },
+      })
+      s.start()
+      const job = await s.enqueue('overtaken', {})
+      await tookOver
+      await waitFor(() =>
+        s.lines.some((l) => l.msg === 'job taken over by another run; dropping this outcome'),
+      )
+      await s.stop()
+      // Run 2's: still running, no result of run 1's; run 1 neither acked nor released its message.
+      expect(await s.jobs.getById(job.id)).toMatchObject({ state: 'running', attempts: 2 })
+      expect((await s.jobs.getById(job.id))?.output).toBeUndefined()
+      expect(s.queue.calls.ack).toEqual([])
+      expect(s.queue.calls.release).toEqual([])
+      expect(s.seen.map((x) => [x.event.run, x.event.type])).toEqual([
+        [1, 'start'],
+        [1, 'progress'],
+      ])
+    },
+  )
+
+  it('the cancel watch stops a run another worker took over, as a lost lease', async () => {
+    let reason: unknown
+    const s = await setup({
+      handlers: {
+        overtaken: async ({ job, signal }) => {
+          await s.jobs.transition(job.id, 'queued', { run: job.attempts })
+          await s.jobs.transition(job.id, 'running', { run: job.attempts })
+          await new Promise((r) => signal.addEventListener('abort', r, { once: true }))
+          reason = signal.reason
+          throw signal.reason
+        },
+      },
+    })
+    s.start()
+    const job = await s.enqueue('overtaken', {})
+    await waitFor(() =>
+      s.lines.some((l) => l.msg === 'lease lost; leaving the job to whoever holds its message now'),
+    )
+    await s.stop()
+    expect(reason).toMatchObject({ kind: 'lease_lost' })
+    expect(await s.jobs.getById(job.id)).toMatchObject({ state: 'running', attempts: 2 })
+    expect(s.queue.calls.ack).toEqual([])
+  })
+
   it('a canceled job keeps what its handler produced before it stopped (StoppedEarly)', async () => {
     const s = await setup({
       handlers: {

@@ -31,7 +31,12 @@
 import type { Logger } from '../core/logger.js'
 import type { Metrics } from '../core/metrics.js'
 import type { Events, JobEvent, JobEventType } from '../core/ports/events.js'
-import { IllegalTransitionError, type JobRecord, type JobStore } from '../core/ports/job-store.js'
+import {
+  IllegalTransitionError,
+  type JobRecord,
+  type JobStore,
+  StaleRunError,
+} from '../core/ports/job-store.js'
 import type { Queue, QueueMessage } from '../core/ports/queue.js'
 import { type BackoffOptions, backoffDelay, sleep } from './backoff.js'
 import { claim } from './loop/claim.js'
@@ -48,7 +53,7 @@ export interface JobContext {
   signal: AbortSignal
   /** Child logger carrying requestId and jobId. */
   logger: Logger
-  /** Publish an event of this job; seq is assigned here (1, 2, 3, ... per run). Never throws. */
+  /** Publish an event of this job; run and seq are assigned here (run: job.attempts; seq 1, 2, 3, ...). Never throws. */
   publish(type: JobEventType, data: unknown): Promise<void>
   /** Extend the message's visibility now (the loop also does it every heartbeatIntervalMs). */
   heartbeat(): Promise<void>
@@ -275,12 +280,17 @@ async function runJob(
 ): Promise<void> {
   let seq = 0
   const publish = (type: JobEventType, data: unknown) =>
-    effects.publishEvent(job, { jobId: job.id, seq: ++seq, type, data, at: Date.now() }, log)
+    effects.publishEvent(
+      job,
+      { jobId: job.id, run: job.attempts, seq: ++seq, type, data, at: Date.now() },
+      log,
+    )
   const lease = holdLease({
     queue: options.queue,
     jobs: options.jobs,
     msg,
     jobId: job.id,
+    run: job.attempts,
     ctrl,
     visibilityTimeoutSeconds: run.visibility,
     heartbeatIntervalMs: run.heartbeatMs,
@@ -342,22 +352,32 @@ async function settle(
   try {
     if (change?.to === 'queued') {
       if (change.bestEffort)
-        await effects
-          .transition(job, 'queued')
-          .catch((err) => log.warn({ err }, 'could not put the job back to queued'))
+        await effects.transition(job, 'queued').catch((err) => {
+          if (err instanceof StaleRunError) throw err
+          log.warn({ err }, 'could not put the job back to queued')
+        })
       else await effects.transition(job, 'queued')
     } else if (change) {
       try {
         const done = await effects.transition(job, change.to, change.patch)
         await effects.publishTerminal(done, change.event.type, change.event.data, log, at.seq)
       } catch (err) {
-        if (!(err instanceof IllegalTransitionError)) throw err
+        if (!(err instanceof IllegalTransitionError) || err instanceof StaleRunError) throw err
         // Finished elsewhere meanwhile (e.g. canceled while queued again): that outcome stands.
         log.warn({ err }, 'job finished elsewhere first; dropping this outcome')
         dropped = true
       }
     }
   } catch (err) {
+    if (err instanceof StaleRunError) {
+      // Another worker took the job over (this one's lease lapsed): the record and the message
+      // are its run's now. Like a lost lease, touch neither; this run's outcome is dropped.
+      log.warn(
+        { err, run: err.run, currentRun: err.currentRun },
+        'job taken over by another run; dropping this outcome',
+      )
+      return
+    }
     // The job store is unreachable: leave the message un-acked; it comes back after the visibility timeout.
     log.error({ err }, 'could not record the job outcome; the message will be redelivered')
     return

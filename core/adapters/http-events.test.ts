@@ -38,6 +38,7 @@ async function startEdge(): Promise<Edge> {
 
 const ev = (seq: number, type: JobEvent['type'] = 'token'): JobEvent => ({
   jobId: 'job_1',
+  run: 1,
   seq,
   type,
   data: { seq },

@@ -3,9 +3,18 @@
  * subscribe here; workers in the same process publish directly, workers in
  * other processes publish through the edge's internal events route.
  * Recent events of each job are retained (bounded) so a late or reconnecting
- * subscriber can replay from `afterSeq`.
+ * subscriber can replay from `after`. Events are ordered by (run, seq)
+ * (core/ports/events.ts): a newer run replaces what was kept of the older one,
+ * and a late event of an older run is dropped.
  */
-import { type Events, type JobEvent, type SubscribeOptions, TERMINAL_EVENT_TYPES } from '../ports/events.js'
+import {
+  type EventPosition,
+  type Events,
+  isAfter,
+  type JobEvent,
+  type SubscribeOptions,
+  TERMINAL_EVENT_TYPES,
+} from '../ports/events.js'
 
 export interface MemoryEventsOptions {
   /** Events kept per job for replay. Default 10 000. */
@@ -16,9 +25,15 @@ export interface MemoryEventsOptions {
 
 type Listener = (e: JobEvent) => void
 
+interface Retained {
+  events: JobEvent[]
+  /** The last event accepted (kept even when retention dropped it from `events`). */
+  last?: EventPosition
+}
+
 export class MemoryEvents implements Events {
   readonly name = 'memory'
-  private readonly retained = new Map<string, JobEvent[]>()
+  private readonly retained = new Map<string, Retained>()
   private readonly listeners = new Map<string, Set<Listener>>()
   private readonly retainPerJob: number
   private readonly retainJobs: number
@@ -30,26 +45,28 @@ export class MemoryEvents implements Events {
   }
 
   async publish(event: JobEvent): Promise<void> {
-    let list = this.retained.get(event.jobId)
-    if (!list) {
-      list = []
-      this.retained.set(event.jobId, list)
+    let job = this.retained.get(event.jobId)
+    if (!job) {
+      job = { events: [] }
+      this.retained.set(event.jobId, job)
       if (this.retained.size > this.retainJobs) {
         const oldest = this.retained.keys().next().value
         if (oldest !== undefined) this.retained.delete(oldest)
       }
     }
-    // A redelivered job republishes from seq 1: keep the highest seq only once.
-    const last = list.at(-1)
-    if (last && event.seq <= last.seq) return
-    list.push(event)
-    if (list.length > this.retainPerJob) list.shift()
+    // A repeated seq, or a late event of a run that lost the job: already superseded.
+    if (!isAfter(event, job.last)) return
+    // A newer run (the job was redelivered): its events replace the older run's.
+    if (job.last && event.run > job.last.run) job.events = []
+    job.last = { run: event.run, seq: event.seq }
+    job.events.push(event)
+    if (job.events.length > this.retainPerJob) job.events.shift()
     for (const l of this.listeners.get(event.jobId) ?? []) l(event)
   }
 
   async *subscribe(jobId: string, options: SubscribeOptions = {}): AsyncIterable<JobEvent> {
     const { signal } = options
-    let lastSeq = options.afterSeq ?? 0
+    let last = options.after
     const pending: JobEvent[] = []
     let wake: (() => void) | undefined
     const listener: Listener = (e) => {
@@ -66,7 +83,7 @@ export class MemoryEvents implements Events {
     signal?.addEventListener('abort', onAbort)
     try {
       // Replay first; the listener is already attached so nothing falls in between.
-      pending.unshift(...(this.retained.get(jobId) ?? []))
+      pending.unshift(...(this.retained.get(jobId)?.events ?? []))
       while (!signal?.aborted) {
         const e = pending.shift()
         if (!e) {
@@ -76,8 +93,8 @@ export class MemoryEvents implements Events {
           wake = undefined
           continue
         }
-        if (e.seq <= lastSeq) continue
-        lastSeq = e.seq
+        if (!isAfter(e, last)) continue
+        last = e
         yield e
         if (TERMINAL_EVENT_TYPES.includes(e.type)) return
       }

@@ -6,6 +6,7 @@
  */
 import { newId } from '../ids.js'
 import {
+  checkRun,
   IllegalTransitionError,
   isTerminal,
   JOB_TRANSITIONS,
@@ -52,6 +53,7 @@ export class MemoryJobStore implements JobStore {
   async transition(id: string, to: JobState, patch: TransitionPatch = {}): Promise<JobRecord> {
     const r = this.jobs.get(id)
     if (!r) throw new Error(`MemoryJobStore: no job '${id}'`)
+    checkRun(r, to, patch)
     if (!JOB_TRANSITIONS[r.state].includes(to)) throw new IllegalTransitionError(id, r.state, to)
     const now = Date.now()
     r.state = to

@@ -17,7 +17,8 @@
  *   casUpdate): read etag and record, check the state machine, put with
  *   If-Match; on PreconditionFailedError read again and re-check, so of two
  *   workers racing to finish one job exactly one wins and the other gets
- *   IllegalTransitionError.
+ *   IllegalTransitionError. A fenced write (`patch.run`) is checked against
+ *   the record's attempts in the same swap (StaleRunError).
  * - list: the tenant's index lists newest first (inverted time); kind is in
  *   the entry's key, so filtering reads no records. The cursor `after` is a
  *   job id: its entry key is computed from its record and the listing skips
@@ -36,6 +37,7 @@
  */
 import { newId } from '../ids.js'
 import {
+  checkRun,
   IllegalTransitionError,
   isTerminal,
   JOB_STATES,
@@ -158,6 +160,7 @@ export class ObjectJobStore implements JobStore {
         this.recordKey(id),
         (current) => {
           if (!current) throw createError(OBJECT_JOB_STORE, `job ${id} not found`)
+          checkRun(current, to, patch)
           if (!JOB_TRANSITIONS[current.state].includes(to))
             throw new IllegalTransitionError(id, current.state, to)
           const next: JobRecord = { ...current, state: to, updatedAt: now }

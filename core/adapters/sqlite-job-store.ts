@@ -4,6 +4,8 @@
  * a transition is one `UPDATE … WHERE id = ? AND state IN (<states allowed to
  * move to the target>) RETURNING *`, so when two processes race to finish one
  * job exactly one UPDATE matches and the other gets IllegalTransitionError.
+ * A fenced write (`patch.run`) also says `AND attempts = ?`: a worker whose job
+ * another worker took over gets StaleRunError.
  *
  * Listing is newest first by insertion order (an autoincrement `seq`, which
  * also orders jobs created within one millisecond); the cursor `after` is a
@@ -11,6 +13,7 @@
  */
 import { newId } from '../ids.js'
 import {
+  checkRun,
   IllegalTransitionError,
   isTerminal,
   JOB_STATES,
@@ -196,6 +199,7 @@ export class SqliteJobStore implements JobStore {
                    output = COALESCE(?, output),
                    error = COALESCE(?, error)
                  WHERE id = ? AND state IN (${from.map(() => '?').join(', ')})
+                   AND (? IS NULL OR attempts = ?)
                  RETURNING *`,
               )
               .get(
@@ -210,11 +214,14 @@ export class SqliteJobStore implements JobStore {
                 json(patch.error),
                 id,
                 ...from,
+                patch.run ?? null,
+                patch.run ?? null,
               ),
           )
     if (row) return toRecord(row)
     const current = await this.getById(id)
     if (!current) throw createError(SQLITE_JOB_STORE, `job ${id} not found`)
+    checkRun(current, to, patch)
     throw new IllegalTransitionError(id, current.state, to)
   }
 

@@ -65,6 +65,15 @@ export type NewJob = Pick<JobRecord, 'tenant' | 'kind' | 'input'> &
 export interface TransitionPatch {
   output?: unknown
   error?: JobError
+  /**
+   * Run fence: the `attempts` the writer saw (for a worker, its run number: the
+   * record's attempts once it entered `running`). The store refuses the write
+   * with StaleRunError, atomically with the state check, when the record's
+   * attempts differ: another worker has taken the job over since (its lease
+   * expired and the message went to someone else), and the old run must not
+   * write over the new one. Omitted: no fence (the edge's own writes).
+   */
+  run?: number
 }
 
 export interface JobListOptions {
@@ -98,7 +107,8 @@ export interface JobStore {
    * Move a job to `to`. Throws IllegalTransitionError when the state machine
    * forbids it (so two workers racing on one job cannot both finish it).
    * Entering `running` increments attempts and sets startedAt; entering a
-   * terminal state sets finishedAt.
+   * terminal state sets finishedAt. With `patch.run`, throws StaleRunError
+   * (an IllegalTransitionError) when the record's attempts differ from it.
    */
   transition(id: string, to: JobState, patch?: TransitionPatch): Promise<JobRecord>
   /** Mark cancel requested; a queued job is canceled at once. Returns the record. */
@@ -114,7 +124,7 @@ export interface JobStore {
 }
 
 export class IllegalTransitionError extends Error {
-  override readonly name = 'IllegalTransitionError'
+  override readonly name: string = 'IllegalTransitionError'
   constructor(
     readonly jobId: string,
     readonly from: JobState,
@@ -122,4 +132,33 @@ export class IllegalTransitionError extends Error {
   ) {
     super(`Job ${jobId}: illegal transition ${from} -> ${to}`)
   }
+}
+
+/**
+ * A write fenced by `TransitionPatch.run` came from a run that is no longer
+ * the job's (its attempts moved on): the worker lost the job to another one.
+ * An IllegalTransitionError, so code that treats "moved elsewhere" alike
+ * needs nothing new; code that must not touch the new run's message checks
+ * for this class first.
+ */
+export class StaleRunError extends IllegalTransitionError {
+  override readonly name: string = 'StaleRunError'
+  constructor(
+    jobId: string,
+    from: JobState,
+    to: JobState,
+    /** The run the writer belonged to. */
+    readonly run: number,
+    /** The record's attempts: the job's current run. */
+    readonly currentRun: number,
+  ) {
+    super(jobId, from, to)
+    this.message = `Job ${jobId}: run ${run} is stale (the job is on run ${currentRun}); refused ${from} -> ${to}`
+  }
+}
+
+/** Throws StaleRunError when a fenced write (`patch.run`) does not belong to the record's current run. */
+export function checkRun(rec: JobRecord, to: JobState, patch: TransitionPatch): void {
+  if (patch.run !== undefined && patch.run !== rec.attempts)
+    throw new StaleRunError(rec.id, rec.state, to, patch.run, rec.attempts)
 }

@@ -3,8 +3,10 @@
  * events (in memory and in its storage) and streams them to subscribers, so a
  * worker's events posted to any edge isolate (POST /internal/events) reach the
  * isolate that holds the client's request. Same semantics as the in-process
- * hub (core/adapters/memory-events.ts): replay after `afterSeq`, a repeated
- * seq is ignored, a subscription ends at the terminal event.
+ * hub (core/adapters/memory-events.ts): events ordered by (run, seq), replay
+ * after a position, a repeated seq or a late event of an older run is ignored,
+ * a newer run replaces the older run's events, a subscription ends at the
+ * terminal event.
  *
  * `EventsHubDurableObject` is the class the Worker exports (edge/worker.ts,
  * wrangler.jsonc); `DurableObjectEvents` is the adapter. Plain fetch + NDJSON,
@@ -13,6 +15,7 @@
  */
 import {
   type Events,
+  isAfter,
   type JobEvent,
   type SubscribeOptions,
   TERMINAL_EVENT_TYPES,
@@ -50,7 +53,10 @@ export class EventsHubDurableObject {
   private async load(): Promise<JobEvent[]> {
     if (!this.events) {
       const stored = await this.state.storage.list<JobEvent>({ prefix: 'e:' })
-      this.events ??= [...stored.values()].sort((a, b) => a.seq - b.seq)
+      // Events stored before runs existed were run 1's; only the newest run's are kept.
+      const all = [...stored.values()].map((e) => ({ ...e, run: e.run ?? 1 }))
+      const run = Math.max(0, ...all.map((e) => e.run))
+      this.events ??= all.filter((e) => e.run === run).sort((a, b) => a.seq - b.seq)
     }
     return this.events
   }
@@ -62,9 +68,17 @@ export class EventsHubDurableObject {
       const batch = (await request.json()) as JobEvent[]
       for (const e of batch) {
         const last = events.at(-1)
-        if (last && (e.seq <= last.seq || isTerminal(last))) continue
+        if (last && (!isAfter(e, last) || isTerminal(last))) continue
+        if (last && e.run > last.run) {
+          // The job was redelivered: the newer run's events replace the older run's.
+          events.length = 0
+          void this.state.storage.deleteAll()
+        }
         events.push(e)
-        void this.state.storage.put(`e:${String(e.seq).padStart(12, '0')}`, e)
+        void this.state.storage.put(
+          `e:${String(e.run).padStart(6, '0')}:${String(e.seq).padStart(12, '0')}`,
+          e,
+        )
         const line = encoder.encode(`${JSON.stringify(e)}\n`)
         for (const w of this.subscribers) {
           w.write(line).catch(() => this.subscribers.delete(w))
@@ -78,12 +92,15 @@ export class EventsHubDurableObject {
       return Response.json({ accepted: batch.length })
     }
     if (url.pathname === '/subscribe') {
-      const after = Number(url.searchParams.get('after') ?? 0)
+      const after = {
+        run: Number(url.searchParams.get('run') ?? 0),
+        seq: Number(url.searchParams.get('after') ?? 0),
+      }
       const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>()
       const writer = writable.getWriter()
       let ended = false
       for (const e of events) {
-        if (e.seq <= after) continue
+        if (!isAfter(e, after)) continue
         void writer.write(encoder.encode(`${JSON.stringify(e)}\n`))
         if (isTerminal(e)) ended = true
       }
@@ -144,7 +161,8 @@ export class DurableObjectEvents implements Events {
   async *subscribe(jobId: string, options: SubscribeOptions = {}): AsyncIterable<JobEvent> {
     const { signal } = options
     if (signal?.aborted) return
-    const res = await this.stub(jobId).fetch(`https://events/subscribe?after=${options.afterSeq ?? 0}`)
+    const { run = 0, seq = 0 } = options.after ?? {}
+    const res = await this.stub(jobId).fetch(`https://events/subscribe?run=${run}&after=${seq}`)
     if (!res.ok || !res.body) throw new Error(`[${this.name}] subscribe: ${res.status}`)
     const reader = res.body.getReader()
     const onAbort = () => void reader.cancel().catch(() => {})

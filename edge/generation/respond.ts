@@ -34,6 +34,7 @@ import {
   submitGeneration,
   usageKind,
 } from './run.js'
+import { RERUN_DIVERGED, TokenRelay } from './token-relay.js'
 
 export const DEFAULT_SYNC_TIMEOUT_MS = 300_000
 
@@ -191,6 +192,8 @@ function streamGeneration(
     }
     let status = '200'
     let metered = false
+    // A job run again (its worker was lost) streams from its start: the relay skips what was sent.
+    const tokens = new TokenRelay(sub.job.id)
     const relay = (async () => {
       const timer = setTimeout(sub.abort, timeoutMs)
       let firstToken = true
@@ -209,7 +212,8 @@ function streamGeneration(
               deps.metrics.timeToFirstToken.observe({ model }, (performance.now() - startedAt) / 1000)
             }
             const d: TokenEventData = t.data
-            await send(chunks.text(d.index, d.text, d.logprob))
+            const text = tokens.next(e.run, d.index, d.text)
+            if (text) await send(chunks.text(d.index, text, d.logprob))
           } else if (isTerminal(e)) {
             ended = true
             // Canceled after it began generating (its client left, or the job API canceled it): billed for that.
@@ -219,6 +223,13 @@ function streamGeneration(
               await meter(partial)
             }
             const out = outputOf(e, sub.job.id)
+            const short = tokens.shortfall()
+            if (short) {
+              // The job did generate this: metered, though its stream cannot end well.
+              metered = true
+              await meter(out.usage)
+              throw short
+            }
             for (const ch of out.choices) await send(chunks.finish(ch.index, ch.finishReason))
             if (includeUsage) await send(chunks.usage(out.usage))
             await send('[DONE]')
@@ -229,6 +240,8 @@ function streamGeneration(
         }
       } catch (err) {
         const api = toApiError(err)
+        // A rerun that diverged from what was streamed, still running: nobody will read the rest.
+        if (api.code === RERUN_DIVERGED && !ended) leaveJob(c, deps, sub.job.id)
         // 499 (nginx's "client closed request"): the job's 409 `canceled` was the client's own doing.
         status = clientGone && api.code === 'job_canceled' ? '499' : String(api.status)
         if (api.status >= 500) log.error({ err }, 'stream failed')

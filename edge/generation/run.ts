@@ -4,7 +4,7 @@
  * never runs the model (core/protocol.ts is the contract with the workers).
  */
 import { ApiError, notFound } from '../../core/errors.js'
-import type { JobEvent } from '../../core/ports/events.js'
+import { FINAL_SEQ, type JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord, type WebhookTarget } from '../../core/ports/job-store.js'
 import {
   canceledGenerationSchema,
@@ -39,11 +39,11 @@ export interface Submitted {
 export function terminalEventOf(job: JobRecord | null): JobEvent | null {
   if (!job || !isTerminal(job.state)) return null
   const at = job.finishedAt ?? job.updatedAt
-  if (job.state === 'succeeded') return { jobId: job.id, seq: 0, type: 'completed', data: job.output, at }
+  const e = { jobId: job.id, run: job.attempts, seq: 0, at }
+  if (job.state === 'succeeded') return { ...e, type: 'completed', data: job.output }
   // A job canceled while it ran keeps what it generated (its `canceled` event's data).
-  if (job.state === 'canceled')
-    return { jobId: job.id, seq: 0, type: 'canceled', data: job.output ?? null, at }
-  return { jobId: job.id, seq: 0, type: 'failed', data: job.error ?? null, at }
+  if (job.state === 'canceled') return { ...e, type: 'canceled', data: job.output ?? null }
+  return { ...e, type: 'failed', data: job.error ?? null }
 }
 
 export interface SubmitOptions {
@@ -98,9 +98,6 @@ export async function submitGeneration(
   }
 }
 
-/** Seq of the `canceled` event the edge publishes for a job canceled before it ran (after any worker's). */
-export const EDGE_CANCEL_SEQ = 1_000_000_000
-
 /**
  * Requests a job's cancellation, as POST /v1/jobs/{id}/cancel does: a queued
  * job is canceled at once, and since no worker will run it to say so, the edge
@@ -115,7 +112,9 @@ export async function cancelJob(deps: EdgeDeps, tenant: string, id: string): Pro
   if (r && before.state === 'queued' && r.state === 'canceled') {
     await deps.events.publish({
       jobId: id,
-      seq: EDGE_CANCEL_SEQ,
+      // The job's last run (0: none), after anything it published before it was released.
+      run: r.attempts,
+      seq: FINAL_SEQ,
       type: 'canceled',
       data: { reason: 'canceled' },
       at: Date.now(),

@@ -14,6 +14,8 @@ import { type EdgeApp, h, json, type RouteContext, valid } from './util.js'
 
 export const jobEventSchema = z.object({
   jobId: z.string().min(1).max(128),
+  /** The run that published it (core/ports/events.ts); a worker older than runs sends none: its run 1. */
+  run: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(1),
   seq: z.number().int().min(0),
   type: z.enum(['start', 'token', 'progress', 'output', 'completed', 'failed', 'canceled']),
   data: z.unknown(),

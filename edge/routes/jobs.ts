@@ -17,7 +17,7 @@ import {
   REQUEST_BOUNDS,
   samplingFields,
 } from '../../core/openai/schemas.js'
-import type { JobEvent } from '../../core/ports/events.js'
+import type { EventPosition, JobEvent } from '../../core/ports/events.js'
 import { isTerminal, type JobRecord } from '../../core/ports/job-store.js'
 import type { Scope } from '../../core/ports/key-store.js'
 import { samplingBounds } from '../../core/protocol.js'
@@ -201,7 +201,7 @@ const stream = createRoute({
   tags: ['Jobs'],
   summary: "Stream a job's events (SSE)",
   description:
-    'Events `start`, `token`, `progress`, `output`, then one of `completed`, `failed`, `canceled`; `id:` is the seq (send Last-Event-ID to resume).',
+    'Events `start`, `token`, `progress`, `output`, then one of `completed`, `failed`, `canceled`; `id:` is `<run>-<seq>` (send Last-Event-ID to resume). A job run again after its worker was lost starts a new run: a `start` event whose `attempt` is the new run, then that run’s events from seq 1.',
   security,
   ...scoped('generate'),
   request: { params: idParam },
@@ -211,6 +211,19 @@ const stream = createRoute({
     ...notFoundErr,
   },
 })
+
+/** An event's SSE id: `<run>-<seq>`, so Last-Event-ID resumes across runs (core/ports/events.ts). */
+export const sseEventId = (e: EventPosition) => `${e.run}-${e.seq}`
+
+/**
+ * Last-Event-ID back to a position: `<run>-<seq>`, or a plain seq (a client of the
+ * ids from before runs: run 1's). Nothing seen yet (seq 0), or anything else: undefined.
+ */
+export function parseLastEventId(header: string | undefined): EventPosition | undefined {
+  const m = /^(?:(\d{1,15})-)?(\d{1,15})$/.exec(header?.trim() ?? '')
+  if (!m || Number(m[2]) === 0) return undefined
+  return { run: m[1] === undefined ? 1 : Number(m[1]), seq: Number(m[2]) }
+}
 
 function parsePrefer(header: string | undefined): number {
   const m = header ? /(?:^|[,;\s])wait=(\d+)/i.exec(header) : null
@@ -334,19 +347,19 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
       const rec = await readableJob(c, ctx, id)
-      const last = Number(c.req.header('last-event-id') ?? 0)
-      const afterSeq = Number.isInteger(last) && last > 0 ? last : 0
+      const after = parseLastEventId(c.req.header('last-event-id'))
       c.set('streaming', true)
       return streamSSE(c, async (s) => {
         const controller = new AbortController()
         s.onAbort(() => controller.abort())
-        const write = (e: Pick<JobEvent, 'type' | 'data' | 'seq'>) =>
-          s.writeSSE({ event: e.type, id: String(e.seq), data: JSON.stringify(e.data ?? null) })
-        if (isTerminal(rec.state) && afterSeq === 0) {
+        const write = (e: Pick<JobEvent, 'type' | 'data' | 'run' | 'seq'>) =>
+          s.writeSSE({ event: e.type, id: sseEventId(e), data: JSON.stringify(e.data ?? null) })
+        if (isTerminal(rec.state) && !after) {
           // Finished before the caller came: one terminal event from the record.
           const type = rec.state === 'succeeded' ? 'completed' : rec.state
           await write({
             type: type as JobEvent['type'],
+            run: rec.attempts,
             seq: 0,
             data: rec.state === 'succeeded' ? rec.output : (rec.error ?? null),
           })
@@ -354,7 +367,7 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
         }
         const timer = setTimeout(() => controller.abort(), deps.syncTimeoutMs ?? 300_000)
         try {
-          for await (const e of deps.events.subscribe(id, { afterSeq, signal: controller.signal }))
+          for await (const e of deps.events.subscribe(id, { after, signal: controller.signal }))
             await write(e)
         } catch (err) {
           if (!controller.signal.aborted) throw new ApiError(500, 'The event stream failed.', { cause: err })

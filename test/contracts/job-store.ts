@@ -11,6 +11,7 @@ import {
   type JobState,
   type JobStore,
   type NewJob,
+  StaleRunError,
 } from '../../core/ports/job-store.js'
 
 export interface MadeJobStore {
@@ -211,6 +212,50 @@ export function testJobStore({ name, make }: JobStoreContractOptions) {
       ])
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1)
       expect((await made.store.getById(rec.id))?.attempts).toBe(1)
+    })
+
+    // Run fencing: worker 1 lost its lease, worker 2 took the job over (running -> queued -> running).
+    it.each([
+      ['succeeded', { output: 'late' }],
+      ['failed', { error: { message: 'late', code: 'x' } }],
+      ['canceled', {}],
+      ['queued', {}],
+    ] as const)('refuses a stale run’s -> %s once another run took the job over', async (to, patch) => {
+      const made = await setup()
+      const other = await connect(made)
+      const rec = await made.store.create(job())
+      const run1 = await made.store.transition(rec.id, 'running')
+      await other.transition(rec.id, 'queued', { run: run1.attempts })
+      const run2 = await other.transition(rec.id, 'running', { run: run1.attempts })
+      expect(run2.attempts).toBe(2)
+      const err = await made.store
+        .transition(rec.id, to, { ...patch, run: run1.attempts })
+        .catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(StaleRunError)
+      expect(err).toBeInstanceOf(IllegalTransitionError)
+      expect(err).toMatchObject({ jobId: rec.id, from: 'running', to, run: 1, currentRun: 2 })
+      expect(await other.getById(rec.id)).toEqual(run2)
+      // The current run's writes go through; afterwards the stale run is still refused.
+      const done = await other.transition(rec.id, 'succeeded', { output: 'run 2', run: 2 })
+      expect(done).toMatchObject({ state: 'succeeded', output: 'run 2', attempts: 2 })
+      await expect(
+        made.store.transition(rec.id, 'succeeded', { output: 'late', run: 1 }),
+      ).rejects.toBeInstanceOf(StaleRunError)
+      expect(await made.store.getById(rec.id)).toEqual(done)
+    })
+
+    it('a fenced write of the current run, or an unfenced one, is only held to the state machine', async () => {
+      const { store } = await setup()
+      const rec = await store.create(job())
+      const running = await store.transition(rec.id, 'running', { run: 0 })
+      const requeued = await store.transition(rec.id, 'queued', { run: running.attempts })
+      expect(requeued).toMatchObject({ state: 'queued', attempts: 1 })
+      await store.transition(rec.id, 'running')
+      // Not stale, but not allowed: IllegalTransitionError itself.
+      await store.transition(rec.id, 'succeeded', { output: 'ok', run: 2 })
+      const err = await store.transition(rec.id, 'failed', { run: 2 }).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(IllegalTransitionError)
+      expect(err).not.toBeInstanceOf(StaleRunError)
     })
 
     it('requestCancel cancels a queued job at once', async () => {

@@ -88,11 +88,11 @@ export function startEchoWorker(o: EchoWorkerOptions): EchoWorker {
     const job = await o.jobs.getById(jobId)
     if (job?.state !== 'queued') return
     const input = generationInputSchema.parse(job.input)
-    await o.jobs.transition(jobId, 'running')
+    const { attempts: run } = await o.jobs.transition(jobId, 'running')
     let seq = 0
     const publish = (type: JobEvent['type'], data: unknown) =>
-      o.events.publish({ jobId, seq: ++seq, type, data, at: Date.now() })
-    await publish('start', { attempt: 1 })
+      o.events.publish({ jobId, run, seq: ++seq, type, data, at: Date.now() })
+    await publish('start', { attempt: run })
     const source = echoSource(input)
     if (source.includes('__fail__')) {
       const error = { message: 'The echo worker was asked to fail.', code: 'echo_failure' }

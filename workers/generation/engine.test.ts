@@ -226,6 +226,15 @@ describe('sampling', () => {
     expect(c.choices[0].text).not.toBe(a.choices[0].text)
   })
 
+  it('samples with defaultSeed when the request gives no seed (a rerun of a job repeats its tokens)', async () => {
+    const input = completion('tiny', 'The', { ...sampled, n: 2 })
+    const a = await engine.generate(input, { defaultSeed: 42 })
+    const b = await engine.generate(input, { defaultSeed: 42 })
+    const seeded = await engine.generate(completion('tiny', 'The', { ...sampled, n: 2, seed: 42 }))
+    expect(b.choices.map((c) => c.text)).toEqual(a.choices.map((c) => c.text))
+    expect(seeded.choices.map((c) => c.text)).toEqual(a.choices.map((c) => c.text))
+  })
+
   it('gives n choices that differ from each other, reproducibly', async () => {
     const input = completion('tiny', 'The', { ...sampled, seed: 5, n: 3 })
     const a = await engine.generate(input)

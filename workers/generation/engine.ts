@@ -36,6 +36,8 @@ export interface GenerateOptions {
   signal?: AbortSignal
   /** Called per generated piece, in order; awaited before `generate` resolves. */
   onToken?: (data: TokenEventData) => void | Promise<void>
+  /** Seed when the request gives none (the handler derives it from the job id). Default: random. */
+  defaultSeed?: number
 }
 
 export class GenerationEngine {
@@ -108,7 +110,7 @@ export class GenerationEngine {
       if (promptIds.length >= m.contextLength) throw contextLengthExceeded(promptIds.length, m.contextLength)
 
       const emitter = new TokenEmitter(options.onToken)
-      const seed = s.seed ?? randomSeed()
+      const seed = s.seed ?? options.defaultSeed ?? randomSeed()
       const echo = input.endpoint === 'completions' && input.echo ? input.prompt! : ''
       const choices = Array.from({ length: s.n }, (_, index) => {
         if (echo && input.stream) emitter.emit({ index, text: echo })

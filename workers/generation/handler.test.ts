@@ -5,6 +5,7 @@ import { StoppedEarly } from '../errors.js'
 import type { GenerateOptions } from './engine.js'
 import { GenerationCancelled, generationCancelled } from './errors.js'
 import { createGenerationHandler } from './handler.js'
+import { seedOf } from './prng.js'
 
 const output: GenerationOutput = {
   model: 'm',
@@ -45,6 +46,9 @@ describe('createGenerationHandler', () => {
     expect(result).toEqual(output)
     expect(published.map((d) => d.text).join('')).toBe('hi')
     expect(engine.calls[0].options.signal).toBe(signal)
+    // A seed of the job's own: a rerun of the job samples the same tokens.
+    expect(engine.calls[0].options.defaultSeed).toBe(seedOf('job_1'))
+    expect(seedOf('job_1')).not.toBe(seedOf('job_2'))
     expect(engine.calls[0].input.sampling).toMatchObject({ temperature: 1, n: 1, stop: [], logprobs: null })
   })
 

@@ -10,6 +10,7 @@ import { type GenerationOutput, generationInputSchema, type TokenEventData } fro
 import { StoppedEarly } from '../errors.js'
 import type { GenerationEngine } from './engine.js'
 import { GenerationCancelled, invalidParameter } from './errors.js'
+import { seedOf } from './prng.js'
 
 export interface GenerationJobContext {
   job: { id: string; input: unknown }
@@ -34,6 +35,9 @@ export function createGenerationHandler(engine: Pick<GenerationEngine, 'generate
       return await engine.generate(input, {
         signal: ctx.signal,
         onToken: input.stream ? (data) => ctx.publish('token', data) : undefined,
+        // A rerun of this job (redelivered) samples what the first run did: a stream that
+        // already relayed run 1's tokens continues with the same text (edge/generation/respond.ts).
+        defaultSeed: seedOf(ctx.job.id),
       })
     } catch (err) {
       // Stopped by its signal (e.g. canceled: its streaming client left) after it began generating:

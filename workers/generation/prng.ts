@@ -3,7 +3,7 @@
  * so the same seed gives the same tokens whatever else runs in the batch.
  * References: Blackman & Vigna, "Scrambled linear pseudorandom number generators".
  */
-import { randomInt } from 'node:crypto'
+import { createHash, randomInt } from 'node:crypto'
 
 export interface Rng {
   /** Uniform in [0, 1). */
@@ -50,3 +50,11 @@ const rotl = (x: number, k: number) => (x << k) | (x >>> (32 - k))
 
 /** A seed for requests that give none. */
 export const randomSeed = () => randomInt(0, 2 ** 48 - 1)
+
+/**
+ * A seed derived from a job id, for requests that give none: a job run again
+ * (redelivered after its worker was lost) samples the same tokens, so a
+ * client that already streamed some of them sees the same text continue.
+ * 48 bits, as randomSeed.
+ */
+export const seedOf = (jobId: string) => createHash('sha256').update(jobId).digest().readUIntBE(0, 6)

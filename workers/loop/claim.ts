@@ -13,6 +13,7 @@
  * - the job store failing, or claims contended: returned with a backoff.
  */
 import type { Logger } from '../../core/logger.js'
+import { FINAL_SEQ } from '../../core/ports/events.js'
 import {
   IllegalTransitionError,
   isTerminal,
@@ -99,7 +100,8 @@ export async function claim<H>(msg: QueueMessage, o: ClaimOptions<H>): Promise<C
     try {
       if (current.cancelRequested) {
         const canceled = await effects.transition(current, 'canceled')
-        await effects.publishTerminal(canceled, 'canceled', null, log, 1)
+        // FINAL_SEQ: after whatever the job's last run published before it was released.
+        await effects.publishTerminal(canceled, 'canceled', null, log, FINAL_SEQ)
         await effects.ack(msg, log)
         return null
       }
@@ -114,7 +116,7 @@ export async function claim<H>(msg: QueueMessage, o: ClaimOptions<H>): Promise<C
         await retryLater(log)
         return null
       }
-      // Someone else moved it: read it again and decide anew.
+      // Someone else moved it (or took it over: StaleRunError): read it again and decide anew.
       const reread = await jobs.getById(current.id).catch(() => null)
       if (!reread) {
         await retryLater(log)

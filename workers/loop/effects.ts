@@ -14,7 +14,11 @@ import type { Queue, QueueMessage } from '../../core/ports/queue.js'
 export type TerminalEventType = 'completed' | 'failed' | 'canceled'
 
 export interface LoopEffects {
-  /** State change with the jobs metric. Throws what the store throws. */
+  /**
+   * State change with the jobs metric, fenced by `job`'s attempts (the run it
+   * belongs to): throws StaleRunError when another worker took the job over
+   * since `job` was read. Throws what the store throws.
+   */
   transition(job: JobRecord, to: JobState, patch?: TransitionPatch): Promise<JobRecord>
   /** Make a delivery visible again after `seconds` (0: now). Never throws. */
   returnMessage(msg: QueueMessage, seconds: number, log: Logger): Promise<void>
@@ -61,7 +65,7 @@ export function loopEffects(o: LoopEffectsOptions): LoopEffects {
 
   return {
     async transition(job, to, patch) {
-      const next = await jobs.transition(job.id, to, patch)
+      const next = await jobs.transition(job.id, to, { ...patch, run: job.attempts })
       metrics?.jobs.inc({ kind: job.kind, state: to })
       return next
     },
@@ -107,7 +111,7 @@ export function loopEffects(o: LoopEffectsOptions): LoopEffects {
     publishEvent,
 
     publishTerminal(job, type, data, log, seq) {
-      return publishEvent(job, { jobId: job.id, seq, type, data, at: Date.now() }, log)
+      return publishEvent(job, { jobId: job.id, run: job.attempts, seq, type, data, at: Date.now() }, log)
     },
 
     async notifyTerminal(job, log) {
@@ -115,6 +119,7 @@ export function loopEffects(o: LoopEffectsOptions): LoopEffects {
       try {
         await o.onJobEvent?.(job, {
           jobId: job.id,
+          run: job.attempts,
           seq: 0,
           type,
           data: job.output ?? job.error ?? null,

@@ -3,7 +3,7 @@
  * message's visibility (so no other worker receives it while this one works),
  * and a cancel watch that reads the job record and aborts the handler's
  * signal when a cancel was requested — or when the record says the job is no
- * longer ours (gone, or finished elsewhere).
+ * longer ours (gone, finished elsewhere, or taken over by another run).
  *
  * A delivery can be held only so long from its receive (`queue.maxHoldSeconds`:
  * SQS refuses to extend beyond 12 hours). A job that would outlive it is
@@ -45,6 +45,8 @@ export interface LeaseOptions {
   jobs: JobStore
   msg: QueueMessage
   jobId: string
+  /** This run's number (the record's attempts when it entered `running`). */
+  run: number
   /** The job's controller; its signal is the handler's. */
   ctrl: AbortController
   visibilityTimeoutSeconds: number
@@ -101,7 +103,7 @@ export function holdLease(o: LeaseOptions): Lease {
   const checkCancel = async (): Promise<void> => {
     const now = await jobs.getById(o.jobId)
     if (now?.cancelRequested) abortJob(ctrl, 'canceled', log)
-    else if (!now || isTerminal(now.state)) abortJob(ctrl, 'lease_lost', log)
+    else if (!now || isTerminal(now.state) || now.attempts !== o.run) abortJob(ctrl, 'lease_lost', log)
     if (ctrl.signal.aborted) throw ctrl.signal.reason
   }
 

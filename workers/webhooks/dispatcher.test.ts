@@ -43,6 +43,7 @@ const job = (over: Partial<JobRecord> = {}): JobRecord => ({
 })
 const ev = (type: JobEvent['type'], seq: number, data: unknown = null): JobEvent => ({
   jobId: 'job_abc',
+  run: 1,
   seq,
   type,
   data,

@@ -188,7 +188,7 @@ describe('webhook retries over the shared delivery log', () => {
             updatedAt: 1,
             webhook: { url: hook.url, eventsFilter: [] },
           },
-          { jobId, seq: 2, type: 'completed', data: null, at: Date.now() },
+          { jobId, run: 1, seq: 2, type: 'completed', data: null, at: Date.now() },
         ),
       ),
     )
