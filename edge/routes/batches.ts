@@ -151,7 +151,7 @@ const create = createRoute({
     404: errorResponseOf('No such input file.'),
     422: errorResponseOf('The webhook URL is not allowed.'),
     429: errorResponseOf(
-      "The tenant's unfinished batches and this one would pass the enqueued-token limit (`batch_token_limit_exceeded`).",
+      "Rate limit reached, or the tenant's unfinished batches and this one would pass the enqueued-token limit (`batch_token_limit_exceeded`); see Retry-After.",
     ),
     503: errorResponseOf('The queue is unavailable.'),
   },
