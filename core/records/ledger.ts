@@ -56,6 +56,18 @@ export interface AdmitOptions {
  */
 export const ORPHAN_GRACE_MS = 10 * 60_000
 
+/**
+ * A `finished` for things with records: `ended(id)` says true (ended), false
+ * (running) or null (no record: ended once older than ORPHAN_GRACE_MS).
+ */
+export const endedByRecord =
+  (ended: (id: string) => Promise<boolean | null>, now: () => number) =>
+  async (entries: Array<{ id: string; at: number }>): Promise<string[]> => {
+    const out: string[] = []
+    for (const e of entries) if ((await ended(e.id)) ?? e.at + ORPHAN_GRACE_MS < now()) out.push(e.id)
+    return out
+  }
+
 export const ledgerKey = (name: string, tenant: string) => `ledgers/${name}/${encodeSegment(tenant)}.json`
 
 const totals = (entries: Entries, skip?: string): LedgerTotals => {

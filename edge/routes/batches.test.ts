@@ -67,20 +67,19 @@ describe('GET /v1/batches/{id}', () => {
   })
 })
 
+/** Uploads a batch input file; its id. */
+async function uploadBatchFile(text: string, fields: Record<string, string> = {}, secret = t.keys.admin) {
+  const form = new FormData()
+  form.set('purpose', 'batch')
+  form.set('file', new Blob([text], { type: 'application/jsonl' }), 'in.jsonl')
+  for (const [k, v] of Object.entries(fields)) form.set(k, v)
+  const res = await t.app.request('/v1/files', { method: 'POST', headers: t.auth(secret), body: form })
+  expect(res.status).toBe(200)
+  return ((await res.json()) as { id: string }).id
+}
+
 describe('POST /v1/batches and expiry', () => {
-  const uploadInput = async (fields: Record<string, string> = {}) => {
-    const form = new FormData()
-    form.set('purpose', 'batch')
-    form.set('file', new Blob([`${line(1)}\n`], { type: 'application/jsonl' }), 'in.jsonl')
-    for (const [k, v] of Object.entries(fields)) form.set(k, v)
-    const res = await t.app.request('/v1/files', {
-      method: 'POST',
-      headers: t.auth(t.keys.admin),
-      body: form,
-    })
-    expect(res.status).toBe(200)
-    return ((await res.json()) as { id: string }).id
-  }
+  const uploadInput = (fields: Record<string, string> = {}) => uploadBatchFile(`${line(1)}\n`, fields)
   const create = (body: Record<string, unknown>) =>
     t.app.request('/v1/batches', {
       method: 'POST',
@@ -139,19 +138,8 @@ describe('the enqueued-token limit (PGPT_BATCH_QUEUE_TOKENS)', () => {
       url: '/v1/completions',
       body: { model: 'echo-1', prompt: 'a b c d', max_tokens: 48 },
     })
-  const uploadLines = async (n: number) => {
-    const form = new FormData()
-    form.set('purpose', 'batch')
-    const text = Array.from({ length: n }, (_, i) => costly(i)).join('\n')
-    form.set('file', new Blob([text], { type: 'application/jsonl' }), 'in.jsonl')
-    const res = await t.app.request('/v1/files', {
-      method: 'POST',
-      headers: t.auth(t.keys.admin),
-      body: form,
-    })
-    expect(res.status).toBe(200)
-    return ((await res.json()) as { id: string }).id
-  }
+  const uploadLines = (n: number) =>
+    uploadBatchFile(Array.from({ length: n }, (_, i) => costly(i)).join('\n'))
   const create = (input_file_id: string, secret = t.keys.admin) =>
     t.app.request('/v1/batches', {
       method: 'POST',
@@ -191,13 +179,8 @@ describe('the enqueued-token limit (PGPT_BATCH_QUEUE_TOKENS)', () => {
     expect(e.message).toContain('needs about 100')
     // Another tenant has its own queue.
     const t2 = await t.key('t2', ['batch'])
-    const form = new FormData()
-    form.set('purpose', 'batch')
-    form.set('file', new Blob([`${costly(1)}\n${costly(2)}`]), 'in.jsonl')
-    const f2 = (await (
-      await t.app.request('/v1/files', { method: 'POST', headers: t.auth(t2), body: form })
-    ).json()) as { id: string }
-    expect((await create(f2.id, t2)).status).toBe(200)
+    const f2 = await uploadBatchFile(`${costly(1)}\n${costly(2)}`, {}, t2)
+    expect((await create(f2, t2)).status).toBe(200)
 
     // The first batch completes: its share is free.
     await updateBatch(t.deps.store, 't1', a.id, (b) => ({ ...b, status: 'completed', completed_at: 1 }))
@@ -212,8 +195,6 @@ describe('the enqueued-token limit (PGPT_BATCH_QUEUE_TOKENS)', () => {
 
   it('counts the default completion budget: chat without max_tokens takes what fits, up to the context', async () => {
     t = await makeTestEdge({ worker: false })
-    const form = new FormData()
-    form.set('purpose', 'batch')
     const chat = JSON.stringify({
       custom_id: 'c',
       method: 'POST',
@@ -226,15 +207,12 @@ describe('the enqueued-token limit (PGPT_BATCH_QUEUE_TOKENS)', () => {
       url: '/v1/chat/completions',
       body: { model: 'no-such-model', messages: [{ role: 'user', content: 'hi' }] },
     })
-    form.set('file', new Blob([`${chat}\n${unknown}`]), 'in.jsonl')
-    const f = (await (
-      await t.app.request('/v1/files', { method: 'POST', headers: t.auth(t.keys.admin), body: form })
-    ).json()) as { id: string }
+    const f = await uploadBatchFile(`${chat}\n${unknown}`)
     const res = await t.app.request('/v1/batches', {
       method: 'POST',
       headers: { ...t.auth(t.keys.admin), 'content-type': 'application/json' },
       body: JSON.stringify({
-        input_file_id: f.id,
+        input_file_id: f,
         endpoint: '/v1/chat/completions',
         completion_window: '24h',
       }),

@@ -50,7 +50,7 @@ import {
   MIN_EXPIRES_AFTER_S,
   readFileText,
 } from '../../core/records/files.js'
-import { admit, ORPHAN_GRACE_MS, release } from '../../core/records/ledger.js'
+import { admit, endedByRecord, release } from '../../core/records/ledger.js'
 import { defaultFileExpiresAfterS } from '../../core/retention.js'
 import type { EdgeDeps } from '../deps.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
@@ -241,16 +241,10 @@ async function admitBatch(deps: EdgeDeps, tenant: string, id: string, estimate: 
     {
       caps: { maxWeight: limit },
       now: clock(),
-      // Ended: its record shows it (or is gone for longer than a creation takes).
-      finished: async (entries) => {
-        const ended: string[] = []
-        for (const e of entries) {
-          const b = await getBatch(deps.store, tenant, e.id)
-          if (b ? isTerminalBatch((await settled(deps, tenant, b)).status) : e.at + ORPHAN_GRACE_MS < clock())
-            ended.push(e.id)
-        }
-        return ended
-      },
+      finished: endedByRecord(async (id) => {
+        const b = await getBatch(deps.store, tenant, id)
+        return b && isTerminalBatch((await settled(deps, tenant, b)).status)
+      }, clock),
     },
   )
   if (a.ok) return

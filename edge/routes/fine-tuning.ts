@@ -41,7 +41,7 @@ import {
   plannedEpochs,
   readStatus,
 } from '../../core/records/fine-tunes.js'
-import { admit, ORPHAN_GRACE_MS, release } from '../../core/records/ledger.js'
+import { admit, endedByRecord, release } from '../../core/records/ledger.js'
 import type { AppContext, EdgeDeps } from '../deps.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
 import { scoped } from '../middleware/auth/index.js'
@@ -225,15 +225,10 @@ async function admitFineTune(deps: EdgeDeps, tenant: string, id: string): Promis
     {
       caps: { maxEntries: max },
       now: clock(),
-      // Ended: its record says so (or is gone for longer than a creation takes).
-      finished: async (entries) => {
-        const ended: string[] = []
-        for (const e of entries) {
-          const job = await deps.jobs.get(tenant, e.id)
-          if (job ? isTerminal(job.state) : e.at + ORPHAN_GRACE_MS < clock()) ended.push(e.id)
-        }
-        return ended
-      },
+      finished: endedByRecord(async (id) => {
+        const job = await deps.jobs.get(tenant, id)
+        return job && isTerminal(job.state)
+      }, clock),
     },
   )
   if (!a.ok)
