@@ -148,6 +148,17 @@ export const configSchema = z.object({
    */
   PGPT_MAX_FINE_TUNE_STEPS: int(1).default(50_000),
   /**
+   * Enqueued-token limit of batches per tenant (OpenAI's batch queue limit): the estimated
+   * tokens (prompts + max_tokens × n) of a tenant's unfinished batches together; a batch
+   * beyond it is a 429 `batch_token_limit_exceeded`. Default 20 × PGPT_RATE_LIMIT_TPM's default.
+   */
+  PGPT_BATCH_QUEUE_TOKENS: int(1).default(20_000_000),
+  /**
+   * Most fine-tuning jobs a tenant has queued or running at once; another is a 429
+   * `fine_tune_limit_exceeded`. Each job's work is bounded by PGPT_MAX_FINE_TUNE_STEPS.
+   */
+  PGPT_MAX_ACTIVE_FINE_TUNES: int(1).default(3),
+  /**
    * Where job records, API keys and usage live: `sqlite` (a file in PGPT_DATA_DIR, one host)
    * or `object` (the ObjectStore of PGPT_STORE, shared by every edge and worker; needs
    * conditional writes: S3, R2, MinIO, or the fs store).

@@ -96,6 +96,11 @@ export interface BatchInternal {
    * in records made before it existed: kept.
    */
   outputExpiresAfterS?: number | null
+  /**
+   * The batch's estimated tokens (core/openai/batch-estimate.ts), held in the
+   * tenant's `batch-tokens` ledger until it ends. Absent in records made before it existed.
+   */
+  tokenEstimate?: number
 }
 
 export interface BatchRecord extends BatchObject {

@@ -20,12 +20,25 @@
  * record: a crash in between leaves an entry the sweep drops (and the bytes
  * with it), never an expiring file without one.
  *
+ * Storage caps: every file a tenant stores is an entry (id → bytes) of its
+ * `files` ledger (ledger.ts), reserved by compare-and-swap before the bytes
+ * are written, so uploads racing on any number of edges store at most the cap
+ * (`createFile` with `caps` throws StorageLimitError beyond it). Files written
+ * without caps (a batch's output and error files) are counted but never
+ * refused: a finished batch's output is not lost. Deletes and the retention
+ * sweep release the entry after the file is gone; a failed write releases
+ * its reservation. A ledger is seeded from a listing of the tenant's stored
+ * bytes the first time it is needed (files stored before it existed); a crash
+ * between a delete and its release leaves the file counted until an operator
+ * deletes `ledgers/files/<tenant>.json`, which reseeds it.
+ *
  *   const f = await getFileObject(store, tenant, 'file-…')   // null: no such file for this tenant
  *   const text = await readFileText(store, tenant, 'file-…') // the content as UTF-8
  */
 import { decodeSegment, encodeSegment, getJson, listAll, padTime } from '../adapters/object-records.js'
 import { newId } from '../ids.js'
 import type { ObjectStore } from '../ports/object-store.js'
+import { admit, ledgerTotals, release } from './ledger.js'
 
 /** Purposes a client may upload. */
 export const UPLOAD_PURPOSES = ['fine-tune', 'batch'] as const
@@ -78,15 +91,57 @@ export interface NewFile {
   expiresAfterS?: number | null
 }
 
+/** The per-tenant storage caps of `createFile`. */
+export interface StorageCaps {
+  maxFiles: number
+  maxBytes: number
+}
+
+/** A file refused by the tenant's storage caps: what the tenant stores besides it, and which cap it passes. */
+export class StorageLimitError extends Error {
+  override readonly name = 'StorageLimitError'
+  constructor(
+    readonly held: FileUsage,
+    readonly bytes: number,
+    readonly over: 'files' | 'bytes',
+    readonly caps: StorageCaps,
+  ) {
+    super(`storage cap of ${over} reached: ${held.files} files, ${held.bytes} bytes stored`)
+  }
+}
+
+const FILES_LEDGER = 'files'
+
+/** The tenant's stored files by id → bytes, from a listing of its content prefix (the ledger's seed). */
+async function listStoredBytes(store: ObjectStore, tenant: string): Promise<Record<string, number>> {
+  const prefix = `files/${encodeSegment(tenant)}/`
+  const out: Record<string, number> = {}
+  let cursor: string | undefined
+  do {
+    const page = await store.list(prefix, cursor === undefined ? {} : { cursor })
+    for (const o of page.objects) out[o.key.slice(prefix.length)] = o.size
+    cursor = page.cursor
+  } while (cursor !== undefined)
+  return out
+}
+
+/** Releases a file's share of the tenant's storage caps (after it is gone). */
+const releaseFile = (store: ObjectStore, tenant: string, id: string) =>
+  release(store, FILES_LEDGER, tenant, [id])
+
 /**
  * Stores the expiry entry (when the file expires), the bytes, then the record;
  * returns the record. Overwrites a file of the same id. `now`: epoch ms.
+ * The file is first reserved in the tenant's storage ledger: with `caps`, a
+ * file beyond them throws StorageLimitError and nothing is stored; without,
+ * it is counted and never refused.
  */
 export async function createFile(
   store: ObjectStore,
   tenant: string,
   f: NewFile,
   now = Date.now(),
+  caps?: StorageCaps,
 ): Promise<FileObject> {
   const id = f.id ?? newFileId()
   if (!FILE_ID_PATTERN.test(id)) throw new Error(`createFile: bad file id '${id}'`)
@@ -94,6 +149,42 @@ export async function createFile(
   if (after !== null && !(Number.isInteger(after) && after > 0))
     throw new Error(`createFile: expiresAfterS must be a positive integer, got ${after}`)
   const bytes = typeof f.content === 'string' ? new TextEncoder().encode(f.content) : f.content
+  const a = await admit(
+    store,
+    FILES_LEDGER,
+    tenant,
+    { id, weight: bytes.byteLength },
+    {
+      now,
+      seed: () => listStoredBytes(store, tenant),
+      ...(caps ? { caps: { maxEntries: caps.maxFiles, maxWeight: caps.maxBytes } } : {}),
+    },
+  )
+  if (!a.ok)
+    throw new StorageLimitError(
+      { files: a.held.entries, bytes: a.held.weight },
+      bytes.byteLength,
+      a.over === 'entries' ? 'files' : 'bytes',
+      caps!,
+    )
+  try {
+    return await writeFile(store, tenant, id, f, bytes, after, now)
+  } catch (err) {
+    // A new file that could not be written gives its reservation back (a rewrite keeps the old file's).
+    if (f.id === undefined) await releaseFile(store, tenant, id).catch(() => {})
+    throw err
+  }
+}
+
+async function writeFile(
+  store: ObjectStore,
+  tenant: string,
+  id: string,
+  f: NewFile,
+  bytes: Uint8Array,
+  after: number | null,
+  now: number,
+): Promise<FileObject> {
   const createdAt = Math.floor(now / 1000)
   const expiresAt = after === null ? null : createdAt + after
   if (expiresAt !== null) await store.put(expiryKey(tenant, id, expiresAt), '')
@@ -122,24 +213,15 @@ export interface FileUsage {
 }
 
 /**
- * The tenant's stored files and bytes (every purpose, batch outputs included,
- * and expired files until the retention sweep deletes them), for the
- * per-tenant storage caps. One listing of the tenant's content prefix, whose
- * entries carry their sizes: no record is read, and the caps bound the length.
+ * What the tenant's storage caps count (every purpose, batch outputs included,
+ * expired files until the retention sweep deletes them, and uploads under
+ * way): its ledger, or a listing of its stored bytes before it has one.
  */
 export async function fileUsage(store: ObjectStore, tenant: string): Promise<FileUsage> {
-  const prefix = `files/${encodeSegment(tenant)}/`
-  const usage: FileUsage = { files: 0, bytes: 0 }
-  let cursor: string | undefined
-  do {
-    const page = await store.list(prefix, cursor === undefined ? {} : { cursor })
-    for (const o of page.objects) {
-      usage.files++
-      usage.bytes += o.size
-    }
-    cursor = page.cursor
-  } while (cursor !== undefined)
-  return usage
+  const held = await ledgerTotals(store, FILES_LEDGER, tenant)
+  if (held) return { files: held.entries, bytes: held.weight }
+  const sizes = Object.values(await listStoredBytes(store, tenant))
+  return { files: sizes.length, bytes: sizes.reduce((a, b) => a + b, 0) }
 }
 
 /** The stored record, expired or not (null when there is none): for telling "expired" from "missing". */
@@ -196,7 +278,7 @@ export async function readFileText(
   return bytes ? new TextDecoder().decode(bytes) : null
 }
 
-/** Deletes record then bytes. Returns false when there was no such file (or it has expired: the sweep takes it). */
+/** Deletes record then bytes, then releases the file's share of the storage caps. Returns false when there was no such file (or it has expired: the sweep takes it). */
 export async function deleteFile(
   store: ObjectStore,
   tenant: string,
@@ -208,6 +290,7 @@ export async function deleteFile(
   await store.delete(fileMetaKey(tenant, id))
   await store.delete(fileContentKey(tenant, id))
   if (f.expires_at !== null) await store.delete(expiryKey(tenant, id, f.expires_at))
+  await releaseFile(store, tenant, id)
   return true
 }
 
@@ -249,6 +332,7 @@ export async function sweepExpiredFiles(
     if (!f || (isFileExpired(f, now) && padTime(f.expires_at! * 1000) === time)) {
       await store.delete(fileContentKey(tenant, id))
       await store.delete(fileMetaKey(tenant, id))
+      await releaseFile(store, tenant, id)
       if (f) out.deleted.push(`${tenant}/${id}`)
     }
     await store.delete(key)

@@ -3,9 +3,15 @@
  * that dead-letters it, say) ends `failed` with the job's reason instead of
  * staying `validating`: nothing accepted is left hanging.
  */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { getBatch } from '../../core/records/batches.js'
-import { makeTestEdge, type TestEdge } from '../../test/helpers/edge-harness.js'
+import { FsObjectStore } from '../../core/adapters/fs-store.js'
+import { manifestKey } from '../../core/model-manifest.js'
+import { getBatch, updateBatch } from '../../core/records/batches.js'
+import { createModelCatalog } from '../../core/records/model-catalog.js'
+import { makeTestEdge, manifest, type TestEdge } from '../../test/helpers/edge-harness.js'
 
 let t: TestEdge
 afterEach(async () => {
@@ -61,20 +67,19 @@ describe('GET /v1/batches/{id}', () => {
   })
 })
 
+/** Uploads a batch input file; its id. */
+async function uploadBatchFile(text: string, fields: Record<string, string> = {}, secret = t.keys.admin) {
+  const form = new FormData()
+  form.set('purpose', 'batch')
+  form.set('file', new Blob([text], { type: 'application/jsonl' }), 'in.jsonl')
+  for (const [k, v] of Object.entries(fields)) form.set(k, v)
+  const res = await t.app.request('/v1/files', { method: 'POST', headers: t.auth(secret), body: form })
+  expect(res.status).toBe(200)
+  return ((await res.json()) as { id: string }).id
+}
+
 describe('POST /v1/batches and expiry', () => {
-  const uploadInput = async (fields: Record<string, string> = {}) => {
-    const form = new FormData()
-    form.set('purpose', 'batch')
-    form.set('file', new Blob([`${line(1)}\n`], { type: 'application/jsonl' }), 'in.jsonl')
-    for (const [k, v] of Object.entries(fields)) form.set(k, v)
-    const res = await t.app.request('/v1/files', {
-      method: 'POST',
-      headers: t.auth(t.keys.admin),
-      body: form,
-    })
-    expect(res.status).toBe(200)
-    return ((await res.json()) as { id: string }).id
-  }
+  const uploadInput = (fields: Record<string, string> = {}) => uploadBatchFile(`${line(1)}\n`, fields)
   const create = (body: Record<string, unknown>) =>
     t.app.request('/v1/batches', {
       method: 'POST',
@@ -120,6 +125,121 @@ describe('POST /v1/batches and expiry', () => {
       expect(((await res.json()) as { error: { param: string } }).error.param).toMatch(
         /^output_expires_after/,
       )
+    }
+  })
+})
+
+describe('the enqueued-token limit (PGPT_BATCH_QUEUE_TOKENS)', () => {
+  // 'a b c d' is 2 tokens by the 4-characters estimate; with max_tokens 48 a line is 50.
+  const costly = (i: number) =>
+    JSON.stringify({
+      custom_id: `r${i}`,
+      method: 'POST',
+      url: '/v1/completions',
+      body: { model: 'echo-1', prompt: 'a b c d', max_tokens: 48 },
+    })
+  const uploadLines = (n: number) =>
+    uploadBatchFile(Array.from({ length: n }, (_, i) => costly(i)).join('\n'))
+  const create = (input_file_id: string, secret = t.keys.admin) =>
+    t.app.request('/v1/batches', {
+      method: 'POST',
+      headers: { ...t.auth(secret), 'content-type': 'application/json' },
+      body: JSON.stringify({ input_file_id, endpoint: '/v1/completions', completion_window: '24h' }),
+    })
+  const errorOf = async (r: Response) =>
+    ((await r.json()) as { error: { code: string; message: string; type: string } }).error
+
+  it('refuses a batch whose estimate alone passes the limit with a 429 naming both', async () => {
+    t = await makeTestEdge({ worker: false, env: { PGPT_BATCH_QUEUE_TOKENS: '120' } })
+    const res = await create(await uploadLines(3))
+    expect(res.status).toBe(429)
+    expect(res.headers.get('retry-after')).not.toBeNull()
+    const e = await errorOf(res)
+    expect(e.code).toBe('batch_token_limit_exceeded')
+    expect(e.message).toContain('about 150 tokens')
+    expect(e.message).toContain('limit of 120')
+    const listed = await t.app.request('/v1/batches', { headers: t.auth(t.keys.admin) })
+    expect(((await listed.json()) as { data: unknown[] }).data).toEqual([]) // nothing was made
+  })
+
+  it('refuses the batch that takes the unfinished ones past the limit; an ended batch frees its share', async () => {
+    t = await makeTestEdge({ worker: false, env: { PGPT_BATCH_QUEUE_TOKENS: '120' } })
+    const file = await uploadLines(2)
+    const first = await create(file)
+    expect(first.status).toBe(200)
+    const a = (await first.json()) as { id: string }
+    expect((await getBatch(t.deps.store, 't1', a.id))?.internal.tokenEstimate).toBe(100)
+
+    const second = await create(file)
+    expect(second.status).toBe(429)
+    const e = await errorOf(second)
+    expect(e.code).toBe('batch_token_limit_exceeded')
+    expect(e.message).toContain('limit 120 tokens')
+    expect(e.message).toContain('hold about 100')
+    expect(e.message).toContain('needs about 100')
+    // Another tenant has its own queue.
+    const t2 = await t.key('t2', ['batch'])
+    const f2 = await uploadBatchFile(`${costly(1)}\n${costly(2)}`, {}, t2)
+    expect((await create(f2, t2)).status).toBe(200)
+
+    // The first batch completes: its share is free.
+    await updateBatch(t.deps.store, 't1', a.id, (b) => ({ ...b, status: 'completed', completed_at: 1 }))
+    const third = await create(file)
+    expect(third.status).toBe(200)
+    const c = (await third.json()) as { id: string }
+    expect((await create(file)).status).toBe(429)
+    // A batch whose planning job failed (dead-lettered) has ended too, though its record still says validating.
+    await t.deps.jobs.transition(c.id, 'failed', { error: { code: 'dead_lettered', message: 'x' } })
+    expect((await create(file)).status).toBe(200)
+  })
+
+  it('counts the default completion budget: chat without max_tokens takes what fits, up to the context', async () => {
+    t = await makeTestEdge({ worker: false })
+    const chat = JSON.stringify({
+      custom_id: 'c',
+      method: 'POST',
+      url: '/v1/chat/completions',
+      body: { model: 'echo-1', messages: [{ role: 'user', content: 'hi' }], n: 2 },
+    })
+    const unknown = JSON.stringify({
+      custom_id: 'u',
+      method: 'POST',
+      url: '/v1/chat/completions',
+      body: { model: 'no-such-model', messages: [{ role: 'user', content: 'hi' }] },
+    })
+    const f = await uploadBatchFile(`${chat}\n${unknown}`)
+    const res = await t.app.request('/v1/batches', {
+      method: 'POST',
+      headers: { ...t.auth(t.keys.admin), 'content-type': 'application/json' },
+      body: JSON.stringify({
+        input_file_id: f,
+        endpoint: '/v1/chat/completions',
+        completion_window: '24h',
+      }),
+    })
+    expect(res.status).toBe(200)
+    const b = (await res.json()) as { id: string }
+    // echo-1 has a 256-token context: the prompt is 1 + 4 (message) + 2 = 7, the completion 249 × n = 2;
+    // the unknown model's line fails at validation and counts nothing.
+    expect((await getBatch(t.deps.store, 't1', b.id))?.internal.tokenEstimate).toBe(7 + 249 * 2)
+  })
+
+  it('holds across racing creations: of several that each fit, the ones past the limit are refused', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'pgpt-batches-'))
+    try {
+      const store = new FsObjectStore({ root })
+      await store.put(manifestKey('echo-1'), JSON.stringify(manifest('echo-1', null)))
+      t = await makeTestEdge({
+        worker: false,
+        env: { PGPT_BATCH_QUEUE_TOKENS: '250' },
+        deps: { store, models: createModelCatalog(store) },
+      })
+      const file = await uploadLines(1)
+      const results = await Promise.all(Array.from({ length: 8 }, () => create(file)))
+      expect(results.filter((r) => r.status === 200)).toHaveLength(5)
+      expect(results.filter((r) => r.status === 429)).toHaveLength(3)
+    } finally {
+      await rm(root, { recursive: true, force: true })
     }
   })
 })

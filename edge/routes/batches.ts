@@ -13,10 +13,22 @@
  * are written (OpenAI's parameter, 3600 to 2592000), else after
  * PGPT_BATCH_FILE_RETENTION_DAYS. An input file that has expired is refused
  * with a 400 that says so.
+ *
+ * Enqueued-token limit (OpenAI's batch queue limit): a batch's tokens are
+ * estimated at creation (core/openai/batch-estimate.ts) and stored on its
+ * record; the tenant's unfinished batches may hold at most
+ * PGPT_BATCH_QUEUE_TOKENS of them together, and a batch beyond is a 429
+ * `batch_token_limit_exceeded` naming the limit and the numbers. Per tenant,
+ * since a tenant's batches share its workers; the tenant's `batch-tokens`
+ * ledger (core/records/ledger.ts) holds them by compare-and-swap, so racing
+ * creations on any edge cannot pass it together, and a batch's share is
+ * dropped once its record shows it ended. Batches take nothing from the
+ * key's tokens-per-minute bucket: this limit is theirs.
  */
 import { createRoute, z } from '@hono/zod-openapi'
-import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
+import { ApiError, badRequest, notFound, rateLimited, unprocessable } from '../../core/errors.js'
 import { BATCH_URLS } from '../../core/jsonl.js'
+import { estimateBatchTokens } from '../../core/openai/batch-estimate.js'
 import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
 import type { QueueMessageBody } from '../../core/protocol.js'
 import {
@@ -36,8 +48,11 @@ import {
   isFileExpired,
   MAX_EXPIRES_AFTER_S,
   MIN_EXPIRES_AFTER_S,
+  readFileText,
 } from '../../core/records/files.js'
+import { admit, endedByRecord, release } from '../../core/records/ledger.js'
 import { defaultFileExpiresAfterS } from '../../core/retention.js'
+import type { EdgeDeps } from '../deps.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
 import { scoped } from '../middleware/auth/index.js'
 import { cursorQuery, pageOk } from './pages.js'
@@ -135,6 +150,9 @@ const create = createRoute({
     ...authErrors,
     404: errorResponseOf('No such input file.'),
     422: errorResponseOf('The webhook URL is not allowed.'),
+    429: errorResponseOf(
+      "Rate limit reached, or the tenant's unfinished batches and this one would pass the enqueued-token limit (`batch_token_limit_exceeded`); see Retry-After.",
+    ),
     503: errorResponseOf('The queue is unavailable.'),
   },
 })
@@ -181,6 +199,64 @@ const cancel = createRoute({
 
 const now = () => Math.floor(Date.now() / 1000)
 
+/** The ledger of the tenant's enqueued batch tokens (core/records/ledger.ts). */
+const BATCH_TOKENS = 'batch-tokens'
+
+/**
+ * The batch as it stands: one still `validating` whose planning job failed
+ * (e.g. dead-lettered) before it could move the batch on ends failed with
+ * that reason instead of staying `validating` for ever.
+ */
+async function settled(deps: EdgeDeps, tenant: string, b: BatchRecord): Promise<BatchRecord> {
+  if (b.status !== 'validating') return b
+  const job = await deps.jobs.get(tenant, b.internal.jobId)
+  if (job?.state !== 'failed' && job?.state !== 'canceled') return b
+  const reason = job.error ?? { code: 'batch_failed', message: `The batch job ended ${job.state}.` }
+  return (
+    (await updateBatch(deps.store, tenant, b.id, (cur) =>
+      cur.status !== 'validating'
+        ? null
+        : {
+            ...cur,
+            status: 'failed',
+            failed_at: Math.floor((job.finishedAt ?? Date.now()) / 1000),
+            errors: {
+              object: 'list',
+              data: [{ code: reason.code, message: reason.message, param: null, line: null }],
+            },
+          },
+    )) ?? b
+  )
+}
+
+/** Holds the batch's estimate in the tenant's ledger, or throws the 429 when the unfinished batches and it pass the limit. */
+async function admitBatch(deps: EdgeDeps, tenant: string, id: string, estimate: number): Promise<void> {
+  const limit = deps.config.PGPT_BATCH_QUEUE_TOKENS
+  const clock = deps.clock ?? Date.now
+  const a = await admit(
+    deps.store,
+    BATCH_TOKENS,
+    tenant,
+    { id, weight: estimate },
+    {
+      caps: { maxWeight: limit },
+      now: clock(),
+      finished: endedByRecord(async (id) => {
+        const b = await getBatch(deps.store, tenant, id)
+        return b && isTerminalBatch((await settled(deps, tenant, b)).status)
+      }, clock),
+    },
+  )
+  if (a.ok) return
+  throw rateLimited(
+    a.held.weight === 0
+      ? `Enqueued token limit reached: this batch needs about ${estimate} tokens, above the limit of ${limit} enqueued tokens; split it into smaller batches.`
+      : `Enqueued token limit reached: limit ${limit} tokens; this tenant's unfinished batches hold about ${a.held.weight} and this batch needs about ${estimate}. Wait for batches to finish (or cancel some), then retry.`,
+    60,
+    'batch_token_limit_exceeded',
+  )
+}
+
 export function registerBatches(app: EdgeApp, { deps }: RouteContext) {
   app.openapi(
     create,
@@ -212,6 +288,12 @@ export function registerBatches(app: EdgeApp, { deps }: RouteContext) {
         const problem = webhookUrlProblem(b.webhook, deps.config.PGPT_WEBHOOK_ALLOW_PRIVATE)
         if (problem) throw unprocessable(`The webhook URL ${problem}.`, 'webhook', 'webhook_url_not_allowed')
       }
+      const estimate = await estimateBatchTokens(
+        deps.models,
+        key.tenant,
+        b.endpoint,
+        (await readFileText(deps.store, key.tenant, file.id)) ?? '',
+      )
       const id = newBatchId()
       const created = now()
       const requestId = c.get('requestId')
@@ -247,17 +329,24 @@ export function registerBatches(app: EdgeApp, { deps }: RouteContext) {
           invalid: 0,
           outputExpiresAfterS:
             b.output_expires_after?.seconds ?? defaultFileExpiresAfterS(deps.config, 'batch_output'),
+          tokenEstimate: estimate,
         },
       }
-      await putNewBatch(deps.store, record)
-      // The job that validates and fans out; its id is the batch's (GET /v1/jobs/{batch id} shows it).
-      const job = await deps.jobs.create({
-        id,
-        tenant: key.tenant,
-        kind: 'batch',
-        input: { batchId: id },
-        requestId,
-        apiKeyId: key.id,
+      await admitBatch(deps, key.tenant, id, estimate)
+      const job = await (async () => {
+        await putNewBatch(deps.store, record)
+        // The job that validates and fans out; its id is the batch's (GET /v1/jobs/{batch id} shows it).
+        return deps.jobs.create({
+          id,
+          tenant: key.tenant,
+          kind: 'batch',
+          input: { batchId: id },
+          requestId,
+          apiKeyId: key.id,
+        })
+      })().catch(async (err) => {
+        await release(deps.store, BATCH_TOKENS, key.tenant, [id]).catch(() => {})
+        throw err
       })
       const message: QueueMessageBody = { jobId: job.id, kind: job.kind, requestId }
       try {
@@ -271,6 +360,7 @@ export function registerBatches(app: EdgeApp, { deps }: RouteContext) {
           errors: { object: 'list', data: [error] },
         })).catch(() => {})
         await deps.jobs.transition(job.id, 'failed', { error }).catch(() => {})
+        await release(deps.store, BATCH_TOKENS, key.tenant, [id]).catch(() => {})
         throw new ApiError(503, 'The job queue is unavailable. Please retry.', {
           code: 'queue_unavailable',
           cause: err,
@@ -299,31 +389,9 @@ export function registerBatches(app: EdgeApp, { deps }: RouteContext) {
     h(async (c) => {
       const { id } = valid<{ id: string }>(c, 'param')
       const tenant = c.get('key').tenant
-      let b = await getBatch(deps.store, tenant, id)
+      const b = await getBatch(deps.store, tenant, id)
       if (!b) throw notFound('batch', id, 'id')
-      // The planning job failed (e.g. dead-lettered) before it could move the batch on:
-      // the batch ends failed with that reason instead of staying `validating` for ever.
-      if (b.status === 'validating') {
-        const job = await deps.jobs.get(tenant, b.internal.jobId)
-        if (job?.state === 'failed' || job?.state === 'canceled') {
-          const reason = job.error ?? { code: 'batch_failed', message: `The batch job ended ${job.state}.` }
-          b =
-            (await updateBatch(deps.store, tenant, id, (cur) =>
-              cur.status !== 'validating'
-                ? null
-                : {
-                    ...cur,
-                    status: 'failed',
-                    failed_at: Math.floor((job.finishedAt ?? Date.now()) / 1000),
-                    errors: {
-                      object: 'list',
-                      data: [{ code: reason.code, message: reason.message, param: null, line: null }],
-                    },
-                  },
-            )) ?? b
-        }
-      }
-      return json(c, batchView(b))
+      return json(c, batchView(await settled(deps, tenant, b)))
     }),
   )
   app.openapi(

@@ -1,7 +1,13 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { OpenAPIHono } from '@hono/zod-openapi'
 import { afterEach, describe, expect, it } from 'vitest'
+import { FsObjectStore } from '../../core/adapters/fs-store.js'
+import { listAll } from '../../core/adapters/object-records.js'
 import { fromZod } from '../../core/openai/zod-error.js'
-import { fileContentKey, fileMetaKey } from '../../core/records/files.js'
+import { fileContentKey, fileMetaKey, fileUsage } from '../../core/records/files.js'
+import { sweepExpired } from '../../core/retention.js'
 import { makeTestEdge, type TestEdge } from '../../test/helpers/edge-harness.js'
 import type { AppEnv } from '../deps.js'
 import { onError } from '../errors.js'
@@ -10,9 +16,16 @@ import { requestId } from '../middleware/request-id/index.js'
 import { registerFiles } from './files.js'
 
 let t: TestEdge
+const dirs: string[] = []
 afterEach(async () => {
   await t?.close()
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true })
 })
+const diskStore = async () => {
+  const root = await mkdtemp(join(tmpdir(), 'pgpt-files-'))
+  dirs.push(root)
+  return new FsObjectStore({ root })
+}
 
 const chatLine = (i: number) =>
   JSON.stringify({
@@ -205,6 +218,72 @@ describe('Files API', () => {
     })
     expect(del.status).toBe(200)
     expect((await upload(t.keys.admin, form(one, 'batch'))).status).toBe(200)
+  })
+
+  it('is a hard cap: concurrent uploads store exactly the cap, the rest are 400s; a delete and a retention purge free a slot', async () => {
+    const k = 3
+    // A store on disk: each upload's reads and writes take real I/O, so the uploads interleave.
+    t = await makeTestEdge({
+      worker: false,
+      env: { PGPT_MAX_FILES_PER_TENANT: String(k) },
+      deps: { store: await diskStore() },
+    })
+    const expiring = () => {
+      const f = form(chatLine(1), 'batch')
+      f.set('expires_after[anchor]', 'created_at')
+      f.set('expires_after[seconds]', '3600')
+      return f
+    }
+    // Every upload passes the old check (a listing) before any is stored: all ten raced past it.
+    const results = await Promise.all(Array.from({ length: 10 }, () => upload(t.keys.admin, expiring())))
+    const ok = results.filter((r) => r.status === 200)
+    expect(ok).toHaveLength(k)
+    for (const r of results.filter((r) => r.status !== 200)) {
+      expect(r.status).toBe(400)
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe('storage_limit_exceeded')
+    }
+    const stored = async () => {
+      let n = 0
+      for await (const _ of listAll(t.deps.store, 'files/t1/')) n++
+      return n
+    }
+    expect(await stored()).toBe(k)
+    expect(await fileUsage(t.deps.store, 't1')).toMatchObject({ files: k })
+    // Another tenant has its own cap.
+    expect((await upload(await t.key('t2', ['batch']), form(chatLine(1), 'batch'))).status).toBe(200)
+
+    // A delete frees a slot, and only one.
+    const [first] = (await Promise.all(ok.map((r) => r.json()))) as Array<{ id: string }>
+    const del = await get(`/v1/files/${first.id}`, t.keys.admin, { method: 'DELETE' })
+    expect(del.status).toBe(200)
+    expect((await upload(t.keys.admin, form(chatLine(2), 'batch'))).status).toBe(200)
+    expect((await upload(t.keys.admin, form(chatLine(3), 'batch'))).status).toBe(400)
+
+    // The retention sweep deletes the expiring ones (an hour on) and frees their slots.
+    const swept = await sweepExpired({ store: t.deps.store }, { now: Date.now() + 2 * 3600_000 })
+    expect(swept.files).toHaveLength(k - 1)
+    expect(await fileUsage(t.deps.store, 't1')).toMatchObject({ files: 1 })
+    const again = await Promise.all(
+      Array.from({ length: 4 }, () => upload(t.keys.admin, form(chatLine(4), 'batch'))),
+    )
+    expect(again.map((r) => r.status).sort()).toEqual([200, 200, 400, 400])
+    expect(await stored()).toBe(k)
+  })
+
+  it('counts bytes in flight: concurrent uploads together past the byte cap store at most the cap', async () => {
+    const one = chatLine(1)
+    const size = new TextEncoder().encode(one).byteLength
+    t = await makeTestEdge({
+      worker: false,
+      env: { PGPT_MAX_STORAGE_BYTES_PER_TENANT: String(Math.max(1024, size * 2)) },
+      deps: { store: await diskStore() },
+    })
+    const n = Math.floor(Math.max(1024, size * 2) / size)
+    const results = await Promise.all(
+      Array.from({ length: n + 4 }, () => upload(t.keys.admin, form(one, 'batch'))),
+    )
+    expect(results.filter((r) => r.status === 200)).toHaveLength(n)
+    expect(await fileUsage(t.deps.store, 't1')).toEqual({ files: n, bytes: n * size })
   })
 
   it('uploads have their own limit, above the JSON body limit of the whole app', async () => {

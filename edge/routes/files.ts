@@ -16,7 +16,9 @@
  * Caps (400s, before anything is stored): a `batch` file of more than
  * PGPT_MAX_BATCH_LINES lines (`too_many_lines`, OpenAI's 50,000), and a tenant
  * at PGPT_MAX_FILES_PER_TENANT files or PGPT_MAX_STORAGE_BYTES_PER_TENANT bytes
- * (`storage_limit_exceeded`; core/records/files.ts `fileUsage`).
+ * (`storage_limit_exceeded`). The storage caps are hard: the upload is
+ * reserved in the tenant's ledger by compare-and-swap before it is stored
+ * (core/records/files.ts), so racing uploads store at most the cap.
  *
  * Expiry (OpenAI's `expires_after`, multipart fields `expires_after[anchor]`
  * = `created_at` and `expires_after[seconds]` from 3600 to 2592000, as the
@@ -40,12 +42,12 @@ import {
   FILE_PURPOSES,
   type FileObject,
   type FilePurpose,
-  fileUsage,
   getFileObject,
   listFiles,
   MAX_EXPIRES_AFTER_S,
   MIN_EXPIRES_AFTER_S,
   readFileStream,
+  StorageLimitError,
   UPLOAD_PURPOSES,
 } from '../../core/records/files.js'
 import { FINE_TUNE_KIND, type FineTuneInput } from '../../core/records/fine-tunes.js'
@@ -196,6 +198,17 @@ const del = createRoute({
   },
 })
 
+/** The 400 of an upload beyond the tenant's storage caps, naming the cap. */
+function storageLimitExceeded(e: StorageLimitError): ApiError {
+  return badRequest(
+    e.over === 'files'
+      ? `This tenant stores ${e.held.files} files, the limit (${e.caps.maxFiles}); delete some before uploading more.`
+      : `This upload (${e.bytes} bytes) would take the tenant's stored files to ${e.held.bytes + e.bytes} bytes, beyond the limit of ${e.caps.maxBytes}; delete some files first.`,
+    'file',
+    'storage_limit_exceeded',
+  )
+}
+
 /** What still reads the file: a queued or running fine-tuning job, or an unfinished batch; null when nothing. */
 async function fileUser(deps: EdgeDeps, tenant: string, id: string): Promise<string | null> {
   let after: string | undefined
@@ -317,20 +330,6 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
           'file',
           'too_many_lines',
         )
-      // A soft cap: uploads racing each other may pass it together by a file each.
-      const used = await fileUsage(deps.store, key.tenant)
-      if (used.files + 1 > maxFiles)
-        throw badRequest(
-          `This tenant stores ${used.files} files, the limit (${maxFiles}); delete some before uploading more.`,
-          'file',
-          'storage_limit_exceeded',
-        )
-      if (used.bytes + bytes.byteLength > maxStored)
-        throw badRequest(
-          `This upload (${bytes.byteLength} bytes) would take the tenant's stored files to ${used.bytes + bytes.byteLength} bytes, beyond the limit of ${maxStored}; delete some files first.`,
-          'file',
-          'storage_limit_exceeded',
-        )
       const record = await createFile(
         deps.store,
         key.tenant,
@@ -341,7 +340,11 @@ export function registerFiles(app: EdgeApp, { deps }: RouteContext, o: FilesOpti
           expiresAfterS: expiresAfter ?? defaultFileExpiresAfterS(deps.config, p),
         },
         clock(),
-      )
+        { maxFiles, maxBytes: maxStored },
+      ).catch((err) => {
+        if (err instanceof StorageLimitError) throw storageLimitExceeded(err)
+        throw err
+      })
       c.get('log').info(
         { fileId: record.id, bytes: record.bytes, purpose: p, expiresAt: record.expires_at },
         'file uploaded',

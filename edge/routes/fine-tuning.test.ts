@@ -178,6 +178,48 @@ describe('POST /v1/fine_tuning/jobs', () => {
     }
   })
 
+  it('refuses a job beyond PGPT_MAX_ACTIVE_FINE_TUNES with a 429; a job that ends frees its place', async () => {
+    const capped = await makeTestEdge({ worker: false, env: { PGPT_MAX_ACTIVE_FINE_TUNES: '2' } })
+    try {
+      const key = await capped.key('t1', ['fine-tune'])
+      for (const tenant of ['t1', 't2'])
+        await createFile(capped.deps.store, tenant, {
+          id: 'file-train',
+          filename: 't.jsonl',
+          purpose: 'fine-tune',
+          content: '{}',
+        })
+      const create = (secret = key) =>
+        capped.app.request('/v1/fine_tuning/jobs', {
+          method: 'POST',
+          headers: { ...capped.auth(secret), 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'echo-1', training_file: 'file-train' }),
+        })
+      const first = await create()
+      expect(first.status).toBe(200)
+      const a = (await first.json()) as Job
+      expect((await create()).status).toBe(200)
+      const third = await create()
+      expect(third.status).toBe(429)
+      expect(third.headers.get('retry-after')).not.toBeNull()
+      const err = ((await third.json()) as { error: { code: string; message: string } }).error
+      expect(err.code).toBe('fine_tune_limit_exceeded')
+      expect(err.message).toContain('2 fine-tuning jobs queued or running, the limit (2)')
+      // Another tenant has its own.
+      expect((await create(await capped.key('t2', ['fine-tune']))).status).toBe(200)
+      // Cancelled (a queued job at once): its place is free, and only one.
+      const cancel = await capped.app.request(`/v1/fine_tuning/jobs/${a.id}/cancel`, {
+        method: 'POST',
+        headers: capped.auth(key),
+      })
+      expect(cancel.status).toBe(200)
+      expect((await create()).status).toBe(200)
+      expect((await create()).status).toBe(429)
+    } finally {
+      await capped.close()
+    }
+  })
+
   it('needs the fine-tune scope', async () => {
     const res = await req('/v1/fine_tuning/jobs', e.keys.generate, {
       model: 'echo-1',

@@ -9,9 +9,19 @@
  * model `ft:<base>:<tenant>:<suffix>:<id>`, visible to this tenant only. Its
  * events and checkpoints live in the ObjectStore (core/records/fine-tunes.ts).
  * Every read is tenant-scoped: another tenant's job, file or model is a 404.
+ *
+ * Bounds: one job's work by PGPT_MAX_FINE_TUNE_STEPS (a 400 at creation), a
+ * tenant's by PGPT_MAX_ACTIVE_FINE_TUNES, the jobs it has queued or running
+ * at once (a 429 `fine_tune_limit_exceeded` beyond; OpenAI limits active jobs
+ * too). The active jobs are entries of the tenant's `fine-tunes` ledger
+ * (core/records/ledger.ts, compare-and-swap: racing creations on any edge
+ * cannot pass it together), dropped once their job record has ended. Trained
+ * tokens are not counted at creation (that needs the base model's tokenizer
+ * over the whole file); the step cap bounds them. Fine-tuning takes nothing
+ * from the key's tokens-per-minute bucket.
  */
 import { createRoute, z } from '@hono/zod-openapi'
-import { ApiError, badRequest, notFound, unprocessable } from '../../core/errors.js'
+import { ApiError, badRequest, notFound, rateLimited, unprocessable } from '../../core/errors.js'
 import { newId } from '../../core/ids.js'
 import { splitJsonl } from '../../core/jsonl.js'
 import { authErrors, errorResponseOf } from '../../core/openai/schemas.js'
@@ -31,7 +41,8 @@ import {
   plannedEpochs,
   readStatus,
 } from '../../core/records/fine-tunes.js'
-import type { AppContext } from '../deps.js'
+import { admit, endedByRecord, release } from '../../core/records/ledger.js'
+import type { AppContext, EdgeDeps } from '../deps.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
 import { scoped } from '../middleware/auth/index.js'
 import {
@@ -69,6 +80,9 @@ const create = createRoute({
     ...authErrors,
     404: errorResponseOf('Unknown model.'),
     422: errorResponseOf('The webhook URL is not allowed.'),
+    429: errorResponseOf(
+      'Rate limit reached, or the tenant has PGPT_MAX_ACTIVE_FINE_TUNES jobs queued or running (`fine_tune_limit_exceeded`); see Retry-After.',
+    ),
   },
 })
 
@@ -196,6 +210,35 @@ async function checkSteps(
     )
 }
 
+/** The ledger of the tenant's queued and running fine-tuning jobs (core/records/ledger.ts). */
+const ACTIVE_FINE_TUNES = 'fine-tunes'
+
+/** Holds a place for the job among the tenant's active ones, or throws the 429 when they are at the cap. */
+async function admitFineTune(deps: EdgeDeps, tenant: string, id: string): Promise<void> {
+  const max = deps.config.PGPT_MAX_ACTIVE_FINE_TUNES
+  const clock = deps.clock ?? Date.now
+  const a = await admit(
+    deps.store,
+    ACTIVE_FINE_TUNES,
+    tenant,
+    { id, weight: 1 },
+    {
+      caps: { maxEntries: max },
+      now: clock(),
+      finished: endedByRecord(async (id) => {
+        const job = await deps.jobs.get(tenant, id)
+        return job && isTerminal(job.state)
+      }, clock),
+    },
+  )
+  if (!a.ok)
+    throw rateLimited(
+      `This tenant has ${a.held.entries} fine-tuning jobs queued or running, the limit (${max}); wait for one to finish or cancel one, then retry.`,
+      60,
+      'fine_tune_limit_exceeded',
+    )
+}
+
 export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
   const { deps } = ctx
   const getJob = async (c: AppContext, id: string): Promise<JobRecord> => {
@@ -253,17 +296,23 @@ export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
         fine_tuned_model: fineTunedModelName(b.model, key.tenant, b.suffix ?? null, id),
       }
       const requestId = c.get('requestId')
-      const job = await deps.jobs.create({
-        id,
-        tenant: key.tenant,
-        kind: FINE_TUNE_KIND,
-        model: b.model,
-        input,
-        requestId,
-        apiKeyId: key.id,
-        ...(b.webhook ? { webhook: { url: b.webhook, eventsFilter: b.webhook_events_filter ?? [] } } : {}),
-        ...(b.metadata ? { metadata: b.metadata } : {}),
-      })
+      await admitFineTune(deps, key.tenant, id)
+      const job = await deps.jobs
+        .create({
+          id,
+          tenant: key.tenant,
+          kind: FINE_TUNE_KIND,
+          model: b.model,
+          input,
+          requestId,
+          apiKeyId: key.id,
+          ...(b.webhook ? { webhook: { url: b.webhook, eventsFilter: b.webhook_events_filter ?? [] } } : {}),
+          ...(b.metadata ? { metadata: b.metadata } : {}),
+        })
+        .catch(async (err) => {
+          await release(deps.store, ACTIVE_FINE_TUNES, key.tenant, [id]).catch(() => {})
+          throw err
+        })
       await appendEvent(deps.store, job.id, { message: `Created fine-tuning job: ${job.id}` })
       const message: QueueMessageBody = { jobId: job.id, kind: job.kind, requestId }
       try {
@@ -274,6 +323,7 @@ export function registerFineTuning(app: EdgeApp, ctx: RouteContext) {
             error: { message: 'could not enqueue', code: 'queue_unavailable' },
           })
           .catch(() => {})
+        await release(deps.store, ACTIVE_FINE_TUNES, key.tenant, [id]).catch(() => {})
         throw new ApiError(503, 'The job queue is unavailable. Please retry.', {
           code: 'queue_unavailable',
           cause: err,
