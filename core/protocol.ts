@@ -104,6 +104,13 @@ export const generationInputSchema = z.object({
 })
 export type GenerationInput = z.infer<typeof generationInputSchema>
 
+/**
+ * The usage kind (core/ports/usage-store.ts) a generation is metered as: by
+ * the worker that ran its job, and by the edge for a cache hit.
+ */
+export const usageKind = (r: Pick<GenerationInput, 'endpoint'>) =>
+  r.endpoint === 'completions' ? 'completion' : 'chat.completion'
+
 export const tokenLogprobSchema = z.object({
   token: z.string(),
   logprob: z.number(),

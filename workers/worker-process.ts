@@ -5,8 +5,9 @@
  * `shutdown()`; tests may run it in-process.
  *
  * Local SQLite file: `<PGPT_DATA_DIR>/pgpt.db` holds the queue `generation` (and
- * `generation-dlq`), the job records and `webhook_deliveries`; the local edge opens
- * the same file.
+ * `generation-dlq`), the job and usage records and `webhook_deliveries`; the local
+ * edge opens the same file. Cloud profiles (PGPT_RECORDS=object) keep job and usage
+ * records as objects in the store the edge reads.
  */
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -21,6 +22,7 @@ import { loadOrCreateSigningKey, tenantWebhookSecret } from '../core/webhook-sec
 import { openWiring, type Wiring } from '../core/wiring.js'
 import { localDbFile, nodeBackends } from '../core/wiring-node.js'
 import { drainDeadLetter } from './dead-letter.js'
+import { generationMeter } from './generation/usage.js'
 import { startWorkerServer } from './http-server.js'
 import type { WorkerSettings } from './settings.js'
 import { DeliveryLog } from './webhooks/delivery-log.js'
@@ -118,7 +120,7 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
   const { queue, deadLetter, maxReceiveCount } = wiring.queue()
   // Job records shared with the edge: the local SQLite file, or objects in the
   // configured store (S3/R2/MinIO with conditional writes) for cloud profiles.
-  const { jobs } = wiring.records()
+  const { jobs, usage } = wiring.records()
   const events = openEvents(config, logger)
   const deliveryLog = new DeliveryLog({ file: localDbFile(config) })
   const dispatcher = new WebhookDispatcher({
@@ -190,6 +192,8 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
     logger,
     metrics,
     onJobEvent: dispatcher.onJobEvent,
+    // Usage of generation jobs, in the records the edge's GET /v1/usage reads.
+    meter: generationMeter(usage),
   })
 
   const done = loop.finally(async () => {
