@@ -14,7 +14,6 @@ import {
   type QueueMessageBody,
   type Sampling,
   type Usage,
-  usageKind,
 } from '../../core/protocol.js'
 import type { AppContext, EdgeDeps } from '../deps.js'
 
@@ -245,7 +244,7 @@ export async function recordUsage(
   keepAlive(c, deps, logFailure(written, c.get('log')))
 }
 
-export { usageKind }
+export { usageKind } from '../../core/protocol.js'
 
 /**
  * Refunds the token budget a job did not use, once its usage is known. The
