@@ -15,7 +15,7 @@ import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
 import { buildTestModel, publishTestModel } from '../helpers/tiny-models.js'
 import { createHarness, type Harness, waitFor } from '../helpers/worker-process-harness.js'
-import { type SqsServer, startSqsServer } from '../servers/sqs-server.js'
+import { type SqsServer, sqsEnv, startSqsServer } from '../servers/sqs-server.js'
 
 const TOKEN = 'job-usage-internal-token-0123456'
 
@@ -123,17 +123,7 @@ describe('the usage of an async job whose edge is gone is counted once its worke
       delete process.env.AWS_SECRET_ACCESS_KEY
     })
     expectCountedOnce(
-      await jobOfAGoneEdge({
-        PGPT_RECORDS: 'object',
-        PGPT_QUEUE: 'sqs',
-        PGPT_SQS_QUEUE_URL: urls.queueUrl,
-        PGPT_SQS_DLQ_URL: urls.deadLetterQueueUrl,
-        PGPT_SQS_ENDPOINT: sqs.endpoint,
-        AWS_REGION: sqs.region,
-        AWS_ACCESS_KEY_ID: sqs.credentials.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: sqs.credentials.secretAccessKey,
-        PGPT_VISIBILITY_TIMEOUT_S: '30',
-      }),
+      await jobOfAGoneEdge({ PGPT_RECORDS: 'object', ...sqsEnv(sqs, urls), PGPT_VISIBILITY_TIMEOUT_S: '30' }),
     )
   }, 120_000)
 })
