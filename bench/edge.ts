@@ -89,7 +89,12 @@ async function serve(off: Set<string>) {
     manifestKey('echo-1'),
     JSON.stringify({ id: 'echo-1', owner: null, created: 1, context_length: 2048, files: [] }),
   )
-  const worker = startEchoWorker({ queue: edge.deps.queue, jobs: edge.deps.jobs, events: edge.deps.events })
+  const worker = startEchoWorker({
+    queue: edge.deps.queue,
+    jobs: edge.deps.jobs,
+    events: edge.deps.events,
+    usage: edge.deps.usage,
+  })
   const { secret } = await createKey(edge.deps.keys, { tenant: 'bench', name: 'bench', scopes: ['generate'] })
   const headers = { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }
   const first = await fetch(`${edge.url}/v1/chat/completions`, { method: 'POST', headers, body: CHAT })

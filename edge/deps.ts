@@ -56,7 +56,8 @@ export interface EdgeDeps {
    */
   clientAddress?: (c: Context) => string | undefined
   /**
-   * Commit usage records before the response is returned (Lambda: the
+   * Commit the usage records the edge writes (cache hits; a job's is its
+   * worker's) before the response is returned (Lambda: the
    * container is frozen once the handler returns, so a record still being
    * written would wait for the next invocation, or be lost with the
    * container). Elsewhere the response does not wait for the commit

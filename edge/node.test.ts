@@ -31,7 +31,12 @@ beforeAll(async () => {
   })
   edge = await startEdge({ config, port: 0 })
   await edge.deps.store.put(manifestKey('echo-1'), JSON.stringify(manifest('echo-1', null)))
-  worker = startEchoWorker({ queue: edge.deps.queue, jobs: edge.deps.jobs, events: edge.deps.events })
+  worker = startEchoWorker({
+    queue: edge.deps.queue,
+    jobs: edge.deps.jobs,
+    events: edge.deps.events,
+    usage: edge.deps.usage,
+  })
   const { secret } = await createKey(edge.deps.keys, { tenant: 't1', name: 'sdk', scopes: ['generate'] })
   client = new OpenAI({ apiKey: secret, baseURL: `${edge.url}/v1`, maxRetries: 0 })
 })

@@ -28,7 +28,12 @@ beforeAll(async () => {
   const config = parseConfig({ PGPT_DATA_DIR: dir, PGPT_LOG_LEVEL: 'silent', HOST: '127.0.0.1' })
   edge = await startEdge({ config, port: 0 })
   await edge.deps.store.put(manifestKey('echo-1'), JSON.stringify(manifest('echo-1', null)))
-  worker = startEchoWorker({ queue: edge.deps.queue, jobs: edge.deps.jobs, events: edge.deps.events })
+  worker = startEchoWorker({
+    queue: edge.deps.queue,
+    jobs: edge.deps.jobs,
+    events: edge.deps.events,
+    usage: edge.deps.usage,
+  })
   ;({ secret } = await createKey(edge.deps.keys, { tenant: 't1', name: 'unsupported', scopes: ['generate'] }))
   client = new OpenAI({ apiKey: secret, baseURL: `${edge.url}/v1`, maxRetries: 0 })
 })

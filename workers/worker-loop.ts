@@ -119,6 +119,11 @@ export interface RunWorkerOptions {
   metrics?: Metrics
   /** Called after every event this worker publishes, with the job record as of that event (webhooks hook here). */
   onJobEvent?: (job: JobRecord, event: JobEvent) => void | Promise<void>
+  /**
+   * Writes the usage record of a job that ends with an output, before its
+   * terminal transition; a failed write leaves the message to be redelivered.
+   */
+  meter?: (job: JobRecord, output: unknown) => Promise<void>
 }
 
 interface InFlight {

@@ -5,9 +5,10 @@
  * `shutdown()`; tests may run it in-process.
  *
  * Local SQLite file: `<PGPT_DATA_DIR>/pgpt.db` holds the queue `generation` (and
- * `generation-dlq`), the job records and `webhook_deliveries`; the local edge opens
- * the same file. With object records (cloud profiles) the webhook delivery log is in
- * the shared store too: a worker keeps no state of its own, so scale-in loses no retry.
+ * `generation-dlq`), the job and usage records and `webhook_deliveries`; the local
+ * edge opens the same file. With object records (cloud profiles) the job and usage
+ * records and the webhook delivery log are in the shared store: a worker keeps no
+ * state of its own, so scale-in loses no retry.
  */
 import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -22,6 +23,7 @@ import { loadOrCreateSigningKey, tenantWebhookSecret } from '../core/webhook-sec
 import { openWiring, type Wiring } from '../core/wiring.js'
 import { nodeBackends } from '../core/wiring-node.js'
 import { drainDeadLetter } from './dead-letter.js'
+import { generationMeter } from './generation/usage.js'
 import { startWorkerServer } from './http-server.js'
 import type { WorkerSettings } from './settings.js'
 import { WebhookDispatcher } from './webhooks/dispatcher.js'
@@ -118,7 +120,7 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
   const { queue, deadLetter, maxReceiveCount } = wiring.queue()
   // Job records shared with the edge: the local SQLite file, or objects in the
   // configured store (S3/R2/MinIO with conditional writes) for cloud profiles.
-  const { jobs, deliveries } = wiring.records()
+  const { jobs, usage, deliveries } = wiring.records()
   const events = openEvents(config, logger)
   const dispatcher = new WebhookDispatcher({
     log: deliveries,
@@ -189,6 +191,8 @@ export async function startWorkerProcess(deps: WorkerDeps): Promise<WorkerProces
     logger,
     metrics,
     onJobEvent: dispatcher.onJobEvent,
+    // Usage of generation jobs, in the records the edge's GET /v1/usage reads.
+    meter: generationMeter(usage),
   })
 
   const done = loop.finally(async () => {

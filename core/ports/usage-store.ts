@@ -1,15 +1,16 @@
 /**
- * UsageStore port: metered usage, one record per completed generation, batch
- * line or fine-tuning job. Totals are summed from records, never kept as
- * counters, so they can be audited.
+ * UsageStore port: metered usage, one record per generation job (written by
+ * its worker), cache hit (by the edge), batch line or fine-tuning job. Totals
+ * are summed from records, never kept as counters, so they can be audited.
  */
 
 export interface UsageRecord {
   /**
    * Idempotency key, for writers that may write the same record again (a
-   * retried batch line or fine-tuning job): a store keeps one record per id.
-   * Left out by writers that write each record once (the edge, per request),
-   * which then costs the store no unique index entry.
+   * rerun generation job, batch line or fine-tuning job): a store counts one
+   * record per id, the first written (a rerun may differ in time or tokens).
+   * Left out by writers that write each record once (the edge, per cache
+   * hit), which then costs the store no unique index entry.
    */
   id?: string
   tenant: string

@@ -1,9 +1,11 @@
 /**
- * When the response waits for its usage record (edge/generation/run.ts
- * recordUsage): not on Node or Workers (the record commits after the
- * response, kept alive by waitUntil where the runtime needs it), before the
- * response on Lambda (`usageBeforeResponse`); a failed write never fails the
- * request and is logged.
+ * When the response waits for the usage record the edge writes, that of a
+ * cache hit (edge/generation/run.ts recordUsage; a job's record is its
+ * worker's, written before the job ends, workers/generation/usage.ts): not on
+ * Node or Workers (the record commits after the response, kept alive by
+ * waitUntil where the runtime needs it), before the response on Lambda
+ * (`usageBeforeResponse`); a failed write never fails the request and is
+ * logged.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { createLogger } from '../../core/logger.js'
@@ -11,30 +13,37 @@ import type { UsageRecord, UsageStore } from '../../core/ports/usage-store.js'
 import { makeTestEdge, type TestEdge } from '../../test/helpers/edge-harness.js'
 import type { EdgeDeps } from '../deps.js'
 
-/** A usage store whose writes finish only when the test lets them. */
-function heldStore(fail = false) {
+/**
+ * A usage store whose writes, while `hold` is set, finish only when the test
+ * lets them (and then fail if `fail` is set); otherwise they are written at once.
+ */
+function heldStore() {
   const written: UsageRecord[] = []
   const held: Array<() => void> = []
-  const store: UsageStore = {
-    name: 'held',
-    record: (rec) =>
-      new Promise<void>((resolve, reject) => {
-        held.push(() => {
-          if (fail) return reject(new Error('disk full'))
-          written.push(rec)
-          resolve()
-        })
-      }),
-    query: async () => [],
-  }
-  return {
-    store,
+  const u = {
+    hold: false,
+    fail: false,
     written,
     held,
+    store: {
+      name: 'held',
+      record: (rec) =>
+        new Promise<void>((resolve, reject) => {
+          const go = () => {
+            if (u.fail) return reject(new Error('disk full'))
+            written.push(rec)
+            resolve()
+          }
+          if (u.hold) held.push(go)
+          else go()
+        }),
+      query: async () => [],
+    } as UsageStore,
     release: () => {
       for (const go of held.splice(0)) go()
     },
   }
+  return u
 }
 
 const CHAT = {
@@ -73,18 +82,24 @@ async function settlesSoon(p: Promise<unknown>): Promise<boolean> {
 }
 
 describe('usage records and the response', () => {
-  it('answers without waiting for the usage commit, and the record is still written', async () => {
+  it('answers a cache hit without waiting for its usage commit, and the record is still written', async () => {
     const u = heldStore()
     const kept: Promise<unknown>[] = []
     const post = await edge({ usage: u.store, waitUntil: (_c, p) => kept.push(p) })
     const miss = await post()
     expect(miss.headers.get('x-cache')).toBe('MISS')
+    // The job's record is its worker's, written before the job ended: the edge wrote none for it.
+    const jobId = miss.headers.get('x-pgpt-job-id')
+    expect(u.written).toHaveLength(1)
+    expect(u.written[0]).toMatchObject({ id: `usage_${jobId}`, cached: false, kind: 'chat.completion' })
+    expect(kept).toHaveLength(0)
+    u.hold = true
     const hit = await post()
     expect(hit.headers.get('x-cache')).toBe('HIT')
     const body = (await hit.json()) as { usage: { prompt_tokens: number; completion_tokens: number } }
-    expect(u.written).toHaveLength(0) // both answered while their records were still being written
-    expect(u.held).toHaveLength(2)
-    expect(kept).toHaveLength(2) // Workers: each write is handed to waitUntil
+    expect(u.written).toHaveLength(1) // answered while its record was still being written
+    expect(u.held).toHaveLength(1)
+    expect(kept).toHaveLength(1) // Workers: the write is handed to waitUntil
     u.release()
     await Promise.all(kept)
     expect(u.written.map((r) => r.cached)).toEqual([false, true])
@@ -95,30 +110,37 @@ describe('usage records and the response', () => {
       model: 'echo-1',
     })
     expect(u.written[1]!.requestId).toBe(hit.headers.get('x-request-id'))
-    expect(u.written.map((r) => r.id)).toEqual([undefined, undefined]) // written once each: no idempotency key
+    expect(u.written[1]!.id).toBeUndefined() // written once: no idempotency key
   })
 
-  it('on Lambda (usageBeforeResponse) answers only once the record is written', async () => {
+  it('on Lambda (usageBeforeResponse) answers a cache hit only once its record is written', async () => {
     const u = heldStore()
     const post = await edge({ usage: u.store, usageBeforeResponse: true })
-    const first = Promise.resolve(post())
+    expect((await post()).headers.get('x-cache')).toBe('MISS')
+    u.hold = true
+    const hit = Promise.resolve(post())
     await until(() => u.held.length === 1)
-    expect(await settlesSoon(first)).toBe(false)
+    expect(await settlesSoon(hit)).toBe(false)
     u.release()
-    expect((await first).status).toBe(200)
-    expect(u.written).toHaveLength(1)
+    expect((await hit).status).toBe(200)
+    expect(u.written.map((r) => r.cached)).toEqual([false, true])
   })
 
   it('a failed usage write does not fail the request and is logged', async () => {
-    const u = heldStore(true)
+    const u = heldStore()
     const lines: string[] = []
     const logger = createLogger({ service: 'edge', destination: { write: (l: string) => lines.push(l) } })
     for (const before of [false, true]) {
+      Object.assign(u, { hold: false, fail: false })
       const post = await edge({ usage: u.store, logger, usageBeforeResponse: before })
-      const res = post({ ...CHAT, max_tokens: before ? 7 : 6 })
+      expect((await post()).status).toBe(200)
+      Object.assign(u, { hold: true, fail: true })
+      const res = post()
       await until(() => u.held.length === 1)
       u.release()
-      expect((await res).status).toBe(200)
+      const hit = await res
+      expect(hit.status).toBe(200)
+      expect(hit.headers.get('x-cache')).toBe('HIT')
       await until(() => lines.filter((l) => l.includes('usage record failed')).length === (before ? 2 : 1))
       await t?.close()
     }

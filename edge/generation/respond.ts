@@ -4,9 +4,10 @@
  * either waiting for the result or relaying token events as SSE. A client
  * that leaves (a stream, or a request still waiting) gets its job canceled:
  * nobody will read the rest, so the worker stops instead of generating to
- * max_tokens for nobody (as vLLM and TGI abort). The edge still follows the
- * job to its terminal event, whose data says what was generated, and meters
- * exactly that.
+ * max_tokens for nobody (as vLLM and TGI abort). The worker meters what the
+ * job generated (workers/generation/usage.ts); the edge follows the job to its
+ * terminal event, whose data says so, to refund the unused token budget, and
+ * records only cache hits (no job ran).
  */
 import { streamSSE } from 'hono/streaming'
 import { ApiError, toApiError } from '../../core/errors.js'
@@ -27,9 +28,9 @@ import {
   cancelJob,
   isRepeatable,
   keepAlive,
-  meterOf,
   outputOf,
   recordUsage,
+  refundUnused,
   type Submitted,
   submitGeneration,
   usageKind,
@@ -115,7 +116,7 @@ export async function handleGeneration(
   const timeoutMs = deps.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS
   if (r.stream) return streamGeneration(c, deps, submitted, prep, r, includeUsage, refund, timeoutMs)
 
-  const meter = meterOf(c, deps, prep.manifest.id, usageKind(r), refund)
+  const meter = refundUnused(refund)
   // The client hung up while waiting (@hono/node-server aborts the request's signal then): nobody
   // gets the answer. Runtimes without a request signal, or that never abort it, follow the job to its end.
   const clientLeft: AbortSignal | undefined = c.req.raw.signal
@@ -125,7 +126,7 @@ export async function handleGeneration(
   let metered = false
   try {
     const end = await awaitTerminal(submitted, timeoutMs)
-    // Canceled after it began generating (its client left, or the job API canceled it): billed for that.
+    // Canceled after it began generating (its client left, or the job API canceled it): its worker billed that.
     const partial = canceledUsage(end)
     if (partial) {
       metered = true
@@ -171,7 +172,7 @@ function streamGeneration(
   const model = prep.manifest.id
   const chunks = chunker(r.endpoint, sub.job.id, model, includeUsage)
   c.header('x-cache', 'BYPASS')
-  const meter = meterOf(c, deps, model, usageKind(r), refund)
+  const meter = refundUnused(refund)
   return streamSSE(c, async (stream) => {
     let clientGone = false
     /** The job's terminal event came: nothing left to cancel. */
@@ -216,7 +217,7 @@ function streamGeneration(
             if (text) await send(chunks.text(d.index, text, d.logprob))
           } else if (isTerminal(e)) {
             ended = true
-            // Canceled after it began generating (its client left, or the job API canceled it): billed for that.
+            // Canceled after it began generating (its client left, or the job API canceled it): its worker billed that.
             const partial = canceledUsage(e)
             if (partial) {
               metered = true

@@ -206,9 +206,10 @@ export function outputOf(e: JobEvent, jobId: string): GenerationOutput {
 }
 
 /**
- * Writes the usage record of a request. The response does not wait for the
- * commit (the SQLite store commits the records of a few event-loop turns
- * together): holding every response until then kept each
+ * Writes the usage record of a cache hit (no job ran; the worker that runs a
+ * job writes that job's record, workers/generation/usage.ts). The response
+ * does not wait for the commit (the SQLite store commits the records of a few
+ * event-loop turns together): holding every response until then kept each
  * request's objects alive across the turn, which made the young-generation
  * collections copy them and cost ~2% of a cache hit (bench/observability.ts).
  * Workers keep the write alive (keepAlive); Lambda commits first
@@ -242,29 +243,17 @@ export async function recordUsage(
   keepAlive(c, deps, logFailure(written, c.get('log')))
 }
 
-/** The usage kind of a generation endpoint. */
-export const usageKind = (r: Pick<GenerationInput, 'endpoint'>) =>
-  r.endpoint === 'completions' ? 'completion' : 'chat.completion'
+export { usageKind } from '../../core/protocol.js'
 
-/** Refunds the unused token budget and records the usage of a request, once it is known. */
-export function meterOf(
-  c: AppContext,
-  deps: EdgeDeps,
-  model: string,
-  kind: string,
-  refund: (used: number) => Promise<void>,
-) {
-  return async (u: Usage) => {
-    await refund(u.promptTokens + u.completionTokens).catch(() => {})
-    await recordUsage(c, deps, {
-      model,
-      kind,
-      promptTokens: u.promptTokens,
-      completionTokens: u.completionTokens,
-      cached: false,
-    })
-  }
-}
+/**
+ * Refunds the token budget a job did not use, once its usage is known. The
+ * edge records no usage for a job: its worker does, whether or not an edge
+ * still follows the job (workers/generation/usage.ts).
+ */
+export const refundUnused =
+  (refund: (used: number) => Promise<void>) =>
+  (u: Usage): Promise<void> =>
+    refund(u.promptTokens + u.completionTokens).catch(() => {})
 
 /** Given the logger, not `c`: the handler must not keep the request's context alive. */
 const logFailure = (written: Promise<void>, log: AppContext['var']['log']) =>

@@ -28,10 +28,9 @@ import {
   canceledUsage,
   cancelJob,
   keepAlive,
-  meterOf,
   outputOf,
+  refundUnused,
   submitGeneration,
-  usageKind,
 } from '../generation/run.js'
 import { hasScope } from '../keys.js'
 import { webhookUrlProblem } from '../lib/webhook-url.js'
@@ -279,13 +278,13 @@ export function registerJobs(app: EdgeApp, ctx: RouteContext) {
         ...(b.webhook ? { webhook: { url: b.webhook, eventsFilter: b.webhook_events_filter ?? [] } } : {}),
         ...(b.metadata ? { metadata: b.metadata } : {}),
       })
-      // Follow the job to its end in the background: usage and the token refund do not depend on a waiter.
+      // Follow the job to its end in the background, for the token refund only: its worker records
+      // its usage (workers/generation/usage.ts), so nothing is lost if this follower is.
       const follow = (async () => {
-        const meter = meterOf(c, deps, prep.manifest.id, usageKind(r), refund)
         try {
           const end = await awaitTerminal(sub, deps.syncTimeoutMs ?? 300_000)
-          // Canceled after it began generating: billed for what it generated.
-          await meter(canceledUsage(end) ?? outputOf(end, sub.job.id).usage)
+          // Canceled after it began generating: it used what it generated.
+          await refundUnused(refund)(canceledUsage(end) ?? outputOf(end, sub.job.id).usage)
         } catch {
           await refund(prep.promptTokens).catch(() => {})
         }

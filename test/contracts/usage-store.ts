@@ -4,7 +4,8 @@
  * the suite never skips. Besides the port, the suite requires: a query covers
  * `from <= at < to`; buckets are aligned to `from`; only buckets (and groups)
  * with records are returned, by start then group; recording one id twice
- * counts once; records without an id count each time.
+ * (even with another time or counts: a rerun) counts once, the first write
+ * standing; records without an id count each time.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import type { UsageRecord, UsageStore } from '../../core/ports/usage-store.js'
@@ -172,6 +173,15 @@ export function testUsageStore({ name, make }: UsageStoreContractOptions) {
       const [bucket] = await store.query({ tenant: 'tenant_a', from: T0, to: T0 + MIN, bucketSeconds: 60 })
       expect(bucket.requests).toBe(1)
       expect(bucket.promptTokens).toBe(10)
+    })
+
+    it('counts an id once when it is recorded again later with other counts (a rerun): the first stands', async () => {
+      const store = await setup()
+      const first = rec({ at: T0 + 10, promptTokens: 10, completionTokens: 5 })
+      await store.record(first)
+      await store.record({ ...first, at: T0 + 20, completionTokens: 9, requestId: 'req_rerun' })
+      const [bucket] = await store.query({ tenant: 'tenant_a', from: T0, to: T0 + MIN, bucketSeconds: 60 })
+      expect(bucket).toMatchObject({ requests: 1, promptTokens: 10, completionTokens: 5 })
     })
 
     it('counts every record written without an id, beside ones with ids', async () => {

@@ -14,7 +14,7 @@ import { parseConfig } from '../../core/config.js'
 import { createKey } from '../../edge/keys.js'
 import { type RunningEdge, startEdge } from '../../edge/node.js'
 import { createHarness, type Harness, type WorkerChild, waitFor } from '../helpers/worker-process-harness.js'
-import { type SqsServer, startSqsServer } from '../servers/sqs-server.js'
+import { type SqsServer, sqsEnv, startSqsServer } from '../servers/sqs-server.js'
 
 const TOKEN = 'object-records-internal-token-0123'
 const MODEL = 'prometheus-mini'
@@ -30,15 +30,9 @@ beforeAll(async () => {
     visibilityTimeoutSeconds: 30,
     maxReceiveCount: 3,
   })
-  const shared = {
+  const shared: Record<string, string> = {
     PGPT_RECORDS: 'object',
-    PGPT_QUEUE: 'sqs',
-    PGPT_SQS_QUEUE_URL: urls.queueUrl,
-    PGPT_SQS_DLQ_URL: urls.deadLetterQueueUrl,
-    PGPT_SQS_ENDPOINT: sqs.endpoint,
-    AWS_REGION: sqs.region,
-    AWS_ACCESS_KEY_ID: sqs.credentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: sqs.credentials.secretAccessKey,
+    ...sqsEnv(sqs, urls),
     PGPT_VISIBILITY_TIMEOUT_S: '30',
   }
   h = createHarness(shared)

@@ -6,7 +6,9 @@
  * one word per token, honouring max_tokens, stop sequences, n, echo and
  * cancellation (a job canceled mid-way keeps what it generated, as with the
  * real worker). It publishes `start`, `token` (when the input streams) and
- * `completed` events and moves the job running → succeeded.
+ * `completed` events and moves the job running → succeeded. Given a usage
+ * store, it meters the job before that as the real worker loop does
+ * (workers/generation/usage.ts), the edge recording no usage for jobs.
  *
  * A prompt containing `__fail__` makes the job fail (failed event, state
  * failed), for testing error paths.
@@ -14,6 +16,7 @@
 import type { Events, JobEvent } from '../../core/ports/events.js'
 import type { JobStore } from '../../core/ports/job-store.js'
 import type { Queue } from '../../core/ports/queue.js'
+import type { UsageStore } from '../../core/ports/usage-store.js'
 import {
   type CanceledGeneration,
   type GenerationChoice,
@@ -22,6 +25,7 @@ import {
   generationInputSchema,
   queueMessageSchema,
 } from '../../core/protocol.js'
+import { generationMeter } from '../../workers/generation/usage.js'
 
 export interface EchoWorkerOptions {
   queue: Queue
@@ -29,6 +33,8 @@ export interface EchoWorkerOptions {
   events: Events
   /** Pause between tokens, ms. Default 0. */
   tokenDelayMs?: number
+  /** Where the jobs' usage is recorded (the edge's store); none: not metered. */
+  usage?: UsageStore
 }
 
 export interface EchoWorker {
@@ -83,6 +89,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 export function startEchoWorker(o: EchoWorkerOptions): EchoWorker {
   const controller = new AbortController()
   let handled = 0
+  const meter = o.usage ? generationMeter(o.usage) : async () => {}
 
   async function handle(jobId: string): Promise<void> {
     const job = await o.jobs.getById(jobId)
@@ -120,6 +127,7 @@ export function startEchoWorker(o: EchoWorkerOptions): EchoWorker {
                 usage: { promptTokens, completionTokens: generated },
               }
             : undefined
+          if (partial) await meter(job, partial)
           await o.jobs.transition(jobId, 'canceled', partial ? { output: partial } : {})
           await publish('canceled', partial ?? { reason: 'canceled' })
           return
@@ -135,6 +143,7 @@ export function startEchoWorker(o: EchoWorkerOptions): EchoWorker {
       choices,
       usage: { promptTokens, completionTokens },
     }
+    await meter(job, output)
     await o.jobs.transition(jobId, 'succeeded', { output })
     await publish('completed', output)
   }

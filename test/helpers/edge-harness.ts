@@ -76,6 +76,7 @@ export async function makeTestEdge(o: TestEdgeOptions = {}) {
           queue: deps.queue,
           jobs: deps.jobs,
           events: deps.events,
+          usage: deps.usage,
           tokenDelayMs: o.tokenDelayMs,
         })
   const key = async (

@@ -1,12 +1,12 @@
 /**
  * The local stack over a tiny model, for end-to-end tests that need the real
  * generation engine but not a real model: the edge on @hono/node-server
- * (local profile, in-memory keys and usage), one worker PROCESS running
+ * (local profile, in-memory keys; usage in the data folder's SQLite file,
+ * where the worker records it), one worker PROCESS running
  * `generation` that publishes its events to the edge, a random-weight model
  * published as `modelId`, and a `generate` key of tenant `acme`.
  */
 import { MemoryKeyStore } from '../../core/adapters/memory-key-store.js'
-import { MemoryUsageStore } from '../../core/adapters/memory-usage-store.js'
 import { parseConfig } from '../../core/config.js'
 import { silentLogger } from '../../core/logger.js'
 import { createKey } from '../../edge/keys.js'
@@ -40,7 +40,7 @@ export async function startTinyStack(o: {
   const edge = await startEdge({
     config,
     port: 0,
-    deps: { keys: new MemoryKeyStore(), usage: new MemoryUsageStore(), logger: silentLogger },
+    deps: { keys: new MemoryKeyStore(), logger: silentLogger },
   })
   const model = await buildTestModel({ kind: 'random', seed: 7, maxPositions: o.maxPositions })
   await publishTestModel(edge.deps.store, model, o.modelId)

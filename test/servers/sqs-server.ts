@@ -107,6 +107,22 @@ export interface SqsServer {
 const REGION = 'us-east-1'
 const CREDENTIALS = { accessKeyId: 'test', secretAccessKey: 'test' }
 
+/** The settings (environment variables) of a process that uses the queue pair `urls` of `sqs`. */
+export function sqsEnv(
+  sqs: Pick<SqsServer, 'endpoint' | 'region' | 'credentials'>,
+  urls: { queueUrl: string; deadLetterQueueUrl: string },
+): Record<string, string> {
+  return {
+    PGPT_QUEUE: 'sqs',
+    PGPT_SQS_QUEUE_URL: urls.queueUrl,
+    PGPT_SQS_DLQ_URL: urls.deadLetterQueueUrl,
+    PGPT_SQS_ENDPOINT: sqs.endpoint,
+    AWS_REGION: sqs.region,
+    AWS_ACCESS_KEY_ID: sqs.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: sqs.credentials.secretAccessKey,
+  }
+}
+
 export async function startSqsServer(): Promise<SqsServer> {
   const { service, requestHandler } = loadLocalAwsSqs()({
     port: 0,

@@ -41,7 +41,7 @@ export function createGenerationHandler(engine: Pick<GenerationEngine, 'generate
       })
     } catch (err) {
       // Stopped by its signal (e.g. canceled: its streaming client left) after it began generating:
-      // hand over what it generated, which a canceled job keeps and the edge meters.
+      // hand over what it generated, which a canceled job keeps and its worker meters.
       if (err instanceof GenerationCancelled && err.partial)
         throw new StoppedEarly(err.partial, { cause: err })
       throw err

@@ -45,6 +45,8 @@ export interface LoopEffectsOptions {
   events: Events
   metrics?: Metrics
   onJobEvent?: (job: JobRecord, event: JobEvent) => void | Promise<void>
+  /** Records what a job ending with an output used, before it is terminal (workers/generation/usage.ts). */
+  meter?: (job: JobRecord, output: unknown) => Promise<void>
 }
 
 export function loopEffects(o: LoopEffectsOptions): LoopEffects {
@@ -65,6 +67,8 @@ export function loopEffects(o: LoopEffectsOptions): LoopEffects {
 
   return {
     async transition(job, to, patch) {
+      // Metered first: a crash before the transition reruns the job into the same usage record id.
+      if (patch?.output != null) await o.meter?.(job, patch.output)
       const next = await jobs.transition(job.id, to, { ...patch, run: job.attempts })
       metrics?.jobs.inc({ kind: job.kind, state: to })
       return next
